@@ -1,0 +1,175 @@
+//! Node start-up and serving: opens the store, opens or creates and bootstraps the Raft groups,
+//! serves the peer transport (and the debug KV RPC) until SIGINT or SIGTERM.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use keel_proto::debug::debug_kv_server::DebugKvServer;
+use keel_proto::raft::raft_transport_server::RaftTransportServer;
+use keel_raft::kv::KvApplier;
+use keel_raft::{GroupConfig, GroupRegistry, LinkFaults, NodeId, RaftTransportService};
+use keel_storage::{NodeIdentity, Store};
+use tonic::codec::CompressionEncoding;
+
+use crate::debug_kv::DebugKvService;
+
+/// One member of the initial cluster: `ID=HOST:PORT`.
+#[derive(Clone, Debug)]
+pub struct PeerSpec {
+    pub id: NodeId,
+    pub addr: String,
+}
+
+impl FromStr for PeerSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (id, addr) = s
+            .split_once('=')
+            .ok_or_else(|| format!("peer {s:?} is not ID=HOST:PORT"))?;
+        let id = id
+            .trim()
+            .parse()
+            .map_err(|e| format!("peer id {id:?} in {s:?} is not a number: {e}"))?;
+        Ok(PeerSpec {
+            id,
+            addr: addr.trim().to_string(),
+        })
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub listen: String,
+    pub peers: Vec<PeerSpec>,
+    pub data_dir: PathBuf,
+    pub shards: u64,
+    pub debug_kv: bool,
+}
+
+impl NodeConfig {
+    fn validate(&self) -> anyhow::Result<BTreeMap<NodeId, String>> {
+        if self.node_id == 0 {
+            bail!("--node-id must be greater than 0");
+        }
+        if self.cluster_id.is_empty() {
+            bail!("--cluster-id must not be empty");
+        }
+        if !(1..=1024).contains(&self.shards) {
+            bail!("--shards must be between 1 and 1024, got {}", self.shards);
+        }
+        let mut members = BTreeMap::new();
+        for peer in &self.peers {
+            if members.insert(peer.id, peer.addr.clone()).is_some() {
+                bail!("peer id {} is listed twice", peer.id);
+            }
+        }
+        if !members.contains_key(&self.node_id) {
+            bail!(
+                "this node's id {} is not among the peers {:?}",
+                self.node_id,
+                members.keys().collect::<Vec<_>>()
+            );
+        }
+        Ok(members)
+    }
+}
+
+/// Runs the node until SIGINT or SIGTERM.
+pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    let members = config.validate()?;
+    let listen: SocketAddr = config
+        .listen
+        .parse()
+        .with_context(|| format!("--listen {:?} is not HOST:PORT", config.listen))?;
+    let identity = NodeIdentity {
+        cluster_id: config.cluster_id.clone(),
+        node_id: config.node_id,
+    };
+    let store = Store::open(&config.data_dir.join("db"), &identity)?;
+    let registry = GroupRegistry::new(
+        config.node_id,
+        &config.cluster_id,
+        store,
+        Arc::new(KvApplier),
+        &GroupConfig::default(),
+        config.data_dir.join("snapshots"),
+        LinkFaults::default(),
+    )?;
+    let hosted = registry.open_hosted().await?;
+    if hosted.is_empty() {
+        bootstrap(&registry, &members, config.node_id, config.shards).await?;
+    }
+    tracing::info!(
+        node = config.node_id,
+        cluster = %config.cluster_id,
+        %listen,
+        groups = registry.groups().len(),
+        "keel node serving (Raft transport{}; the Temporal API is not served yet)",
+        if config.debug_kv { " and debug KV" } else { "" }
+    );
+    let transport = RaftTransportServer::new(RaftTransportService::new(registry.clone()))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let debug_kv = config.debug_kv.then(|| {
+        DebugKvServer::new(DebugKvService::new(registry.clone()))
+            .accept_compressed(CompressionEncoding::Gzip)
+    });
+    let served = tonic::transport::Server::builder()
+        .add_service(transport)
+        .add_optional_service(debug_kv)
+        .serve_with_shutdown(listen, shutdown_signal())
+        .await
+        .with_context(|| format!("cannot serve on {listen}"));
+    registry.shutdown().await;
+    served
+}
+
+/// Hosts the metadata group and every shard group on a fresh node. Group `g` is initialized by
+/// the member at position `g mod n` of the sorted peer list, which spreads first leaderships
+/// across nodes; the others wait to be contacted.
+async fn bootstrap(
+    registry: &GroupRegistry,
+    members: &BTreeMap<NodeId, String>,
+    node_id: NodeId,
+    shards: u64,
+) -> anyhow::Result<()> {
+    let ids: Vec<NodeId> = members.keys().copied().collect();
+    for group in 0..=shards {
+        let handle = registry.create(group).await?;
+        let slot = usize::try_from(group).unwrap_or(0) % ids.len();
+        if ids[slot] == node_id {
+            handle.initialize(members).await?;
+        }
+    }
+    tracing::info!(node = node_id, shards, "bootstrapped a new node");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,320 @@
+//! A handle on one Raft group hosted by this node: propose commands (batched into one log entry
+//! per round, many rounds in flight), read applied state, confirm leadership for linearizable
+//! reads, watch leadership, and change membership.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use keel_storage::{keys, Cf, GroupId, Store};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::{ChangeMembers, Raft, RaftMetrics};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+use crate::error::{GroupError, ProposeError, ReadError};
+use crate::types::{BasicNode, KeelRaft, NodeId, Proposal};
+
+/// Most commands batched into one log entry.
+const MAX_COMMANDS_PER_ENTRY: usize = 1024;
+/// Most command bytes batched into one log entry.
+const MAX_BYTES_PER_ENTRY: usize = 4 << 20;
+/// Most log entries proposed and not yet committed per group.
+const MAX_ENTRIES_IN_FLIGHT: usize = 16;
+/// Most proposals queued per group before `propose` waits (back-pressure).
+const PROPOSAL_QUEUE: usize = 8192;
+/// Largest single command accepted.
+pub const MAX_COMMAND_BYTES: usize = 4 << 20;
+
+/// A committed and applied command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// Log index of the entry that carried the command.
+    pub index: u64,
+    /// The applier's response.
+    pub response: Bytes,
+}
+
+struct Pending {
+    command: Bytes,
+    reply: oneshot::Sender<Result<Committed, ProposeError>>,
+}
+
+struct GroupInner {
+    id: GroupId,
+    node: NodeId,
+    raft: Raft<KeelRaft>,
+    store: Store,
+    proposals: mpsc::Sender<Pending>,
+}
+
+/// One Raft group on this node. Cheap to clone.
+#[derive(Clone)]
+pub struct ShardGroup {
+    inner: Arc<GroupInner>,
+}
+
+impl ShardGroup {
+    pub(crate) fn start(
+        id: GroupId,
+        node: NodeId,
+        raft: Raft<KeelRaft>,
+        store: Store,
+    ) -> ShardGroup {
+        let (proposals, queue) = mpsc::channel(PROPOSAL_QUEUE);
+        tokio::spawn(run_proposer(id, node, raft.clone(), queue));
+        ShardGroup {
+            inner: Arc::new(GroupInner {
+                id,
+                node,
+                raft,
+                store,
+                proposals,
+            }),
+        }
+    }
+
+    /// The group's id.
+    pub fn id(&self) -> GroupId {
+        self.inner.id
+    }
+
+    /// The openraft instance (for transport and administration).
+    pub fn raft(&self) -> &Raft<KeelRaft> {
+        &self.inner.raft
+    }
+
+    /// Proposes `command` and waits until it is committed by a quorum (fsynced on each) and
+    /// applied here. Only the leader accepts proposals.
+    pub async fn propose(&self, command: Bytes) -> Result<Committed, ProposeError> {
+        if command.len() > MAX_COMMAND_BYTES {
+            return Err(ProposeError::Rejected {
+                group: self.inner.id,
+                reason: format!(
+                    "command of {} bytes exceeds the {MAX_COMMAND_BYTES}-byte limit",
+                    command.len()
+                ),
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        let closed = || ProposeError::Unavailable {
+            group: self.inner.id,
+            node: self.inner.node,
+            reason: "the group is shutting down".to_string(),
+        };
+        self.inner
+            .proposals
+            .send(Pending { command, reply })
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    /// Reads an application key from the state applied on this node (may be stale on a
+    /// follower).
+    pub fn read_local(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
+        self.inner
+            .store
+            .get(Cf::State, &keys::state_user_key(self.inner.id, key))
+            .map_err(|e| ReadError::Unavailable {
+                group: self.inner.id,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Calls `visit` with each application key starting with `prefix` (and its value) in the
+    /// state applied on this node, until it returns false.
+    pub fn scan_local(
+        &self,
+        prefix: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), ReadError> {
+        let (start, end) = keys::state_user_range(self.inner.id, prefix);
+        self.inner
+            .store
+            .scan(Cf::State, &start, &end, |key, value| {
+                visit(keys::user_key_of(key).unwrap_or_default(), value)
+            })
+            .map_err(|e| ReadError::Unavailable {
+                group: self.inner.id,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Confirms (read index: a heartbeat round with a quorum) that this node still leads the
+    /// group and waits until everything committed before now is applied here, so reads that
+    /// follow are linearizable.
+    pub async fn ensure_linearizable(&self) -> Result<(), ReadError> {
+        match self.inner.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(e)) => {
+                let (leader, leader_addr) = match e {
+                    CheckIsLeaderError::ForwardToLeader(f) => {
+                        (f.leader_id, f.leader_node.map(|n| n.addr))
+                    }
+                    CheckIsLeaderError::QuorumNotEnough(_) => (None, None),
+                };
+                Err(ReadError::NotLeader {
+                    group: self.inner.id,
+                    node: self.inner.node,
+                    leader,
+                    leader_addr,
+                })
+            }
+            Err(RaftError::Fatal(e)) => Err(ReadError::Unavailable {
+                group: self.inner.id,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Linearizable read of one application key: [`ShardGroup::ensure_linearizable`] then a
+    /// local read.
+    pub async fn read(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
+        self.ensure_linearizable().await?;
+        self.read_local(key)
+    }
+
+    /// The leader this node currently knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
+    /// True if this node currently leads the group.
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.inner.node)
+    }
+
+    /// Watches the group's Raft metrics (leader, term, log and applied indexes, replication).
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
+        self.inner.raft.metrics()
+    }
+
+    /// Makes this node the first member of the group with the voters `members` (id to peer
+    /// address). Does nothing if the group already has a log (it was initialized before).
+    pub async fn initialize(&self, members: &BTreeMap<NodeId, String>) -> Result<(), GroupError> {
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        match self.inner.raft.initialize(nodes).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(self.raft_error("initialize", e)),
+        }
+    }
+
+    /// Adds `node` (reachable at `addr`) as a voter: it first joins as a learner and catches up
+    /// (from the log or a snapshot), then the membership change is committed. Leader only.
+    pub async fn add_voter(&self, node: NodeId, addr: &str) -> Result<(), GroupError> {
+        self.inner
+            .raft
+            .add_learner(node, BasicNode::new(addr), true)
+            .await
+            .map_err(|e| self.raft_error("add learner", e))?;
+        self.inner
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node])), false)
+            .await
+            .map_err(|e| self.raft_error("add voter", e))?;
+        Ok(())
+    }
+
+    /// Removes `node` from the group's voters (and from its nodes). Leader only.
+    pub async fn remove_voter(&self, node: NodeId) -> Result<(), GroupError> {
+        self.inner
+            .raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node])), false)
+            .await
+            .map_err(|e| self.raft_error("remove voter", e))?;
+        Ok(())
+    }
+
+    /// Stops the group's Raft instance (its data stays on disk).
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.inner.raft.shutdown().await {
+            tracing::warn!(group = self.inner.id, %error, "raft group did not shut down cleanly");
+        }
+    }
+
+    fn raft_error(&self, operation: &'static str, error: impl std::fmt::Display) -> GroupError {
+        GroupError::Raft {
+            group: self.inner.id,
+            operation,
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// Takes queued proposals, packs as many as are waiting into one log entry, and keeps up to
+/// [`MAX_ENTRIES_IN_FLIGHT`] entries replicating at once.
+async fn run_proposer(
+    group: GroupId,
+    node: NodeId,
+    raft: Raft<KeelRaft>,
+    mut queue: mpsc::Receiver<Pending>,
+) {
+    let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut bytes = first.command.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_COMMANDS_PER_ENTRY && bytes < MAX_BYTES_PER_ENTRY {
+            match queue.try_recv() {
+                Ok(next) => {
+                    bytes += next.command.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            commit_batch(group, node, &raft, batch).await;
+        });
+    }
+}
+
+async fn commit_batch(group: GroupId, node: NodeId, raft: &Raft<KeelRaft>, batch: Vec<Pending>) {
+    let (commands, replies): (Vec<Bytes>, Vec<_>) =
+        batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+    match raft.client_write(Proposal { commands }).await {
+        Ok(written) => {
+            let mut responses = written.data.responses.into_iter();
+            for reply in replies {
+                let _ = reply.send(Ok(Committed {
+                    index: written.log_id.index,
+                    response: responses.next().unwrap_or_default(),
+                }));
+            }
+        }
+        Err(error) => {
+            let error = match error {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                    ProposeError::NotLeader {
+                        group,
+                        node,
+                        leader: f.leader_id,
+                        leader_addr: f.leader_node.map(|n| n.addr),
+                    }
+                }
+                RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                    ProposeError::Rejected {
+                        group,
+                        reason: e.to_string(),
+                    }
+                }
+                RaftError::Fatal(e) => ProposeError::Unavailable {
+                    group,
+                    node,
+                    reason: e.to_string(),
+                },
+            };
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}

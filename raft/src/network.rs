@@ -1,0 +1,246 @@
+//! Client side of the Raft transport: one lazily connected HTTP/2 channel per peer address,
+//! shared by every group on the node; each message is tagged with cluster, group and node ids.
+//! [`LinkFaults`] is the seam tests use to cut links without touching sockets.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use keel_proto::raft::raft_transport_client::RaftTransportClient;
+use keel_proto::raft::{RaftHeader, RaftRequest};
+use keel_storage::GroupId;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use crate::codec;
+use crate::types::{BasicNode, KeelRaft, NodeId};
+
+/// Links this node currently cannot use (test seam for partitions). Empty in production.
+#[derive(Clone, Debug, Default)]
+pub struct LinkFaults {
+    blocked: Arc<RwLock<HashSet<NodeId>>>,
+}
+
+impl LinkFaults {
+    /// Drops every message to and from `peer` until [`LinkFaults::heal`].
+    pub fn block(&self, peer: NodeId) {
+        if let Ok(mut blocked) = self.blocked.write() {
+            blocked.insert(peer);
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        if let Ok(mut blocked) = self.blocked.write() {
+            blocked.clear();
+        }
+    }
+
+    /// True if messages to or from `peer` are dropped.
+    pub fn is_blocked(&self, peer: NodeId) -> bool {
+        self.blocked
+            .read()
+            .map(|b| b.contains(&peer))
+            .unwrap_or(false)
+    }
+}
+
+/// The node's connections to its peers.
+pub struct Peers {
+    local: NodeId,
+    cluster_id: String,
+    channels: Mutex<HashMap<String, Channel>>,
+    faults: LinkFaults,
+}
+
+impl Peers {
+    /// Connections of node `local` of cluster `cluster_id`.
+    pub fn new(local: NodeId, cluster_id: String, faults: LinkFaults) -> Arc<Peers> {
+        Arc::new(Peers {
+            local,
+            cluster_id,
+            channels: Mutex::new(HashMap::new()),
+            faults,
+        })
+    }
+
+    /// The fault seam of this node.
+    pub fn faults(&self) -> &LinkFaults {
+        &self.faults
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| "peer channel map poisoned".to_string())?;
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("invalid peer address {addr:?}: {e}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// Network factory of one group: hands openraft a client per target node.
+pub struct GroupNetwork {
+    group: GroupId,
+    peers: Arc<Peers>,
+}
+
+impl GroupNetwork {
+    /// The network of `group` over `peers`.
+    pub fn new(group: GroupId, peers: Arc<Peers>) -> Self {
+        GroupNetwork { group, peers }
+    }
+}
+
+impl RaftNetworkFactory<KeelRaft> for GroupNetwork {
+    type Network = PeerLink;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerLink {
+        PeerLink {
+            group: self.group,
+            target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+/// One group's link to one peer.
+pub struct PeerLink {
+    group: GroupId,
+    target: NodeId,
+    addr: String,
+    peers: Arc<Peers>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct LinkError(String);
+
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+impl PeerLink {
+    async fn call<Req, Resp, E>(
+        &self,
+        kind: RPCTypes,
+        request: &Req,
+        option: RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let unreachable =
+            |detail: String| RPCError::Unreachable(Unreachable::new(&LinkError(detail)));
+        if self.peers.faults.is_blocked(self.target) {
+            return Err(unreachable(format!("link to node {} is cut", self.target)));
+        }
+        let channel = self.peers.channel(&self.addr).map_err(unreachable)?;
+        let mut client = RaftTransportClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let message = RaftRequest {
+            header: Some(RaftHeader {
+                cluster_id: self.peers.cluster_id.clone(),
+                group_id: self.group,
+                from_node: self.peers.local,
+                to_node: self.target,
+            }),
+            payload: codec::encode(request),
+        };
+        let ttl = option.hard_ttl();
+        let call = async {
+            match kind {
+                RPCTypes::AppendEntries => client.append_entries(message).await,
+                RPCTypes::Vote => client.vote(message).await,
+                RPCTypes::InstallSnapshot => client.install_snapshot(message).await,
+            }
+        };
+        let reply = match tokio::time::timeout(ttl, call).await {
+            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Err(status)) => {
+                let detail = format!(
+                    "{kind} for group {} to node {} at {}: {}",
+                    self.group,
+                    self.target,
+                    self.addr,
+                    status.message()
+                );
+                return Err(match status.code() {
+                    Code::FailedPrecondition | Code::InvalidArgument => {
+                        tracing::error!(group = self.group, peer = self.target, addr = %self.addr, "peer refused a raft message: {detail}");
+                        RPCError::Network(NetworkError::new(&LinkError(detail)))
+                    }
+                    _ => unreachable(detail),
+                });
+            }
+            Err(_) => {
+                return Err(RPCError::Timeout(Timeout {
+                    action: kind,
+                    id: self.peers.local,
+                    target: self.target,
+                    timeout: ttl,
+                }))
+            }
+        };
+        if self.peers.faults.is_blocked(self.target) {
+            return Err(unreachable(format!("link to node {} is cut", self.target)));
+        }
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            codec::decode(&reply.payload).map_err(|e| {
+                RPCError::Network(NetworkError::new(&LinkError(format!(
+                    "undecodable {kind} reply from node {} at {}: {e}",
+                    self.target, self.addr
+                ))))
+            })?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<KeelRaft> for PeerLink {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<KeelRaft>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        self.call(RPCTypes::AppendEntries, &rpc, option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<KeelRaft>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call(RPCTypes::InstallSnapshot, &rpc, option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        self.call(RPCTypes::Vote, &rpc, option).await
+    }
+}

@@ -1,0 +1,178 @@
+//! The groups a node hosts: creates, opens (at start-up, from what is recorded on disk) and
+//! closes them, and finds them for the transport and for callers.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use keel_storage::{keys, Cf, GroupId, Store};
+use openraft::Raft;
+
+use crate::applier::Applier;
+use crate::config::GroupConfig;
+use crate::error::GroupError;
+use crate::group::ShardGroup;
+use crate::log_store::{write_synced, GroupLogStore};
+use crate::network::{GroupNetwork, LinkFaults, Peers};
+use crate::state_machine::GroupStateMachine;
+use crate::types::NodeId;
+
+/// Raft-meta record marking that this node hosts a group.
+const HOSTED: &[u8] = b"hosted";
+
+/// Every Raft group hosted by one node, sharing its store and peer connections.
+pub struct GroupRegistry {
+    node_id: NodeId,
+    cluster_id: String,
+    store: Store,
+    applier: Arc<dyn Applier>,
+    peers: Arc<Peers>,
+    raft_config: Arc<openraft::Config>,
+    snapshot_root: PathBuf,
+    groups: RwLock<BTreeMap<GroupId, ShardGroup>>,
+}
+
+impl GroupRegistry {
+    /// A registry for node `node_id` of `cluster_id`, storing in `store`, applying committed
+    /// commands with `applier`, keeping snapshot files under `snapshot_root`.
+    pub fn new(
+        node_id: NodeId,
+        cluster_id: &str,
+        store: Store,
+        applier: Arc<dyn Applier>,
+        config: &GroupConfig,
+        snapshot_root: PathBuf,
+        faults: LinkFaults,
+    ) -> Result<Arc<GroupRegistry>, GroupError> {
+        let raft_config = config
+            .to_openraft(cluster_id)
+            .map_err(|e| GroupError::Raft {
+                group: 0,
+                operation: "validate raft configuration",
+                reason: e.to_string(),
+            })?;
+        Ok(Arc::new(GroupRegistry {
+            node_id,
+            cluster_id: cluster_id.to_string(),
+            store,
+            applier,
+            peers: Peers::new(node_id, cluster_id.to_string(), faults),
+            raft_config: Arc::new(raft_config),
+            snapshot_root,
+            groups: RwLock::new(BTreeMap::new()),
+        }))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The cluster's id.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The link-fault seam of this node.
+    pub fn faults(&self) -> &LinkFaults {
+        self.peers.faults()
+    }
+
+    /// The node's store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Opens every group recorded as hosted on this node; returns their ids.
+    pub async fn open_hosted(&self) -> Result<Vec<GroupId>, GroupError> {
+        let mut hosted = Vec::new();
+        self.store
+            .scan(Cf::RaftMeta, &[], &[0xff; 9], |key, _| {
+                if key.len() == keys::GROUP_PREFIX_LEN + HOSTED.len() && key.ends_with(HOSTED) {
+                    hosted.extend(keys::group_of(key));
+                }
+                true
+            })
+            .map_err(|e| GroupError::Storage {
+                group: 0,
+                source: Box::new(e),
+            })?;
+        for group in &hosted {
+            self.open(*group).await?;
+        }
+        Ok(hosted)
+    }
+
+    /// Hosts `group` on this node (recording it durably) and starts its Raft instance. Returns
+    /// the running group if it is already open.
+    pub async fn create(&self, group: GroupId) -> Result<ShardGroup, GroupError> {
+        if let Some(existing) = self.get(group) {
+            return Ok(existing);
+        }
+        let mut batch = self.store.batch();
+        batch.put(Cf::RaftMeta, &keys::meta_key(group, HOSTED), &[]);
+        write_synced(&self.store, batch)
+            .await
+            .map_err(|e| GroupError::Storage {
+                group,
+                source: Box::new(e),
+            })?;
+        self.open(group).await
+    }
+
+    async fn open(&self, group: GroupId) -> Result<ShardGroup, GroupError> {
+        let storage = |e: openraft::StorageError<NodeId>| GroupError::Storage {
+            group,
+            source: Box::new(e),
+        };
+        let log = GroupLogStore::new(self.store.clone(), group);
+        let snapshot_dir = self.snapshot_root.join(format!("group-{group}"));
+        let state = GroupStateMachine::open(
+            self.store.clone(),
+            group,
+            self.applier.clone(),
+            snapshot_dir,
+        )
+        .await
+        .map_err(storage)?;
+        let network = GroupNetwork::new(group, self.peers.clone());
+        let raft = Raft::new(self.node_id, self.raft_config.clone(), network, log, state)
+            .await
+            .map_err(|e| GroupError::Raft {
+                group,
+                operation: "start",
+                reason: e.to_string(),
+            })?;
+        let handle = ShardGroup::start(group, self.node_id, raft, self.store.clone());
+        let mut groups = self.groups.write().map_err(|_| GroupError::Raft {
+            group,
+            operation: "register",
+            reason: "group registry lock poisoned".to_string(),
+        })?;
+        Ok(groups.entry(group).or_insert(handle).clone())
+    }
+
+    /// The running group `group`, if hosted here.
+    pub fn get(&self, group: GroupId) -> Option<ShardGroup> {
+        self.groups.read().ok()?.get(&group).cloned()
+    }
+
+    /// Every running group, in id order.
+    pub fn groups(&self) -> Vec<ShardGroup> {
+        self.groups
+            .read()
+            .map(|groups| groups.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Stops every group (their data stays on disk).
+    pub async fn shutdown(&self) {
+        let groups = match self.groups.write() {
+            Ok(mut groups) => std::mem::take(&mut *groups),
+            Err(_) => return,
+        };
+        for group in groups.values() {
+            group.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! One group's state machine over the node's RocksDB: applies committed entries through the
+//! group's [`Applier`] in one write batch per apply call (together with the applied index and
+//! membership, so replay is idempotent), and moves snapshots as SST files of the group's state
+//! range.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use keel_storage::{keys, Cf, GroupId, Store};
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
+    SnapshotMeta, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::applier::{Applier, GroupWrites};
+use crate::codec;
+use crate::log_store::{corrupt, storage_error, write_synced};
+use crate::snapshot_file::SnapshotFile;
+use crate::types::{Applied, BasicNode, KeelRaft, NodeId};
+
+type Entry = openraft::Entry<KeelRaft>;
+type StorageResult<T> = Result<T, openraft::StorageError<NodeId>>;
+type Membership = StoredMembership<NodeId, BasicNode>;
+
+/// State-machine record (inside the group's state range, so snapshots carry it).
+const APPLIED: &[u8] = b"applied";
+/// Raft-meta record of the group's current snapshot.
+const SNAPSHOT: &[u8] = b"snapshot";
+/// Raft-meta record of a snapshot whose install has begun but not finished.
+const INSTALLING: &[u8] = b"installing";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SnapshotRecord {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    file_name: String,
+}
+
+/// The state machine of one group.
+pub struct GroupStateMachine {
+    store: Store,
+    group: GroupId,
+    applier: Arc<dyn Applier>,
+    last_applied: Option<LogId<NodeId>>,
+    membership: Membership,
+    snapshots: SnapshotDir,
+}
+
+/// Where a group keeps its snapshot files, and the counter naming new ones.
+#[derive(Clone)]
+struct SnapshotDir {
+    dir: PathBuf,
+    next: Arc<AtomicU64>,
+}
+
+impl SnapshotDir {
+    fn new_path(&self, kind: &str) -> PathBuf {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!("{kind}-{n}.sst"))
+    }
+}
+
+fn file_name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn read_record(store: &Store, group: GroupId, tag: &[u8]) -> StorageResult<Option<SnapshotRecord>> {
+    let bytes = store
+        .get(Cf::RaftMeta, &keys::meta_key(group, tag))
+        .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+    bytes
+        .map(|bytes| {
+            codec::decode(&bytes).map_err(|detail| {
+                corrupt(
+                    ErrorSubject::Snapshot(None),
+                    format!("snapshot record of group {group}"),
+                    detail,
+                )
+            })
+        })
+        .transpose()
+}
+
+fn read_applied(
+    store: &Store,
+    group: GroupId,
+) -> StorageResult<(Option<LogId<NodeId>>, Membership)> {
+    let bytes = store
+        .get(Cf::State, &keys::state_system_key(group, APPLIED))
+        .map_err(|e| storage_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+    match bytes {
+        Some(bytes) => codec::decode(&bytes).map_err(|detail| {
+            corrupt(
+                ErrorSubject::StateMachine,
+                format!("applied index of group {group}"),
+                detail,
+            )
+        }),
+        None => Ok((None, Membership::default())),
+    }
+}
+
+impl GroupStateMachine {
+    /// Opens the state machine of `group`, finishing a snapshot install a crash interrupted and
+    /// removing snapshot files no record points at.
+    pub async fn open(
+        store: Store,
+        group: GroupId,
+        applier: Arc<dyn Applier>,
+        snapshot_dir: PathBuf,
+    ) -> StorageResult<GroupStateMachine> {
+        let io =
+            |e: std::io::Error| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
+        tokio::fs::create_dir_all(&snapshot_dir).await.map_err(io)?;
+        let snapshots = SnapshotDir {
+            dir: snapshot_dir,
+            next: Arc::new(AtomicU64::new(0)),
+        };
+        if let Some(record) = read_record(&store, group, INSTALLING)? {
+            tracing::warn!(group, snapshot = %record.meta.snapshot_id, "finishing a snapshot install interrupted by a crash");
+            finish_install(&store, group, &snapshots.dir, record).await?;
+        }
+        let current = read_record(&store, group, SNAPSHOT)?.map(|r| r.file_name);
+        let mut entries = tokio::fs::read_dir(&snapshots.dir).await.map_err(io)?;
+        while let Some(entry) = entries.next_entry().await.map_err(io)? {
+            if Some(entry.file_name().to_string_lossy().into_owned()) != current {
+                tokio::fs::remove_file(entry.path()).await.map_err(io)?;
+            }
+        }
+        if let Some(name) = &current {
+            // New files must not reuse the current snapshot's name.
+            let taken = name
+                .trim_end_matches(".sst")
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            snapshots.next.store(taken + 1, Ordering::Relaxed);
+        }
+        let (last_applied, membership) = read_applied(&store, group)?;
+        Ok(GroupStateMachine {
+            store,
+            group,
+            applier,
+            last_applied,
+            membership,
+            snapshots,
+        })
+    }
+}
+
+/// Replaces the group's state with the snapshot file of `record` and makes it current. Safe to
+/// repeat after a crash: the INSTALLING record stays until the end.
+async fn finish_install(
+    store: &Store,
+    group: GroupId,
+    dir: &Path,
+    record: SnapshotRecord,
+) -> StorageResult<()> {
+    let subject = ErrorSubject::Snapshot(Some(record.meta.signature()));
+    let file = dir.join(&record.file_name);
+    let ingest_store = store.clone();
+    let ingest_file = file.clone();
+    let (start, end) = keys::group_range(group);
+    tokio::task::spawn_blocking(move || {
+        ingest_store.replace_range(Cf::State, &start, &end, &ingest_file)
+    })
+    .await
+    .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?
+    .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?;
+    let previous = read_record(store, group, SNAPSHOT)?;
+    let mut batch = store.batch();
+    batch.put(
+        Cf::RaftMeta,
+        &keys::meta_key(group, SNAPSHOT),
+        &codec::encode(&record),
+    );
+    batch.delete(Cf::RaftMeta, &keys::meta_key(group, INSTALLING));
+    write_synced(store, batch)
+        .await
+        .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?;
+    if let Some(previous) = previous.filter(|p| p.file_name != record.file_name) {
+        let _ = tokio::fs::remove_file(dir.join(previous.file_name)).await;
+    }
+    Ok(())
+}
+
+/// Builds snapshots of one group from a consistent view of its state range.
+pub struct GroupSnapshotBuilder {
+    store: Store,
+    group: GroupId,
+    snapshots: SnapshotDir,
+}
+
+impl RaftSnapshotBuilder<KeelRaft> for GroupSnapshotBuilder {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<KeelRaft>> {
+        let group = self.group;
+        let path = self.snapshots.new_path("snap");
+        let store = self.store.clone();
+        let export_path = path.clone();
+        let exported = tokio::task::spawn_blocking(move || {
+            let (start, end) = keys::group_range(group);
+            let applied_key = keys::state_system_key(group, APPLIED);
+            let mut applied = None;
+            store
+                .export_range(Cf::State, &start, &end, &export_path, |key, value| {
+                    if key == applied_key.as_slice() {
+                        applied = Some(value.to_vec());
+                    }
+                })
+                .map(|_| applied)
+        })
+        .await
+        .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?
+        .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        let (last_log_id, last_membership): (Option<LogId<NodeId>>, Membership) = match exported {
+            Some(bytes) => codec::decode(&bytes).map_err(|detail| {
+                corrupt(
+                    ErrorSubject::StateMachine,
+                    format!("applied index of group {group}"),
+                    detail,
+                )
+            })?,
+            None => (None, Membership::default()),
+        };
+        let snapshot_id = match last_log_id {
+            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, file_name_of(&path)),
+            None => format!("empty-{}", file_name_of(&path)),
+        };
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id,
+        };
+        let record = SnapshotRecord {
+            meta: meta.clone(),
+            file_name: file_name_of(&path),
+        };
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        let previous = read_record(&self.store, group, SNAPSHOT)?;
+        let mut batch = self.store.batch();
+        batch.put(
+            Cf::RaftMeta,
+            &keys::meta_key(group, SNAPSHOT),
+            &codec::encode(&record),
+        );
+        write_synced(&self.store, batch)
+            .await
+            .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?;
+        if let Some(previous) = previous {
+            let _ = tokio::fs::remove_file(self.snapshots.dir.join(previous.file_name)).await;
+        }
+        let file = SnapshotFile::open(&path)
+            .await
+            .map_err(|e| storage_error(subject, ErrorVerb::Read, e))?;
+        tracing::info!(group, snapshot = %meta.snapshot_id, "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        })
+    }
+}
+
+impl RaftStateMachine<KeelRaft> for GroupStateMachine {
+    type SnapshotBuilder = GroupSnapshotBuilder;
+
+    async fn applied_state(&mut self) -> StorageResult<(Option<LogId<NodeId>>, Membership)> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Applied>>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = self.store.batch();
+        let mut results = Vec::new();
+        for entry in entries {
+            self.last_applied = Some(entry.log_id);
+            let applied = match entry.payload {
+                EntryPayload::Blank => Applied::default(),
+                EntryPayload::Normal(proposal) => {
+                    let mut writes = GroupWrites {
+                        batch: &mut batch,
+                        group: self.group,
+                    };
+                    let responses = proposal
+                        .commands
+                        .iter()
+                        .map(|command| {
+                            self.applier
+                                .apply(self.group, entry.log_id.index, command, &mut writes)
+                        })
+                        .collect();
+                    Applied { responses }
+                }
+                EntryPayload::Membership(membership) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    Applied::default()
+                }
+            };
+            results.push(applied);
+        }
+        batch.put(
+            Cf::State,
+            &keys::state_system_key(self.group, APPLIED),
+            &codec::encode(&(self.last_applied, &self.membership)),
+        );
+        self.store
+            .write_buffered(batch)
+            .map_err(|e| storage_error(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        GroupSnapshotBuilder {
+            store: self.store.clone(),
+            group: self.group,
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<SnapshotFile>> {
+        let path = self.snapshots.new_path("recv");
+        let file = SnapshotFile::create(&path)
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        mut snapshot: Box<SnapshotFile>,
+    ) -> StorageResult<()> {
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        snapshot
+            .sync()
+            .await
+            .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?;
+        // The handle is usually the file begin_receiving_snapshot made here, but any snapshot
+        // file is accepted: one from elsewhere is copied into this group's directory first.
+        let path = if snapshot.path().parent() == Some(self.snapshots.dir.as_path()) {
+            snapshot.path().to_path_buf()
+        } else {
+            let copy = self.snapshots.new_path("recv");
+            tokio::fs::copy(snapshot.path(), &copy)
+                .await
+                .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?;
+            SnapshotFile::open(&copy)
+                .await
+                .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?
+                .sync()
+                .await
+                .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?;
+            copy
+        };
+        drop(snapshot);
+        let record = SnapshotRecord {
+            meta: meta.clone(),
+            file_name: file_name_of(&path),
+        };
+        let mut batch = self.store.batch();
+        batch.put(
+            Cf::RaftMeta,
+            &keys::meta_key(self.group, INSTALLING),
+            &codec::encode(&record),
+        );
+        write_synced(&self.store, batch)
+            .await
+            .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?;
+        finish_install(&self.store, self.group, &self.snapshots.dir, record).await?;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        tracing::info!(group = self.group, snapshot = %meta.snapshot_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<KeelRaft>>> {
+        let Some(record) = read_record(&self.store, self.group, SNAPSHOT)? else {
+            return Ok(None);
+        };
+        let subject = ErrorSubject::Snapshot(Some(record.meta.signature()));
+        let file = SnapshotFile::open(&self.snapshots.dir.join(&record.file_name))
+            .await
+            .map_err(|e| storage_error(subject, ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot {
+            meta: record.meta,
+            snapshot: Box::new(file),
+        }))
+    }
+}
