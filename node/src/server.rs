@@ -115,7 +115,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         "keel node serving (Raft transport{}; the Temporal API is not served yet)",
         if config.debug_kv { " and debug KV" } else { "" }
     );
-    let transport = RaftTransportServer::new(RaftTransportService::new(registry.clone()))
+    let transport = RaftTransportServer::new(RaftTransportService::new(&registry))
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     let debug_kv = config.debug_kv.then(|| {

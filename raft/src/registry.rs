@@ -165,6 +165,22 @@ impl GroupRegistry {
             .unwrap_or_default()
     }
 
+    /// Stops group `group` on this node (its data stays on disk and it reopens at the next
+    /// start). Returns false if it was not running.
+    pub async fn close(&self, group: GroupId) -> bool {
+        let closed = match self.groups.write() {
+            Ok(mut groups) => groups.remove(&group),
+            Err(_) => None,
+        };
+        match closed {
+            Some(handle) => {
+                handle.shutdown().await;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Stops every group (their data stays on disk).
     pub async fn shutdown(&self) {
         let groups = match self.groups.write() {

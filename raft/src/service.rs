@@ -1,7 +1,7 @@
 //! Server side of the Raft transport: checks each message's cluster and node ids, finds the
 //! group in the registry and hands the request to its Raft instance.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use keel_proto::raft::raft_transport_server::RaftTransport;
 use keel_proto::raft::{RaftReply, RaftRequest};
@@ -14,27 +14,34 @@ use crate::codec;
 use crate::registry::GroupRegistry;
 use crate::types::KeelRaft;
 
-/// The tonic service every node runs for its peers.
+/// The tonic service every node runs for its peers. It holds the registry weakly: open peer
+/// connections must not keep a stopped node's groups and store alive.
 pub struct RaftTransportService {
-    registry: Arc<GroupRegistry>,
+    registry: Weak<GroupRegistry>,
 }
 
 impl RaftTransportService {
     /// Serves the groups of `registry`.
-    pub fn new(registry: Arc<GroupRegistry>) -> Self {
-        RaftTransportService { registry }
+    pub fn new(registry: &Arc<GroupRegistry>) -> Self {
+        RaftTransportService {
+            registry: Arc::downgrade(registry),
+        }
     }
 
     fn route<T: DeserializeOwned>(
         &self,
         request: Request<RaftRequest>,
     ) -> Result<(Raft<KeelRaft>, T), Status> {
+        let registry = self
+            .registry
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("this node is shutting down"))?;
         let request = request.into_inner();
         let header = request
             .header
             .ok_or_else(|| Status::invalid_argument("raft message without a header"))?;
-        let local = self.registry.node_id();
-        let cluster = self.registry.cluster_id();
+        let local = registry.node_id();
+        let cluster = registry.cluster_id();
         if header.cluster_id != cluster {
             tracing::error!(peer = header.from_node, peer_cluster = %header.cluster_id, "refused a raft message from another cluster");
             return Err(Status::failed_precondition(format!(
@@ -48,13 +55,13 @@ impl RaftTransportService {
                 header.to_node, header.to_node
             )));
         }
-        if self.registry.faults().is_blocked(header.from_node) {
+        if registry.faults().is_blocked(header.from_node) {
             return Err(Status::unavailable(format!(
                 "link from node {} is cut",
                 header.from_node
             )));
         }
-        let group = self.registry.get(header.group_id).ok_or_else(|| {
+        let group = registry.get(header.group_id).ok_or_else(|| {
             Status::not_found(format!(
                 "raft group {} is not hosted on node {local}",
                 header.group_id

@@ -394,3 +394,104 @@ impl RaftStateMachine<KeelRaft> for GroupStateMachine {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use keel_storage::NodeIdentity;
+    use openraft::{CommittedLeaderId, Entry, Membership};
+
+    use super::*;
+    use crate::kv::{KvApplier, KvCommand};
+    use crate::types::Proposal;
+
+    async fn open(dir: &Path, node: u64) -> (Store, GroupStateMachine) {
+        let identity = NodeIdentity {
+            cluster_id: "c".to_string(),
+            node_id: node,
+        };
+        let store = Store::open(&dir.join("db"), &identity).expect("open store");
+        let sm =
+            GroupStateMachine::open(store.clone(), 3, Arc::new(KvApplier), dir.join("snapshots"))
+                .await
+                .expect("open state machine");
+        (store, sm)
+    }
+
+    fn put(index: u64, key: &str) -> Entry<KeelRaft> {
+        let command = KvCommand::Put {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::from_static(b"v"),
+        };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Proposal {
+                commands: vec![command.encode()],
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_install_interrupted_by_a_crash_is_finished_on_open() {
+        let leader_dir = tempfile::tempdir().expect("tempdir");
+        let follower_dir = tempfile::tempdir().expect("tempdir");
+        let (_leader_store, mut leader) = open(leader_dir.path(), 1).await;
+        let membership = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+            payload: EntryPayload::Membership(Membership::new(vec![[1u64].into()], None)),
+        };
+        leader
+            .apply(vec![membership, put(2, "a"), put(3, "b")])
+            .await
+            .expect("apply");
+        let snapshot = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+
+        // The follower crashed after recording INSTALLING and before replacing its state.
+        {
+            let (store, mut follower) = open(follower_dir.path(), 2).await;
+            follower.apply(vec![put(1, "stale")]).await.expect("apply");
+            let file_name = "recv-0.sst".to_string();
+            let dir = follower_dir.path().join("snapshots");
+            std::fs::copy(snapshot.snapshot.path(), dir.join(&file_name)).expect("copy snapshot");
+            let record = SnapshotRecord {
+                meta: snapshot.meta.clone(),
+                file_name,
+            };
+            let mut batch = store.batch();
+            batch.put(
+                Cf::RaftMeta,
+                &keys::meta_key(3, INSTALLING),
+                &codec::encode(&record),
+            );
+            store.write_synced_blocking(batch).expect("write marker");
+        }
+
+        let (store, mut follower) = open(follower_dir.path(), 2).await;
+        let (applied, _) = follower.applied_state().await.expect("applied state");
+        assert_eq!(applied, snapshot.meta.last_log_id);
+        let get = |key: &str| {
+            store
+                .get(Cf::State, &keys::state_user_key(3, key.as_bytes()))
+                .expect("read")
+        };
+        assert_eq!(get("a"), Some(b"v".to_vec()));
+        assert_eq!(get("b"), Some(b"v".to_vec()));
+        assert_eq!(
+            get("stale"),
+            None,
+            "state from before the snapshot survived its install"
+        );
+        let current = follower
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("a current snapshot");
+        assert_eq!(current.meta, snapshot.meta);
+        assert!(read_record(&store, 3, INSTALLING).expect("read").is_none());
+    }
+}

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 pub enum StorageError {
     /// RocksDB refused to open the data directory (corrupt or truncated files, bad permissions).
     #[error(
-        "cannot open the data directory {path}: {source}. If a file named above is damaged, \
-         restore this node's data dir from a backup or remove it and re-add the node to the cluster"
+        "cannot open the data directory {path}: {source}. If another keel process uses this \
+         directory, stop it first; if a file named above is damaged, restore this node's data dir \
+         from a backup, or empty it and re-add the node to the cluster"
     )]
     Open {
         /// The data directory.

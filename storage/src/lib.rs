@@ -17,4 +17,4 @@ mod synced_writer;
 pub use error::StorageError;
 pub use keys::GroupId;
 pub use sst::ExportedRange;
-pub use store::{Cf, NodeIdentity, Store, WriteBatch};
+pub use store::{Cf, KeyValue, NodeIdentity, Store, WriteBatch};

@@ -31,6 +31,9 @@ impl Cf {
     }
 }
 
+/// An owned key and value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Who this data directory belongs to; written on first open, checked on every later one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeIdentity {
@@ -251,7 +254,7 @@ impl Store {
         cf: Cf,
         start: &[u8],
         end: &[u8],
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Option<KeyValue>, StorageError> {
         let mut read = ReadOptions::default();
         read.set_iterate_lower_bound(start.to_vec());
         read.set_iterate_upper_bound(end.to_vec());

@@ -170,7 +170,7 @@ impl TestCluster {
         )?;
         registry.open_hosted().await?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = RaftTransportServer::new(RaftTransportService::new(registry.clone()))
+        let service = RaftTransportServer::new(RaftTransportService::new(&registry))
             .max_decoding_message_size(64 << 20);
         let listener = bind_retrying(node.addr).await?;
         let server = tokio::spawn(async move {
@@ -336,15 +336,19 @@ impl TestCluster {
     }
 
     /// Waits until node `id` has applied, in every group, at least what the group's leader had
-    /// applied when this was called.
+    /// applied when this was called (waiting for a leader first where a group has none).
     pub async fn wait_caught_up(&self, id: NodeId, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         for &group in &self.groups {
-            let leader = self
-                .leader_of(group)
-                .and_then(|l| self.group_on(l, group))
-                .ok_or_else(|| anyhow!("group {group} has no leader"))?;
-            let target = leader.metrics().borrow().last_applied.map(|l| l.index);
+            let target = loop {
+                if let Some(leader) = self.leader_of(group).and_then(|l| self.group_on(l, group)) {
+                    break leader.metrics().borrow().last_applied.map(|l| l.index);
+                }
+                if Instant::now() > deadline {
+                    bail!("group {group} has no leader after {within:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
             let node = self
                 .group_on(id, group)
                 .ok_or_else(|| anyhow!("node {id} does not host group {group}"))?;

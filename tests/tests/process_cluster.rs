@@ -3,7 +3,7 @@
 //! refusals a user sees: a damaged data dir, another cluster's data dir, a peer of another
 //! cluster. Reproduce with `cargo test -p keel-tests --test process_cluster -- --test-threads=1`.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -81,7 +81,7 @@ async fn acknowledged_writes_survive_sigkill_of_a_node() -> anyhow::Result<()> {
         }
     }
 
-    let acked: Arc<Mutex<BTreeMap<(u64, u64, u64), ()>>> = Default::default();
+    let acked: Arc<Mutex<BTreeSet<(u64, u64, u64)>>> = Default::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
     for writer in 0..4u64 {
@@ -96,7 +96,7 @@ async fn acknowledged_writes_survive_sigkill_of_a_node() -> anyhow::Result<()> {
                 let key = format!("w{writer}-{seq}");
                 match client.put_once(group, key.as_bytes(), key.as_bytes()).await {
                     Ok(_) => {
-                        acked.lock().unwrap().insert((writer, seq, group), ());
+                        acked.lock().unwrap().insert((writer, seq, group));
                     }
                     Err(_) => {
                         unknown += 1;
@@ -127,7 +127,7 @@ async fn acknowledged_writes_survive_sigkill_of_a_node() -> anyhow::Result<()> {
     );
 
     let mut reader = KvClient::new(cluster.addrs.clone());
-    for (writer, seq, group) in acked.keys() {
+    for (writer, seq, group) in &acked {
         let key = format!("w{writer}-{seq}");
         let value = reader
             .get(*group, key.as_bytes(), Duration::from_secs(20))
@@ -300,5 +300,59 @@ async fn peer_of_another_cluster_is_refused_and_named() -> anyhow::Result<()> {
     node1.kill9().await?;
     intruder.kill9().await?;
     ours.nodes.clear();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keel_dev_keeps_writes_across_a_restart() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let data_dir = root.path().join("keel-data");
+    let start = || -> anyhow::Result<tokio::process::Child> {
+        Ok(
+            tokio::process::Command::new(keel_tests::process::keel_binary()?)
+                .args(["dev", "--port", &port.to_string(), "--data-dir"])
+                .arg(&data_dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?,
+        )
+    };
+    let mut dev = start()?;
+    let mut client = KvClient::new(vec![addr.clone()]);
+    for group in 0..=16 {
+        put_until_acked(
+            &mut client,
+            group,
+            format!("dev-{group}").as_bytes(),
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
+    // A graceful stop (SIGTERM), then a start from the same data dir.
+    let pid = dev.id().expect("running");
+    std::process::Command::new("kill")
+        .arg(pid.to_string())
+        .status()?;
+    let status = tokio::time::timeout(Duration::from_secs(20), dev.wait()).await??;
+    assert!(
+        status.success(),
+        "keel dev did not stop cleanly on SIGTERM: {status}"
+    );
+    let _dev = start()?;
+    let mut client = KvClient::new(vec![addr]);
+    for group in 0..=16 {
+        let key = format!("dev-{group}");
+        let value = client
+            .get(group, key.as_bytes(), Duration::from_secs(30))
+            .await?;
+        assert_eq!(
+            value.as_deref(),
+            Some(key.as_bytes()),
+            "keel dev lost {key} across a restart"
+        );
+    }
     Ok(())
 }

@@ -209,6 +209,7 @@ async fn node_behind_a_compacted_log_catches_up_through_a_snapshot() -> anyhow::
         );
     }
     // After a restart the installed snapshot and the log after it are still consistent.
+    drop(node3);
     cluster.kill(3).await?;
     cluster.start_node(3).await?;
     cluster.wait_caught_up(3, WAIT).await?;
