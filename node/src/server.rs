@@ -123,6 +123,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             .accept_compressed(CompressionEncoding::Gzip)
     });
     let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
         .add_service(transport)
         .add_optional_service(debug_kv)
         .serve_with_shutdown(listen, shutdown_signal())

@@ -18,8 +18,11 @@ use crate::types::{BasicNode, KeelRaft, NodeId, Proposal};
 const MAX_COMMANDS_PER_ENTRY: usize = 1024;
 /// Most command bytes batched into one log entry.
 const MAX_BYTES_PER_ENTRY: usize = 4 << 20;
-/// Most log entries proposed and not yet committed per group.
-const MAX_ENTRIES_IN_FLIGHT: usize = 16;
+/// Most log entries proposed and not yet committed per group. openraft flushes a group's
+/// appends one round at a time, so a deeper pipeline only splits the waiting proposals into
+/// smaller entries: measured with `raft_commit` (3 nodes, 64 proposers, 64 B) at 1, 2 and 4 in
+/// flight: 20.8k, 26.7k and 13.9k entries/s.
+const MAX_ENTRIES_IN_FLIGHT: usize = 2;
 /// Most proposals queued per group before `propose` waits (back-pressure).
 const PROPOSAL_QUEUE: usize = 8192;
 /// Largest single command accepted.
@@ -115,25 +118,6 @@ impl ShardGroup {
         self.inner
             .store
             .get(Cf::State, &keys::state_user_key(self.inner.id, key))
-            .map_err(|e| ReadError::Unavailable {
-                group: self.inner.id,
-                reason: e.to_string(),
-            })
-    }
-
-    /// Calls `visit` with each application key starting with `prefix` (and its value) in the
-    /// state applied on this node, until it returns false.
-    pub fn scan_local(
-        &self,
-        prefix: &[u8],
-        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), ReadError> {
-        let (start, end) = keys::state_user_range(self.inner.id, prefix);
-        self.inner
-            .store
-            .scan(Cf::State, &start, &end, |key, value| {
-                visit(keys::user_key_of(key).unwrap_or_default(), value)
-            })
             .map_err(|e| ReadError::Unavailable {
                 group: self.inner.id,
                 reason: e.to_string(),

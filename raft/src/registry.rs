@@ -78,11 +78,6 @@ impl GroupRegistry {
         self.peers.faults()
     }
 
-    /// The node's store.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Opens every group recorded as hosted on this node; returns their ids.
     pub async fn open_hosted(&self) -> Result<Vec<GroupId>, GroupError> {
         let mut hosted = Vec::new();

@@ -1,5 +1,5 @@
 //! openraft's own storage conformance suite, run against the RocksDB-backed log store and state
-//! machine of one group. Reproduce with `cargo test -p keel-raft --test storage_suite`.
+//! machine of one group. Reproduce with `cargo test --workspace --test storage_suite`.
 
 use std::sync::Arc;
 
@@ -38,6 +38,6 @@ impl StoreBuilder<KeelRaft, GroupLogStore, GroupStateMachine, tempfile::TempDir>
 #[test]
 fn openraft_storage_suite_passes_on_rocksdb() {
     if let Err(e) = Suite::test_all(RocksBuilder) {
-        panic!("openraft storage suite failed: {e}; reproduce with `cargo test -p keel-raft --test storage_suite`");
+        panic!("openraft storage suite failed: {e}; reproduce with `cargo test --workspace --test storage_suite`");
     }
 }

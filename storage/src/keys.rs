@@ -67,39 +67,12 @@ pub fn state_user_key(group: GroupId, user_key: &[u8]) -> Vec<u8> {
     state_key_with_tag(group, STATE_USER, user_key)
 }
 
-/// Half-open range of all application keys of `group` that start with `user_prefix`.
-pub fn state_user_range(group: GroupId, user_prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let start = state_user_key(group, user_prefix);
-    let end = prefix_successor(&start);
-    (start, end)
-}
-
-/// Strips the group and tag from a key made by [`state_user_key`].
-pub fn user_key_of(key: &[u8]) -> Option<&[u8]> {
-    match key.get(GROUP_PREFIX_LEN) {
-        Some(&STATE_USER) => key.get(GROUP_PREFIX_LEN + 1..),
-        _ => None,
-    }
-}
-
 fn state_key_with_tag(group: GroupId, tag: u8, name: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(GROUP_PREFIX_LEN + 1 + name.len());
     key.extend_from_slice(&group.to_be_bytes());
     key.push(tag);
     key.extend_from_slice(name);
     key
-}
-
-/// The smallest key greater than every key starting with `prefix`.
-fn prefix_successor(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0xff; prefix.len() + 1]
 }
 
 #[cfg(test)]
@@ -127,17 +100,5 @@ mod tests {
         assert!(next >= end);
         let (_, last_end) = group_range(u64::MAX);
         assert!(state_user_key(u64::MAX, &[0xff; 3]) < last_end);
-    }
-
-    #[test]
-    fn user_range_covers_prefix_only() {
-        let (start, end) = state_user_range(3, b"ab");
-        assert!(state_user_key(3, b"ab\xff\xff").as_slice() < end.as_slice());
-        assert!(state_user_key(3, b"ac").as_slice() >= end.as_slice());
-        assert!(state_user_key(3, b"aa").as_slice() < start.as_slice());
-        assert_eq!(user_key_of(&state_user_key(3, b"xyz")), Some(&b"xyz"[..]));
-        assert_eq!(user_key_of(&state_system_key(3, b"xyz")), None);
-        let (_, all_ff_end) = state_user_range(3, &[0xff]);
-        assert!(state_user_key(3, &[0xff, 0xff]) < all_ff_end);
     }
 }

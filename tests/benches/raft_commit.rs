@@ -2,7 +2,8 @@
 //! gRPC over loopback, real fsyncs), 64-byte and 4 KiB entries, 1 and 64 concurrent proposers,
 //! next to plain synced RocksDB writes on the same disk.
 //!
-//! Full run: `cargo bench -p keel-tests --bench raft_commit` (prints a markdown table).
+//! Full run: `cargo bench --workspace --bench raft_commit` (prints a markdown table); add
+//! `-- --only TEXT` to run only the cases whose name contains TEXT.
 //! Under `cargo test` it runs a short smoke pass so the code stays working.
 
 use std::sync::Arc;
@@ -136,7 +137,13 @@ async fn raft_commits(
 }
 
 fn main() -> anyhow::Result<()> {
-    let full = std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_default();
     let duration = if full {
         Duration::from_secs(5)
     } else {
@@ -151,23 +158,21 @@ fn main() -> anyhow::Result<()> {
     println!("|---|---|---|---|");
     for value in [64usize, 4096] {
         for writers in [1usize, 64] {
-            let m = rocksdb_synced(writers, value, duration)?;
-            println!(
-                "{}",
-                m.row(&format!("RocksDB synced put, {value} B, {writers} writers"))
-            );
+            let case = format!("RocksDB synced put, {value} B, {writers} writers");
+            if case.contains(&only) {
+                println!("{}", rocksdb_synced(writers, value, duration)?.row(&case));
+            }
         }
     }
     for nodes in [1u64, 3] {
         for value in [64usize, 4096] {
             for proposers in [1usize, 64] {
-                let m = runtime.block_on(raft_commits(nodes, proposers, value, duration))?;
-                println!(
-                    "{}",
-                    m.row(&format!(
-                        "Raft commit, {nodes} node(s), {value} B, {proposers} proposers"
-                    ))
-                );
+                let case =
+                    format!("Raft commit, {nodes} node(s), {value} B, {proposers} proposers");
+                if case.contains(&only) {
+                    let m = runtime.block_on(raft_commits(nodes, proposers, value, duration))?;
+                    println!("{}", m.row(&case));
+                }
             }
         }
     }

@@ -174,7 +174,8 @@ impl TestCluster {
             .max_decoding_message_size(64 << 20);
         let listener = bind_retrying(node.addr).await?;
         let server = tokio::spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let result = tonic::transport::Server::builder()
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async {

@@ -1,7 +1,7 @@
 //! Three `keel node` processes: one is killed with SIGKILL while clients keep writing through
 //! the debug KV RPC, and every acknowledged write is read back afterwards. Also the start-up
 //! refusals a user sees: a damaged data dir, another cluster's data dir, a peer of another
-//! cluster. Reproduce with `cargo test -p keel-tests --test process_cluster -- --test-threads=1`.
+//! cluster. Reproduce with `cargo test --workspace --test process_cluster -- --test-threads=1`.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

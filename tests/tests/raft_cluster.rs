@@ -1,6 +1,6 @@
 //! Three nodes in one process on 127.0.0.1-3, the metadata group plus 16 shard groups, under
 //! node kills, restarts, a partition, log compaction and node replacement.
-//! Reproduce any failure with `cargo test -p keel-tests --test raft_cluster -- --test-threads=1`.
+//! Reproduce any failure with `cargo test --workspace --test raft_cluster -- --test-threads=1`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The peer transport refuses what it must not act on, with a status a person can act on:
 //! another cluster's message, a message meant for another node, an unknown group, an
 //! undecodable body, a missing header; and a closed group stops being served.
-//! Reproduce with `cargo test -p keel-tests --test transport_refusals`.
+//! Reproduce with `cargo test --workspace --test transport_refusals`.
 
 use keel_proto::raft::raft_transport_client::RaftTransportClient;
 use keel_proto::raft::{RaftHeader, RaftRequest};
