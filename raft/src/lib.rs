@@ -18,6 +18,7 @@ mod config;
 mod error;
 mod group;
 pub mod kv;
+mod log_limit;
 mod log_store;
 mod network;
 mod registry;

@@ -23,6 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::codec;
+use crate::log_limit::{LogLimiter, PEER_LOG_INTERVAL};
 use crate::types::{BasicNode, KeelRaft, NodeId};
 
 /// Links this node currently cannot use (test seam for partitions). Empty in production.
@@ -61,6 +62,7 @@ pub struct Peers {
     cluster_id: String,
     channels: Mutex<HashMap<String, Channel>>,
     faults: LinkFaults,
+    refusals_logged: LogLimiter,
 }
 
 impl Peers {
@@ -71,6 +73,7 @@ impl Peers {
             cluster_id,
             channels: Mutex::new(HashMap::new()),
             faults,
+            refusals_logged: LogLimiter::new(PEER_LOG_INTERVAL),
         })
     }
 
@@ -190,7 +193,9 @@ impl PeerLink {
                 );
                 return Err(match status.code() {
                     Code::FailedPrecondition | Code::InvalidArgument => {
-                        tracing::error!(group = self.group, peer = self.target, addr = %self.addr, "peer refused a raft message: {detail}");
+                        if self.peers.refusals_logged.allow(self.target) {
+                            tracing::error!(group = self.group, peer = self.target, addr = %self.addr, "peer refused a raft message: {detail}");
+                        }
                         RPCError::Network(NetworkError::new(&LinkError(detail)))
                     }
                     _ => unreachable(detail),

@@ -11,6 +11,7 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use crate::codec;
+use crate::log_limit::{LogLimiter, PEER_LOG_INTERVAL};
 use crate::registry::GroupRegistry;
 use crate::types::KeelRaft;
 
@@ -18,6 +19,7 @@ use crate::types::KeelRaft;
 /// connections must not keep a stopped node's groups and store alive.
 pub struct RaftTransportService {
     registry: Weak<GroupRegistry>,
+    foreign_logged: LogLimiter,
 }
 
 impl RaftTransportService {
@@ -25,6 +27,7 @@ impl RaftTransportService {
     pub fn new(registry: &Arc<GroupRegistry>) -> Self {
         RaftTransportService {
             registry: Arc::downgrade(registry),
+            foreign_logged: LogLimiter::new(PEER_LOG_INTERVAL),
         }
     }
 
@@ -43,7 +46,9 @@ impl RaftTransportService {
         let local = registry.node_id();
         let cluster = registry.cluster_id();
         if header.cluster_id != cluster {
-            tracing::error!(peer = header.from_node, peer_cluster = %header.cluster_id, "refused a raft message from another cluster");
+            if self.foreign_logged.allow(header.from_node) {
+                tracing::error!(peer = header.from_node, peer_cluster = %header.cluster_id, "refused a raft message from another cluster");
+            }
             return Err(Status::failed_precondition(format!(
                 "node {local} belongs to cluster {cluster:?} and refuses messages from node {} of cluster {:?}; check the peers' cluster ids and addresses",
                 header.from_node, header.cluster_id
