@@ -24,6 +24,9 @@ pub struct GroupConfig {
     pub entries_kept_after_snapshot: u64,
     /// Most entries sent in one AppendEntries message.
     pub max_entries_per_append: u64,
+    /// Longest a proposal or a linearizable read waits for a quorum; a leader cut off from its
+    /// followers would otherwise wait until it learns of a new term.
+    pub quorum_wait: Duration,
 }
 
 impl Default for GroupConfig {
@@ -35,6 +38,7 @@ impl Default for GroupConfig {
             snapshot_every_entries: 10_000,
             entries_kept_after_snapshot: 1_000,
             max_entries_per_append: 512,
+            quorum_wait: Duration::from_secs(30),
         }
     }
 }

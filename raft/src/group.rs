@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use keel_storage::{keys, Cf, GroupId, Store};
@@ -48,6 +49,7 @@ struct GroupInner {
     raft: Raft<KeelRaft>,
     store: Store,
     proposals: mpsc::Sender<Pending>,
+    quorum_wait: Duration,
 }
 
 /// One Raft group on this node. Cheap to clone.
@@ -62,6 +64,7 @@ impl ShardGroup {
         node: NodeId,
         raft: Raft<KeelRaft>,
         store: Store,
+        quorum_wait: Duration,
     ) -> ShardGroup {
         let (proposals, queue) = mpsc::channel(PROPOSAL_QUEUE);
         tokio::spawn(run_proposer(id, node, raft.clone(), queue));
@@ -72,6 +75,7 @@ impl ShardGroup {
                 raft,
                 store,
                 proposals,
+                quorum_wait,
             }),
         }
     }
@@ -104,12 +108,22 @@ impl ShardGroup {
             node: self.inner.node,
             reason: "the group is shutting down".to_string(),
         };
-        self.inner
-            .proposals
-            .send(Pending { command, reply })
-            .await
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        let waited = tokio::time::timeout(self.inner.quorum_wait, async {
+            self.inner
+                .proposals
+                .send(Pending { command, reply })
+                .await
+                .map_err(|_| closed())?;
+            answer.await.map_err(|_| closed())?
+        })
+        .await;
+        waited.unwrap_or_else(|_| {
+            Err(ProposeError::Unavailable {
+                group: self.inner.id,
+                node: self.inner.node,
+                reason: format!("no quorum answered within {:?}", self.inner.quorum_wait),
+            })
+        })
     }
 
     /// Reads an application key from the state applied on this node (may be stale on a
@@ -128,7 +142,19 @@ impl ShardGroup {
     /// group and waits until everything committed before now is applied here, so reads that
     /// follow are linearizable.
     pub async fn ensure_linearizable(&self) -> Result<(), ReadError> {
-        match self.inner.raft.ensure_linearizable().await {
+        let confirmed = tokio::time::timeout(
+            self.inner.quorum_wait,
+            self.inner.raft.ensure_linearizable(),
+        )
+        .await
+        .map_err(|_| ReadError::Unavailable {
+            group: self.inner.id,
+            reason: format!(
+                "leadership not confirmed by a quorum within {:?}",
+                self.inner.quorum_wait
+            ),
+        })?;
+        match confirmed {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(e)) => {
                 let (leader, leader_addr) = match e {

@@ -28,6 +28,7 @@ pub struct GroupRegistry {
     applier: Arc<dyn Applier>,
     peers: Arc<Peers>,
     raft_config: Arc<openraft::Config>,
+    quorum_wait: std::time::Duration,
     snapshot_root: PathBuf,
     groups: RwLock<BTreeMap<GroupId, ShardGroup>>,
 }
@@ -58,6 +59,7 @@ impl GroupRegistry {
             applier,
             peers: Peers::new(node_id, cluster_id.to_string(), faults),
             raft_config: Arc::new(raft_config),
+            quorum_wait: config.quorum_wait,
             snapshot_root,
             groups: RwLock::new(BTreeMap::new()),
         }))
@@ -138,7 +140,13 @@ impl GroupRegistry {
                 operation: "start",
                 reason: e.to_string(),
             })?;
-        let handle = ShardGroup::start(group, self.node_id, raft, self.store.clone());
+        let handle = ShardGroup::start(
+            group,
+            self.node_id,
+            raft,
+            self.store.clone(),
+            self.quorum_wait,
+        );
         let mut groups = self.groups.write().map_err(|_| GroupError::Raft {
             group,
             operation: "register",

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use keel_raft::GroupConfig;
+use keel_raft::{GroupConfig, ProposeError};
 use keel_tests::cluster::{test_group_config, TestCluster};
 
 const SHARDS: u64 = 16;
@@ -79,7 +79,11 @@ async fn leaders_spread_and_committed_entries_survive_any_single_node_kill() -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minority_side_cannot_commit_and_its_entries_are_discarded() -> anyhow::Result<()> {
     init_tracing();
-    let cluster = TestCluster::start(3, SHARDS, test_group_config()).await?;
+    let config = GroupConfig {
+        quorum_wait: Duration::from_secs(2),
+        ..test_group_config()
+    };
+    let cluster = TestCluster::start(3, SHARDS, config).await?;
     let group = 5;
     let old_leader = cluster.leader_of(group).expect("group 5 has a leader");
     let isolated = cluster
@@ -92,10 +96,17 @@ async fn minority_side_cannot_commit_and_its_entries_are_discarded() -> anyhow::
         value: "must-not-commit".into(),
     }
     .encode();
-    let attempt = tokio::time::timeout(Duration::from_secs(3), isolated.propose(command)).await;
+    // The isolated leader neither acknowledges nor hangs: after the quorum wait it reports an
+    // unknown outcome.
+    let attempt = tokio::time::timeout(Duration::from_secs(10), isolated.propose(command)).await;
     assert!(
-        !matches!(attempt, Ok(Ok(_))),
-        "an isolated leader acknowledged a write: {attempt:?}"
+        matches!(
+            attempt,
+            Ok(Err(
+                ProposeError::Unavailable { .. } | ProposeError::NotLeader { .. }
+            ))
+        ),
+        "an isolated leader must fail the write within the quorum wait: {attempt:?}"
     );
 
     // The majority elects a new leader and keeps committing.
