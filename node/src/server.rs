@@ -106,6 +106,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let hosted = registry.open_hosted().await?;
     if hosted.is_empty() {
         bootstrap(&registry, &members, config.node_id, config.shards).await?;
+    } else if !hosted.iter().copied().eq(0..=config.shards) {
+        registry.shutdown().await;
+        bail!(
+            "the data directory {} holds {} shard groups but --shards is {}: the shard count is fixed when the cluster is created; start with --shards {}",
+            config.data_dir.display(),
+            hosted.len().saturating_sub(1),
+            config.shards,
+            hosted.len().saturating_sub(1)
+        );
     }
     tracing::info!(
         node = config.node_id,

@@ -24,7 +24,7 @@ pub fn keel_binary() -> anyhow::Result<PathBuf> {
     let path = dir.join("keel");
     if !path.exists() {
         bail!(
-            "{} does not exist: build it with `cargo build -p keel-node` (cargo test --workspace does) or set KEEL_BIN",
+            "{} does not exist: build it with `cargo build --workspace --all-targets` (scripts/test does) or set KEEL_BIN",
             path.display()
         );
     }

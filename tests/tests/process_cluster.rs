@@ -202,6 +202,27 @@ async fn damaged_or_foreign_data_dirs_are_refused_with_the_file_named() -> anyho
     );
     assert!(!text.contains("panicked"), "{text}");
 
+    // Another shard count on an existing data dir.
+    let mut resharded = KeelProcess::new(
+        1,
+        &node.addr,
+        "dir-test",
+        &format!("1={}", node.addr),
+        &node.data_dir.join(".."),
+        SHARDS * 2,
+    );
+    resharded.start()?;
+    let code = resharded.wait_exit(Duration::from_secs(20)).await?;
+    let text = resharded.log_text();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "holds {SHARDS} shard groups but --shards is {}",
+            SHARDS * 2
+        )),
+        "{text}"
+    );
+
     // A truncated SST file (a second start flushes the recovered WAL into SST files).
     node.start()?;
     tokio::time::sleep(Duration::from_secs(2)).await;
