@@ -12,7 +12,7 @@ use keel_proto::debug::debug_kv_server::DebugKvServer;
 use keel_proto::raft::raft_transport_server::RaftTransportServer;
 use keel_raft::kv::KvApplier;
 use keel_raft::{GroupConfig, GroupRegistry, LinkFaults, NodeId, RaftTransportService};
-use keel_storage::{NodeIdentity, Store};
+use keel_storage::{keys, Cf, NodeIdentity, Store};
 use tonic::codec::CompressionEncoding;
 
 use crate::debug_kv::DebugKvService;
@@ -97,24 +97,27 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let registry = GroupRegistry::new(
         config.node_id,
         &config.cluster_id,
-        store,
+        store.clone(),
         Arc::new(KvApplier),
         &GroupConfig::default(),
         config.data_dir.join("snapshots"),
         LinkFaults::default(),
     )?;
-    let hosted = registry.open_hosted().await?;
-    if hosted.is_empty() {
-        bootstrap(&registry, &members, config.node_id, config.shards).await?;
-    } else if !hosted.iter().copied().eq(0..=config.shards) {
-        registry.shutdown().await;
-        bail!(
-            "the data directory {} holds {} shard groups but --shards is {}: the shard count is fixed when the cluster is created; start with --shards {}",
-            config.data_dir.display(),
-            hosted.len().saturating_sub(1),
-            config.shards,
-            hosted.len().saturating_sub(1)
-        );
+    registry.open_hosted().await?;
+    match recorded_shard_count(&store)? {
+        None => {
+            bootstrap(&registry, &members, config.node_id, config.shards).await?;
+            record_shard_count(&store, config.shards)?;
+        }
+        Some(shards) if shards == config.shards => {}
+        Some(shards) => {
+            registry.shutdown().await;
+            bail!(
+                "the data directory {} was created with {shards} shard groups but --shards is {}: the shard count is fixed when the cluster is created; start with --shards {shards}",
+                config.data_dir.display(),
+                config.shards
+            );
+        }
     }
     tracing::info!(
         node = config.node_id,
@@ -142,9 +145,38 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     served
 }
 
-/// Hosts the metadata group and every shard group on a fresh node. Group `g` is initialized by
-/// the member at position `g mod n` of the sorted peer list, which spreads first leaderships
-/// across nodes; the others wait to be contacted.
+/// Raft-meta record (under the metadata group's prefix) of the shard count this node was
+/// bootstrapped with; written only once bootstrap has finished.
+const SHARD_COUNT: &[u8] = b"bootstrapped-shards";
+
+fn recorded_shard_count(store: &Store) -> anyhow::Result<Option<u64>> {
+    let Some(bytes) = store.get(Cf::RaftMeta, &keys::meta_key(0, SHARD_COUNT))? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "corrupt shard-count record ({} bytes) in {}",
+            bytes.len(),
+            store.path().display()
+        )
+    })?;
+    Ok(Some(u64::from_be_bytes(bytes)))
+}
+
+fn record_shard_count(store: &Store, shards: u64) -> anyhow::Result<()> {
+    let mut batch = store.batch();
+    batch.put(
+        Cf::RaftMeta,
+        &keys::meta_key(0, SHARD_COUNT),
+        &shards.to_be_bytes(),
+    );
+    Ok(store.write_synced_blocking(batch)?)
+}
+
+/// Hosts the metadata group and every shard group on a node that has not finished bootstrap
+/// (both steps are idempotent, so a bootstrap a crash interrupted is simply run again). Group
+/// `g` is initialized by the member at position `g mod n` of the sorted peer list, which spreads
+/// first leaderships across nodes; the others wait to be contacted.
 async fn bootstrap(
     registry: &GroupRegistry,
     members: &BTreeMap<NodeId, String>,

@@ -217,7 +217,7 @@ async fn damaged_or_foreign_data_dirs_are_refused_with_the_file_named() -> anyho
     assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains(&format!(
-            "holds {SHARDS} shard groups but --shards is {}",
+            "was created with {SHARDS} shard groups but --shards is {}",
             SHARDS * 2
         )),
         "{text}"
@@ -375,5 +375,51 @@ async fn keel_dev_keeps_writes_across_a_restart() -> anyhow::Result<()> {
             "keel dev lost {key} across a restart"
         );
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_interrupted_by_a_crash_is_finished_at_the_next_start() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let mut node = KeelProcess::new(
+        1,
+        &addr,
+        "resume-test",
+        &format!("1={addr}"),
+        root.path(),
+        SHARDS,
+    );
+    // What a crash after hosting the first group leaves behind: group 0 only, no shard count.
+    {
+        let identity = keel_storage::NodeIdentity {
+            cluster_id: "resume-test".to_string(),
+            node_id: 1,
+        };
+        let store = keel_storage::Store::open(&node.data_dir.join("db"), &identity)?;
+        let registry = keel_raft::GroupRegistry::new(
+            1,
+            "resume-test",
+            store,
+            std::sync::Arc::new(keel_raft::kv::KvApplier),
+            &keel_raft::GroupConfig::default(),
+            node.data_dir.join("snapshots"),
+            keel_raft::LinkFaults::default(),
+        )?;
+        registry.create(0).await?;
+        registry.shutdown().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    node.start()?;
+    let mut client = KvClient::new(vec![addr]);
+    for group in 0..=SHARDS {
+        if let Err(e) = put_until_acked(&mut client, group, b"k", Duration::from_secs(30)).await {
+            panic!(
+                "group {group} is not served after the resumed bootstrap: {e}\n{}",
+                node.log_text()
+            );
+        }
+    }
+    node.kill9().await?;
     Ok(())
 }
