@@ -21,6 +21,7 @@ pub mod kv;
 mod log_limit;
 mod log_store;
 mod network;
+mod records;
 mod registry;
 mod service;
 mod snapshot_file;

@@ -6,18 +6,15 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 
-use keel_storage::{keys, Cf, GroupId, StorageError, Store};
+use keel_storage::{keys, Cf, GroupId, Store};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{
-    AnyError, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageIOError, Vote,
-};
-use tokio::sync::oneshot;
+use openraft::{ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, Vote};
 
 use crate::codec;
+use crate::records::{decode_record, read_record, storage_error, write_synced, StorageResult};
 use crate::types::{KeelRaft, NodeId};
 
 type Entry = openraft::Entry<KeelRaft>;
-type StorageResult<T> = Result<T, openraft::StorageError<NodeId>>;
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
@@ -28,42 +25,6 @@ const PURGED: &[u8] = b"purged";
 pub struct GroupLogStore {
     store: Store,
     group: GroupId,
-}
-
-pub(crate) fn storage_error(
-    subject: ErrorSubject<NodeId>,
-    verb: ErrorVerb,
-    error: impl std::error::Error + 'static,
-) -> openraft::StorageError<NodeId> {
-    StorageIOError::new(subject, verb, AnyError::new(&error)).into()
-}
-
-pub(crate) fn corrupt(
-    subject: ErrorSubject<NodeId>,
-    what: String,
-    detail: String,
-) -> openraft::StorageError<NodeId> {
-    StorageIOError::new(
-        subject,
-        ErrorVerb::Read,
-        AnyError::error(format!("corrupt {what}: {detail}")),
-    )
-    .into()
-}
-
-/// Writes `batch` through the synced writer and waits for the fsync without blocking a runtime
-/// thread.
-pub(crate) async fn write_synced(
-    store: &Store,
-    batch: keel_storage::WriteBatch,
-) -> Result<(), StorageError> {
-    let (tx, rx) = oneshot::channel();
-    store.write_synced(batch, move |result| {
-        let _ = tx.send(result);
-    });
-    rx.await.map_err(|_| StorageError::Closed {
-        path: store.path().to_path_buf(),
-    })?
 }
 
 impl GroupLogStore {
@@ -78,35 +39,19 @@ impl GroupLogStore {
         subject: ErrorSubject<NodeId>,
     ) -> StorageResult<Option<T>> {
         let key = keys::meta_key(self.group, tag);
-        let bytes = self
-            .store
-            .get(Cf::RaftMeta, &key)
-            .map_err(|e| storage_error(subject.clone(), ErrorVerb::Read, e))?;
-        bytes
-            .map(|bytes| {
-                codec::decode(&bytes).map_err(|detail| {
-                    corrupt(
-                        subject,
-                        format!(
-                            "raft metadata {:?} of group {}",
-                            String::from_utf8_lossy(tag),
-                            self.group
-                        ),
-                        detail,
-                    )
-                })
-            })
-            .transpose()
+        read_record(&self.store, Cf::RaftMeta, &key, subject, || {
+            format!(
+                "raft metadata {:?} of group {}",
+                String::from_utf8_lossy(tag),
+                self.group
+            )
+        })
     }
 
     fn decode_entry(&self, key: &[u8], value: &[u8]) -> StorageResult<Entry> {
-        codec::decode(value).map_err(|detail| {
+        decode_record(value, ErrorSubject::Logs, || {
             let index = keys::log_index_of(key).unwrap_or_default();
-            corrupt(
-                ErrorSubject::Logs,
-                format!("raft log entry {index} of group {}", self.group),
-                detail,
-            )
+            format!("raft log entry {index} of group {}", self.group)
         })
     }
 }

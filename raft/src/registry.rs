@@ -12,8 +12,9 @@ use crate::applier::Applier;
 use crate::config::GroupConfig;
 use crate::error::GroupError;
 use crate::group::ShardGroup;
-use crate::log_store::{write_synced, GroupLogStore};
+use crate::log_store::GroupLogStore;
 use crate::network::{GroupNetwork, LinkFaults, Peers};
+use crate::records::write_synced;
 use crate::state_machine::GroupStateMachine;
 use crate::types::NodeId;
 

@@ -17,12 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::applier::{Applier, GroupWrites};
 use crate::codec;
-use crate::log_store::{corrupt, storage_error, write_synced};
+use crate::records::{decode_record, read_record, storage_error, write_synced, StorageResult};
 use crate::snapshot_file::SnapshotFile;
 use crate::types::{Applied, BasicNode, KeelRaft, NodeId};
 
 type Entry = openraft::Entry<KeelRaft>;
-type StorageResult<T> = Result<T, openraft::StorageError<NodeId>>;
 type Membership = StoredMembership<NodeId, BasicNode>;
 
 /// State-machine record (inside the group's state range, so snapshots carry it).
@@ -68,40 +67,34 @@ fn file_name_of(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn read_record(store: &Store, group: GroupId, tag: &[u8]) -> StorageResult<Option<SnapshotRecord>> {
-    let bytes = store
-        .get(Cf::RaftMeta, &keys::meta_key(group, tag))
-        .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-    bytes
-        .map(|bytes| {
-            codec::decode(&bytes).map_err(|detail| {
-                corrupt(
-                    ErrorSubject::Snapshot(None),
-                    format!("snapshot record of group {group}"),
-                    detail,
-                )
-            })
-        })
-        .transpose()
+fn read_snapshot_record(
+    store: &Store,
+    group: GroupId,
+    tag: &[u8],
+) -> StorageResult<Option<SnapshotRecord>> {
+    let key = keys::meta_key(group, tag);
+    read_record(
+        store,
+        Cf::RaftMeta,
+        &key,
+        ErrorSubject::Snapshot(None),
+        || format!("snapshot record of group {group}"),
+    )
+}
+
+fn applied_name(group: GroupId) -> String {
+    format!("applied index of group {group}")
 }
 
 fn read_applied(
     store: &Store,
     group: GroupId,
 ) -> StorageResult<(Option<LogId<NodeId>>, Membership)> {
-    let bytes = store
-        .get(Cf::State, &keys::state_system_key(group, APPLIED))
-        .map_err(|e| storage_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
-    match bytes {
-        Some(bytes) => codec::decode(&bytes).map_err(|detail| {
-            corrupt(
-                ErrorSubject::StateMachine,
-                format!("applied index of group {group}"),
-                detail,
-            )
-        }),
-        None => Ok((None, Membership::default())),
-    }
+    let key = keys::state_system_key(group, APPLIED);
+    let applied = read_record(store, Cf::State, &key, ErrorSubject::StateMachine, || {
+        applied_name(group)
+    })?;
+    Ok(applied.unwrap_or_default())
 }
 
 impl GroupStateMachine {
@@ -120,11 +113,11 @@ impl GroupStateMachine {
             dir: snapshot_dir,
             next: Arc::new(AtomicU64::new(0)),
         };
-        if let Some(record) = read_record(&store, group, INSTALLING)? {
+        if let Some(record) = read_snapshot_record(&store, group, INSTALLING)? {
             tracing::warn!(group, snapshot = %record.meta.snapshot_id, "finishing a snapshot install interrupted by a crash");
             finish_install(&store, group, &snapshots.dir, record).await?;
         }
-        let current = read_record(&store, group, SNAPSHOT)?.map(|r| r.file_name);
+        let current = read_snapshot_record(&store, group, SNAPSHOT)?.map(|r| r.file_name);
         let mut entries = tokio::fs::read_dir(&snapshots.dir).await.map_err(io)?;
         while let Some(entry) = entries.next_entry().await.map_err(io)? {
             if Some(entry.file_name().to_string_lossy().into_owned()) != current {
@@ -172,7 +165,7 @@ async fn finish_install(
     .await
     .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?
     .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?;
-    let previous = read_record(store, group, SNAPSHOT)?;
+    let previous = read_snapshot_record(store, group, SNAPSHOT)?;
     let mut batch = store.batch();
     batch.put(
         Cf::RaftMeta,
@@ -218,13 +211,9 @@ impl RaftSnapshotBuilder<KeelRaft> for GroupSnapshotBuilder {
         .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?
         .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
         let (last_log_id, last_membership): (Option<LogId<NodeId>>, Membership) = match exported {
-            Some(bytes) => codec::decode(&bytes).map_err(|detail| {
-                corrupt(
-                    ErrorSubject::StateMachine,
-                    format!("applied index of group {group}"),
-                    detail,
-                )
-            })?,
+            Some(bytes) => {
+                decode_record(&bytes, ErrorSubject::StateMachine, || applied_name(group))?
+            }
             None => (None, Membership::default()),
         };
         let snapshot_id = match last_log_id {
@@ -241,7 +230,7 @@ impl RaftSnapshotBuilder<KeelRaft> for GroupSnapshotBuilder {
             file_name: file_name_of(&path),
         };
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-        let previous = read_record(&self.store, group, SNAPSHOT)?;
+        let previous = read_snapshot_record(&self.store, group, SNAPSHOT)?;
         let mut batch = self.store.batch();
         batch.put(
             Cf::RaftMeta,
@@ -381,7 +370,7 @@ impl RaftStateMachine<KeelRaft> for GroupStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<KeelRaft>>> {
-        let Some(record) = read_record(&self.store, self.group, SNAPSHOT)? else {
+        let Some(record) = read_snapshot_record(&self.store, self.group, SNAPSHOT)? else {
             return Ok(None);
         };
         let subject = ErrorSubject::Snapshot(Some(record.meta.signature()));
@@ -492,6 +481,8 @@ mod tests {
             .expect("read")
             .expect("a current snapshot");
         assert_eq!(current.meta, snapshot.meta);
-        assert!(read_record(&store, 3, INSTALLING).expect("read").is_none());
+        assert!(read_snapshot_record(&store, 3, INSTALLING)
+            .expect("read")
+            .is_none());
     }
 }
