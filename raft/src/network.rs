@@ -119,10 +119,17 @@ impl RaftNetworkFactory<KeelRaft> for GroupNetwork {
     type Network = PeerLink;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerLink {
+        // Resolved once per link: the per-peer channel is shared, cloning the client is cheap.
+        let client = self.peers.channel(&node.addr).map(|channel| {
+            RaftTransportClient::new(channel)
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX)
+        });
         PeerLink {
             group: self.group,
             target,
             addr: node.addr.clone(),
+            client,
             peers: self.peers.clone(),
         }
     }
@@ -133,6 +140,8 @@ pub struct PeerLink {
     group: GroupId,
     target: NodeId,
     addr: String,
+    /// The client, or why the peer's address is unusable.
+    client: Result<RaftTransportClient<Channel>, String>,
     peers: Arc<Peers>,
 }
 
@@ -160,10 +169,7 @@ impl PeerLink {
         if self.peers.faults.is_blocked(self.target) {
             return Err(unreachable(format!("link to node {} is cut", self.target)));
         }
-        let channel = self.peers.channel(&self.addr).map_err(unreachable)?;
-        let mut client = RaftTransportClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+        let mut client = self.client.clone().map_err(unreachable)?;
         let message = RaftRequest {
             header: Some(RaftHeader {
                 cluster_id: self.peers.cluster_id.clone(),
