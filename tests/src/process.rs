@@ -166,27 +166,26 @@ impl KvClient {
         order
     }
 
-    /// One attempt on each candidate node; Ok(Some) when acknowledged. Errors are unknown
-    /// outcomes (the write may have been committed).
-    pub async fn put_once(&mut self, group: u64, key: &[u8], value: &[u8]) -> anyhow::Result<u64> {
+    /// Sends one request to each candidate node in turn (the known leader first), following
+    /// leader hints, until one answers. An error is an unknown outcome for writes.
+    async fn call_once<T, F, Fut>(&mut self, group: u64, mut send: F) -> anyhow::Result<T>
+    where
+        F: FnMut(DebugKvClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
         let mut last = anyhow!("no node tried");
         for addr in self.candidates(group) {
-            let mut client = match Self::connect(&addr).await {
-                Ok(c) => c,
+            let client = match Self::connect(&addr).await {
+                Ok(client) => client,
                 Err(e) => {
                     last = e;
                     continue;
                 }
             };
-            let request = PutRequest {
-                group_id: group,
-                key: key.to_vec(),
-                value: value.to_vec(),
-            };
-            match client.put(request).await {
-                Ok(reply) => {
+            match send(client).await {
+                Ok(answer) => {
                     self.leaders.insert(group, addr);
-                    return Ok(reply.into_inner().log_index);
+                    return Ok(answer);
                 }
                 Err(status) => {
                     if let Some(hint) = status
@@ -203,6 +202,20 @@ impl KvClient {
         Err(last)
     }
 
+    /// One attempt on each candidate node; Ok(log index) when acknowledged. Errors are unknown
+    /// outcomes (the write may have been committed).
+    pub async fn put_once(&mut self, group: u64, key: &[u8], value: &[u8]) -> anyhow::Result<u64> {
+        self.call_once(group, |mut client| {
+            let request = PutRequest {
+                group_id: group,
+                key: key.to_vec(),
+                value: value.to_vec(),
+            };
+            async move { Ok(client.put(request).await?.into_inner().log_index) }
+        })
+        .await
+    }
+
     /// Linearizable get, retried across nodes for up to `within`.
     pub async fn get(
         &mut self,
@@ -212,37 +225,25 @@ impl KvClient {
     ) -> anyhow::Result<Option<Vec<u8>>> {
         let deadline = Instant::now() + within;
         loop {
-            let mut last = anyhow!("no node tried");
-            for addr in self.candidates(group) {
-                let Ok(mut client) = Self::connect(&addr).await else {
-                    continue;
-                };
-                let request = GetRequest {
-                    group_id: group,
-                    key: key.to_vec(),
-                };
-                match client.get(request).await {
-                    Ok(reply) => {
-                        let reply = reply.into_inner();
-                        self.leaders.insert(group, addr);
-                        return Ok(reply.found.then_some(reply.value));
+            let attempt = self
+                .call_once(group, |mut client| {
+                    let request = GetRequest {
+                        group_id: group,
+                        key: key.to_vec(),
+                    };
+                    async move {
+                        let reply = client.get(request).await?.into_inner();
+                        Ok(reply.found.then_some(reply.value))
                     }
-                    Err(status) => {
-                        if let Some(hint) = status
-                            .metadata()
-                            .get("keel-leader-addr")
-                            .and_then(|v| v.to_str().ok())
-                        {
-                            self.leaders.insert(group, hint.to_string());
-                        }
-                        last = anyhow!("{addr}: {}", status.message());
-                    }
+                })
+                .await;
+            match attempt {
+                Ok(value) => return Ok(value),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context(format!("get from group {group}")))
                 }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
-            if Instant::now() > deadline {
-                return Err(last.context(format!("get from group {group}")));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
