@@ -1,4 +1,16 @@
-//! Compiles Keel's own protos with protox (pure Rust, no protoc needed) and generates tonic code.
+//! Compiles Keel's own protos with protox (pure Rust, no protoc needed) and generates tonic code;
+//! generates tonic server traits for Temporal's WorkflowService and OperatorService and the gRPC
+//! health service from the descriptor set that `temporalio-protos` exports, reusing that crate's
+//! message types.
+
+use prost::Message;
+
+/// Temporal service files whose services Keel serves.
+const TEMPORAL_SERVICES: [&str; 3] = [
+    "temporal/api/workflowservice/v1/service.proto",
+    "temporal/api/operatorservice/v1/service.proto",
+    "health/v1/health.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = ["keel/raft/v1/transport.proto", "keel/debug/v1/kv.proto"];
@@ -10,5 +22,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .compile_fds(descriptors)?;
+
+    let path = std::env::var("DEP_TEMPORALIO_PROTOS_DESCRIPTOR_PATH")?;
+    println!("cargo:rerun-if-changed={path}");
+    let mut temporal = prost_types_fds(&std::fs::read(&path)?)?;
+    temporal
+        .file
+        .retain(|file| TEMPORAL_SERVICES.iter().any(|name| file.name() == *name));
+    if temporal.file.len() != TEMPORAL_SERVICES.len() {
+        return Err(format!("{path} lacks one of {TEMPORAL_SERVICES:?}").into());
+    }
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .build_transport(false)
+        .generate_default_stubs(true)
+        .extern_path(".temporal", "::temporalio_protos::temporal")
+        .extern_path(".grpc.health", "::temporalio_protos::grpc::health")
+        .extern_path(".google", "::temporalio_protos::google")
+        .compile_fds(temporal)?;
     Ok(())
+}
+
+fn prost_types_fds(bytes: &[u8]) -> Result<prost_types::FileDescriptorSet, prost::DecodeError> {
+    prost_types::FileDescriptorSet::decode(bytes)
 }

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use keel_proto::debug::debug_kv_server::DebugKv;
 use keel_proto::debug::{GetReply, GetRequest, PutReply, PutRequest};
-use keel_raft::kv::KvCommand;
 use keel_raft::{GroupRegistry, ProposeError, ReadError, ShardGroup};
 use tonic::{Request, Response, Status};
+
+use crate::shard::applier::WriteSet;
 
 /// Serves DebugKv over the groups of a registry.
 pub struct DebugKvService {
@@ -64,17 +64,25 @@ fn read_status(error: ReadError) -> Status {
     }
 }
 
+/// Debug keys live under their own tag, apart from workflow data.
+fn debug_key(key: &[u8]) -> Vec<u8> {
+    let mut out = b"k".to_vec();
+    out.extend_from_slice(key);
+    out
+}
+
 #[tonic::async_trait]
 impl DebugKv for DebugKvService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutReply>, Status> {
         let request = request.into_inner();
         let group = self.group(request.group_id)?;
-        let command = KvCommand::Put {
-            key: Bytes::from(request.key),
-            value: Bytes::from(request.value),
+        let writes = WriteSet {
+            fence_term: None,
+            puts: vec![(debug_key(&request.key), request.value)],
+            deletes: Vec::new(),
         };
         let committed = group
-            .propose(command.encode())
+            .propose(writes.encode())
             .await
             .map_err(propose_status)?;
         Ok(Response::new(PutReply {
@@ -85,7 +93,10 @@ impl DebugKv for DebugKvService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
         let request = request.into_inner();
         let group = self.group(request.group_id)?;
-        let value = group.read(&request.key).await.map_err(read_status)?;
+        let value = group
+            .read(&debug_key(&request.key))
+            .await
+            .map_err(read_status)?;
         Ok(Response::new(GetReply {
             found: value.is_some(),
             value: value.unwrap_or_default(),

@@ -6,7 +6,13 @@
 //! replication through keel-raft.
 
 mod debug_kv;
+mod engine;
+mod frontend;
+mod health;
+mod matching;
+mod namespaces;
 mod server;
+mod shard;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -93,6 +99,9 @@ fn main() -> ExitCode {
                 data_dir,
                 shards,
                 debug_kv: true,
+                default_namespace: true,
+                limits: engine::Limits::default(),
+                long_poll: std::time::Duration::from_secs(60),
             }
         }
         Command::Node {
@@ -111,6 +120,9 @@ fn main() -> ExitCode {
             data_dir,
             shards,
             debug_kv,
+            default_namespace: true,
+            limits: engine::Limits::default(),
+            long_poll: std::time::Duration::from_secs(60),
         },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

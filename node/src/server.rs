@@ -10,12 +10,21 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use keel_proto::debug::debug_kv_server::DebugKvServer;
 use keel_proto::raft::raft_transport_server::RaftTransportServer;
-use keel_raft::kv::KvApplier;
 use keel_raft::{GroupConfig, GroupRegistry, LinkFaults, NodeId, RaftTransportService};
 use keel_storage::{keys, Cf, NodeIdentity, Store};
 use tonic::codec::CompressionEncoding;
 
 use crate::debug_kv::DebugKvService;
+use crate::engine::Limits;
+use crate::frontend::{Frontend, Queries};
+use crate::health::HealthService;
+use crate::matching::Matching;
+use crate::namespaces::{NamespaceError, NamespaceRecord, Namespaces};
+use crate::shard::applier::WriteSetApplier;
+use crate::shard::{Shard, ShardContext, SystemClock};
+use keel_proto::temporal_services::health::health_server::HealthServer;
+use keel_proto::temporal_services::operatorservice::operator_service_server::OperatorServiceServer;
+use keel_proto::temporal_services::workflowservice::workflow_service_server::WorkflowServiceServer;
 
 /// One member of the initial cluster: `ID=HOST:PORT`.
 #[derive(Clone, Debug)]
@@ -52,6 +61,12 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub shards: u64,
     pub debug_kv: bool,
+    /// Create namespace `default` if missing (keel dev).
+    pub default_namespace: bool,
+    /// Engine limits and defaults.
+    pub limits: Limits,
+    /// Longest a poll waits before an empty answer.
+    pub long_poll: std::time::Duration,
 }
 
 impl NodeConfig {
@@ -98,7 +113,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         config.node_id,
         &config.cluster_id,
         store.clone(),
-        Arc::new(KvApplier),
+        Arc::new(WriteSetApplier),
         &GroupConfig::default(),
         config.data_dir.join("snapshots"),
         LinkFaults::default(),
@@ -119,12 +134,50 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             );
         }
     }
+    let metadata = registry
+        .get(0)
+        .context("the metadata group (0) is not hosted on this node")?;
+    let clock = Arc::new(SystemClock);
+    let matching = Arc::new(Matching::default());
+    let context = Arc::new(ShardContext {
+        matching: matching.clone(),
+        clock: clock.clone(),
+        limits: config.limits.clone(),
+    });
+    let mut shards = Vec::new();
+    for group in 1..=config.shards {
+        let handle = registry
+            .get(group)
+            .with_context(|| format!("shard group {group} is not hosted on this node"))?;
+        shards.push(Shard::start(group, handle, context.clone()));
+    }
+    let namespaces = Arc::new(Namespaces::load(metadata)?);
+    if config.default_namespace {
+        // In the background: the metadata group may need peers that only answer once this node
+        // serves its Raft transport below.
+        let namespaces = namespaces.clone();
+        tokio::spawn(async move {
+            if let Err(error) = ensure_namespace(&namespaces, "default").await {
+                tracing::error!(%error, "namespace default could not be created");
+            }
+        });
+    }
+    let frontend = Frontend {
+        namespaces,
+        shards,
+        matching,
+        queries: Arc::new(Queries::default()),
+        clock,
+        limits: config.limits.clone(),
+        long_poll: config.long_poll,
+        cluster_id: config.cluster_id.clone(),
+    };
     tracing::info!(
         node = config.node_id,
         cluster = %config.cluster_id,
         %listen,
         groups = registry.groups().len(),
-        "keel node serving (Raft transport{}; the Temporal API is not served yet)",
+        "keel node serving the Temporal API and the Raft transport{}",
         if config.debug_kv { " and debug KV" } else { "" }
     );
     let transport = RaftTransportServer::new(RaftTransportService::new(&registry))
@@ -134,15 +187,64 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         DebugKvServer::new(DebugKvService::new(registry.clone()))
             .accept_compressed(CompressionEncoding::Gzip)
     });
+    let workflow = WorkflowServiceServer::new(frontend)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE)
+        .max_encoding_message_size(MAX_CLIENT_MESSAGE);
+    let operator = OperatorServiceServer::new(UnimplementedOperator)
+        .accept_compressed(CompressionEncoding::Gzip);
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(transport)
+        .add_service(workflow)
+        .add_service(operator)
+        .add_service(HealthServer::new(HealthService))
         .add_optional_service(debug_kv)
         .serve_with_shutdown(listen, shutdown_signal())
         .await
         .with_context(|| format!("cannot serve on {listen}"));
     registry.shutdown().await;
     served
+}
+
+/// Largest client request or response (Temporal's gRPC limit).
+const MAX_CLIENT_MESSAGE: usize = 128 << 20;
+
+/// OperatorService: every RPC answers Unimplemented for now (listed in README).
+struct UnimplementedOperator;
+
+impl keel_proto::temporal_services::operatorservice::operator_service_server::OperatorService
+    for UnimplementedOperator
+{
+}
+
+/// Creates namespace `name` unless it exists, waiting (bounded) for the metadata group to elect
+/// its leader; only the metadata group's leader creates it.
+async fn ensure_namespace(namespaces: &Namespaces, name: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        if namespaces.by_name(name).is_some() {
+            return Ok(());
+        }
+        let record = NamespaceRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_string(),
+            description: "Default namespace for Keel".to_string(),
+            owner_email: String::new(),
+            retention_ms: 24 * 3600 * 1000,
+            data: Default::default(),
+            state: temporalio_protos::temporal::api::enums::v1::NamespaceState::Registered as i32,
+        };
+        match namespaces.write(record, true).await {
+            Ok(()) | Err(NamespaceError::AlreadyExists(_)) => return Ok(()),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%error, "waiting for the metadata group to create namespace {name}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(error) => bail!("cannot create namespace {name}: {error}"),
+        }
+    }
 }
 
 /// Raft-meta record (under the metadata group's prefix) of the shard count this node was

@@ -13,3 +13,23 @@ pub mod raft {
 pub mod debug {
     tonic::include_proto!("keel.debug.v1");
 }
+
+/// Server traits (and clients, for tests and tools) for Temporal's public services. Message types
+/// come from `temporalio_protos`, re-exported here as [`temporal`].
+#[allow(clippy::all, rustdoc::all)]
+pub mod temporal_services {
+    /// `temporal.api.workflowservice.v1.WorkflowService`.
+    pub mod workflowservice {
+        tonic::include_proto!("temporal.api.workflowservice.v1");
+    }
+    /// `temporal.api.operatorservice.v1.OperatorService`.
+    pub mod operatorservice {
+        tonic::include_proto!("temporal.api.operatorservice.v1");
+    }
+    /// `grpc.health.v1.Health`.
+    pub mod health {
+        tonic::include_proto!("grpc.health.v1");
+    }
+}
+
+pub use temporalio_protos::temporal;

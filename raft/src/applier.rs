@@ -10,10 +10,13 @@ use keel_storage::{keys, Cf, GroupId, WriteBatch};
 /// response on every replica. It must not read clocks, randomness or anything outside its
 /// arguments, and it must not fail: a command it cannot execute gets an error response.
 pub trait Applier: Send + Sync + 'static {
-    /// Applies `command`, committed at log `index` of `group`, by adding writes to `writes`.
+    /// Applies `command`, committed at log `index` of `group` in an entry proposed by the leader
+    /// of `term`, by adding writes to `writes`. The term lets an applier fence out commands that
+    /// a writer of an earlier term computed but that reached the log only now.
     fn apply(
         &self,
         group: GroupId,
+        term: u64,
         index: u64,
         command: &[u8],
         writes: &mut GroupWrites<'_>,

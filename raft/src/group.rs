@@ -138,6 +138,29 @@ impl ShardGroup {
             })
     }
 
+    /// Calls `visit` with each application key (without the group prefix) and value in
+    /// `[start, end)` of the state applied on this node, in key order, until it returns false.
+    pub fn scan_local(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), ReadError> {
+        let prefix_len = keys::state_user_key(self.inner.id, b"").len();
+        self.inner
+            .store
+            .scan(
+                Cf::State,
+                &keys::state_user_key(self.inner.id, start),
+                &keys::state_user_key(self.inner.id, end),
+                |key, value| visit(&key[prefix_len..], value),
+            )
+            .map_err(|e| ReadError::Unavailable {
+                group: self.inner.id,
+                reason: e.to_string(),
+            })
+    }
+
     /// Confirms (read index: a heartbeat round with a quorum) that this node still leads the
     /// group and waits until everything committed before now is applied here, so reads that
     /// follow are linearizable.

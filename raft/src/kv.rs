@@ -43,6 +43,7 @@ impl Applier for KvApplier {
     fn apply(
         &self,
         _group: GroupId,
+        _term: u64,
         _index: u64,
         command: &[u8],
         writes: &mut GroupWrites<'_>,

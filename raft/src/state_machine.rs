@@ -281,8 +281,13 @@ impl RaftStateMachine<KeelRaft> for GroupStateMachine {
                         .commands
                         .iter()
                         .map(|command| {
-                            self.applier
-                                .apply(self.group, entry.log_id.index, command, &mut writes)
+                            self.applier.apply(
+                                self.group,
+                                entry.log_id.leader_id.term,
+                                entry.log_id.index,
+                                command,
+                                &mut writes,
+                            )
                         })
                         .collect();
                     Applied { responses }

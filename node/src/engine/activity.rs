@@ -1,0 +1,464 @@
+//! Activities: start, heartbeat, completion, failure with retries, cancellation, timeouts.
+
+use super::proto::{self, common, enums, failure, history, Attributes};
+use super::state::{ActivityInfo, ActivityStarted, RetryPolicy};
+use super::txn::Txn;
+use super::{ActivityReport, ActivityTarget, EngineError, Reply};
+
+/// Temporal's defaults filled into a retry policy, validated.
+pub(crate) fn retry_policy(policy: Option<&common::RetryPolicy>) -> Result<RetryPolicy, String> {
+    let policy = policy.cloned().unwrap_or_default();
+    let initial = proto::duration_ms(policy.initial_interval.as_ref());
+    let initial = if initial == 0 { 1000 } else { initial };
+    if policy.backoff_coefficient != 0.0 && policy.backoff_coefficient < 1.0 {
+        return Err("BackoffCoefficient cannot be less than 1.".into());
+    }
+    if policy.maximum_attempts < 0 {
+        return Err("MaximumAttempts cannot be negative.".into());
+    }
+    let maximum = proto::duration_ms(policy.maximum_interval.as_ref());
+    if maximum > 0 && maximum < initial {
+        return Err("MaximumInterval cannot be less than InitialInterval.".into());
+    }
+    Ok(RetryPolicy {
+        initial_interval_ms: initial,
+        backoff_coefficient: if policy.backoff_coefficient == 0.0 {
+            2.0
+        } else {
+            policy.backoff_coefficient
+        },
+        maximum_interval_ms: if maximum == 0 { initial * 100 } else { maximum },
+        maximum_attempts: policy.maximum_attempts,
+        non_retryable_error_types: policy.non_retryable_error_types,
+    })
+}
+
+/// The protobuf form of a filled-in retry policy.
+pub(crate) fn retry_policy_proto(policy: &RetryPolicy) -> common::RetryPolicy {
+    common::RetryPolicy {
+        initial_interval: proto::duration(policy.initial_interval_ms),
+        backoff_coefficient: policy.backoff_coefficient,
+        maximum_interval: proto::duration(policy.maximum_interval_ms),
+        maximum_attempts: policy.maximum_attempts,
+        non_retryable_error_types: policy.non_retryable_error_types.clone(),
+    }
+}
+
+/// Delay before attempt `attempt + 1`, or why there is none. `deadline_ns` is the
+/// schedule-to-close deadline (0 = none).
+pub(crate) fn next_retry_delay(
+    policy: &RetryPolicy,
+    attempt: i32,
+    failure: Option<&failure::Failure>,
+    now: i64,
+    deadline_ns: i64,
+) -> Result<i64, enums::RetryState> {
+    let app = failure.and_then(|f| match &f.failure_info {
+        Some(failure::failure::FailureInfo::ApplicationFailureInfo(info)) => Some(info),
+        _ => None,
+    });
+    if let Some(info) = app {
+        if info.non_retryable || policy.non_retryable_error_types.contains(&info.r#type) {
+            return Err(enums::RetryState::NonRetryableFailure);
+        }
+    }
+    if policy.maximum_attempts > 0 && attempt >= policy.maximum_attempts {
+        return Err(enums::RetryState::MaximumAttemptsReached);
+    }
+    let explicit = app.map_or(0, |info| proto::duration_ms(info.next_retry_delay.as_ref()));
+    let delay = if explicit > 0 {
+        explicit
+    } else {
+        let grown = policy.initial_interval_ms as f64
+            * policy.backoff_coefficient.powi(attempt.saturating_sub(1));
+        (grown.min(policy.maximum_interval_ms as f64)) as i64
+    };
+    if deadline_ns > 0 && now + delay * 1_000_000 >= deadline_ns {
+        return Err(enums::RetryState::Timeout);
+    }
+    Ok(delay)
+}
+
+fn schedule_to_close_deadline(activity: &ActivityInfo) -> i64 {
+    if activity.schedule_to_close_ms > 0 {
+        activity.scheduled_time_ns + activity.schedule_to_close_ms * 1_000_000
+    } else {
+        0
+    }
+}
+
+pub(crate) fn record_started(
+    txn: &mut Txn,
+    scheduled_event_id: i64,
+    attempt: i32,
+    request_id: String,
+    identity: String,
+) -> Result<Reply, EngineError> {
+    if !txn.state.is_running() {
+        return Err(EngineError::NotFound(
+            "Activity task not found: the workflow execution already completed.".into(),
+        ));
+    }
+    let activity = txn
+        .state
+        .activities
+        .get_mut(&scheduled_event_id)
+        .filter(|a| a.attempt == attempt)
+        .ok_or_else(|| EngineError::NotFound("Activity task not found.".into()))?;
+    if let Some(started) = &activity.started {
+        if started.request_id == request_id {
+            return Ok(Reply::ActivityTaskStarted {
+                scheduled_event_id,
+                attempt,
+            });
+        }
+        return Err(EngineError::FailedPrecondition(
+            "Activity task already started.".into(),
+        ));
+    }
+    if activity.cancel_requested_event_id.is_some() && activity.started.is_none() {
+        return Err(EngineError::NotFound(
+            "Activity task was canceled before it started.".into(),
+        ));
+    }
+    activity.started = Some(ActivityStarted {
+        time_ns: txn.now,
+        identity,
+        request_id,
+    });
+    activity.last_heartbeat_ns = None;
+    Ok(Reply::ActivityTaskStarted {
+        scheduled_event_id,
+        attempt,
+    })
+}
+
+fn find_started(txn: &Txn, target: &ActivityTarget) -> Result<i64, EngineError> {
+    if !txn.state.is_running() {
+        return Err(EngineError::NotFound(
+            "Activity task not found: the workflow execution already completed.".into(),
+        ));
+    }
+    let not_found = || EngineError::NotFound("Activity task not found.".into());
+    let activity = match target {
+        ActivityTarget::Token {
+            scheduled_event_id,
+            attempt,
+        } => txn
+            .state
+            .activities
+            .get(scheduled_event_id)
+            .filter(|a| a.attempt == *attempt)
+            .ok_or_else(not_found)?,
+        ActivityTarget::Id(id) => txn
+            .state
+            .activity_ids
+            .get(id)
+            .and_then(|scheduled| txn.state.activities.get(scheduled))
+            .ok_or_else(not_found)?,
+    };
+    if activity.started.is_none() {
+        return Err(EngineError::NotFound(
+            "Activity task not found: the attempt has not started.".into(),
+        ));
+    }
+    Ok(activity.scheduled_event_id)
+}
+
+pub(crate) fn report(
+    txn: &mut Txn,
+    target: ActivityTarget,
+    report: ActivityReport,
+    identity: String,
+) -> Result<Reply, EngineError> {
+    let scheduled_event_id = find_started(txn, &target)?;
+    let now = txn.now;
+    match report {
+        ActivityReport::Heartbeat(details) => {
+            let activity = txn
+                .state
+                .activities
+                .get_mut(&scheduled_event_id)
+                .ok_or(EngineError::NoChange)?;
+            activity.last_heartbeat_ns = Some(now);
+            if details.is_some() {
+                activity.heartbeat_details = Some(proto::encode_opt(details.as_ref()));
+            }
+            Ok(Reply::Heartbeat {
+                cancel_requested: activity.cancel_requested_event_id.is_some(),
+            })
+        }
+        ActivityReport::Completed(result) => {
+            let activity = remove(txn, scheduled_event_id)?;
+            let started_event_id = write_started(txn, &activity, &identity);
+            txn.add_worker_event(Attributes::ActivityTaskCompletedEventAttributes(
+                history::ActivityTaskCompletedEventAttributes {
+                    result,
+                    scheduled_event_id,
+                    started_event_id,
+                    identity,
+                    ..Default::default()
+                },
+            ));
+            Ok(Reply::Done)
+        }
+        ActivityReport::Failed {
+            failure,
+            last_heartbeat_details,
+        } => {
+            let activity = txn
+                .state
+                .activities
+                .get(&scheduled_event_id)
+                .cloned()
+                .ok_or(EngineError::NoChange)?;
+            let retry = next_retry_delay(
+                &activity.retry,
+                activity.attempt,
+                failure.as_ref(),
+                now,
+                schedule_to_close_deadline(&activity),
+            );
+            match retry {
+                Ok(delay) => {
+                    let details = last_heartbeat_details.map(|d| proto::encode_opt(Some(&d)));
+                    retry_attempt(txn, scheduled_event_id, delay, failure, details);
+                }
+                Err(retry_state) => {
+                    let activity = remove(txn, scheduled_event_id)?;
+                    let started_event_id = write_started(txn, &activity, &identity);
+                    txn.add_worker_event(Attributes::ActivityTaskFailedEventAttributes(
+                        history::ActivityTaskFailedEventAttributes {
+                            failure,
+                            scheduled_event_id,
+                            started_event_id,
+                            identity,
+                            retry_state: retry_state as i32,
+                            ..Default::default()
+                        },
+                    ));
+                }
+            }
+            Ok(Reply::Done)
+        }
+        ActivityReport::Canceled(details) => {
+            let activity = remove(txn, scheduled_event_id)?;
+            let started_event_id = write_started(txn, &activity, &identity);
+            txn.add_worker_event(Attributes::ActivityTaskCanceledEventAttributes(
+                history::ActivityTaskCanceledEventAttributes {
+                    details,
+                    latest_cancel_requested_event_id: activity
+                        .cancel_requested_event_id
+                        .unwrap_or(0),
+                    scheduled_event_id,
+                    started_event_id,
+                    identity,
+                    ..Default::default()
+                },
+            ));
+            Ok(Reply::Done)
+        }
+    }
+}
+
+fn remove(txn: &mut Txn, scheduled_event_id: i64) -> Result<ActivityInfo, EngineError> {
+    let activity = txn
+        .state
+        .activities
+        .remove(&scheduled_event_id)
+        .ok_or(EngineError::NoChange)?;
+    txn.state.activity_ids.remove(&activity.activity_id);
+    Ok(activity)
+}
+
+/// Writes (or buffers) the ActivityTaskStarted event of the attempt that just ended; returns
+/// its id (0 when buffered, which flushing fixes up, or when the attempt never started).
+fn write_started(txn: &mut Txn, activity: &ActivityInfo, identity: &str) -> i64 {
+    let Some(started) = &activity.started else {
+        return 0;
+    };
+    let event = Attributes::ActivityTaskStartedEventAttributes(
+        history::ActivityTaskStartedEventAttributes {
+            scheduled_event_id: activity.scheduled_event_id,
+            identity: if started.identity.is_empty() {
+                identity.to_string()
+            } else {
+                started.identity.clone()
+            },
+            request_id: started.request_id.clone(),
+            attempt: activity.attempt,
+            last_failure: activity.last_failure.as_deref().and_then(proto::decode_opt),
+            ..Default::default()
+        },
+    );
+    if txn.state.workflow_task_started() {
+        txn.add_worker_event(event)
+    } else {
+        txn.append(event)
+    }
+}
+
+fn retry_attempt(
+    txn: &mut Txn,
+    scheduled_event_id: i64,
+    delay_ms: i64,
+    failure: Option<failure::Failure>,
+    heartbeat_details: Option<Vec<u8>>,
+) {
+    let now = txn.now;
+    if let Some(activity) = txn.state.activities.get_mut(&scheduled_event_id) {
+        activity.attempt += 1;
+        activity.attempt_scheduled_time_ns = now + delay_ms * 1_000_000;
+        activity.started = None;
+        activity.last_heartbeat_ns = None;
+        activity.last_failure = Some(proto::encode_opt(failure.as_ref()));
+        if heartbeat_details.is_some() {
+            activity.heartbeat_details = heartbeat_details;
+        }
+    }
+}
+
+/// RequestCancelActivityTask: an attempt not started is canceled at once (and the workflow
+/// needs a new task to learn it); a started one is told through its heartbeat.
+pub(crate) fn request_cancel(
+    txn: &mut Txn,
+    scheduled_event_id: i64,
+    completed_id: i64,
+) -> Result<bool, EngineError> {
+    if !txn.state.activities.contains_key(&scheduled_event_id) {
+        return Err(EngineError::InvalidArgument(format!(
+            "Activity with scheduled event id {scheduled_event_id} is not pending."
+        )));
+    }
+    let requested_id = txn.append(Attributes::ActivityTaskCancelRequestedEventAttributes(
+        history::ActivityTaskCancelRequestedEventAttributes {
+            scheduled_event_id,
+            workflow_task_completed_event_id: completed_id,
+        },
+    ));
+    let started = txn
+        .state
+        .activities
+        .get(&scheduled_event_id)
+        .is_some_and(|a| a.started.is_some());
+    if started {
+        if let Some(activity) = txn.state.activities.get_mut(&scheduled_event_id) {
+            activity.cancel_requested_event_id = Some(requested_id);
+        }
+        return Ok(false);
+    }
+    remove(txn, scheduled_event_id)?;
+    txn.append(Attributes::ActivityTaskCanceledEventAttributes(
+        history::ActivityTaskCanceledEventAttributes {
+            latest_cancel_requested_event_id: requested_id,
+            scheduled_event_id,
+            ..Default::default()
+        },
+    ));
+    Ok(true)
+}
+
+fn timeout_name(timeout_type: enums::TimeoutType) -> &'static str {
+    match timeout_type {
+        enums::TimeoutType::StartToClose => "StartToClose",
+        enums::TimeoutType::ScheduleToStart => "ScheduleToStart",
+        enums::TimeoutType::ScheduleToClose => "ScheduleToClose",
+        enums::TimeoutType::Heartbeat => "Heartbeat",
+        enums::TimeoutType::Unspecified => "Unspecified",
+    }
+}
+
+/// When the given timeout of the activity's current attempt expires, if it applies.
+pub(crate) fn timeout_deadline(
+    activity: &ActivityInfo,
+    timeout_type: enums::TimeoutType,
+) -> Option<i64> {
+    let ms = |ms: i64| ms * 1_000_000;
+    match (timeout_type, &activity.started) {
+        (enums::TimeoutType::ScheduleToClose, _) if activity.schedule_to_close_ms > 0 => {
+            Some(activity.scheduled_time_ns + ms(activity.schedule_to_close_ms))
+        }
+        (enums::TimeoutType::ScheduleToStart, None) if activity.schedule_to_start_ms > 0 => {
+            Some(activity.attempt_scheduled_time_ns + ms(activity.schedule_to_start_ms))
+        }
+        (enums::TimeoutType::StartToClose, Some(started)) if activity.start_to_close_ms > 0 => {
+            Some(started.time_ns + ms(activity.start_to_close_ms))
+        }
+        (enums::TimeoutType::Heartbeat, Some(started)) if activity.heartbeat_ms > 0 => {
+            Some(activity.last_heartbeat_ns.unwrap_or(started.time_ns) + ms(activity.heartbeat_ms))
+        }
+        _ => None,
+    }
+}
+
+/// A timeout of the activity's current attempt expired: retry it, or time the activity out.
+pub(crate) fn time_out(
+    txn: &mut Txn,
+    scheduled_event_id: i64,
+    attempt: i32,
+    timeout_type: enums::TimeoutType,
+) -> Result<Reply, EngineError> {
+    let activity = txn
+        .state
+        .activities
+        .get(&scheduled_event_id)
+        .filter(|a| a.attempt == attempt && txn.state.is_running())
+        .cloned()
+        .ok_or(EngineError::NoChange)?;
+    match timeout_deadline(&activity, timeout_type) {
+        Some(deadline) if deadline <= txn.now => {}
+        _ => return Err(EngineError::NoChange),
+    }
+    let heartbeat_details = activity
+        .heartbeat_details
+        .as_deref()
+        .and_then(proto::decode_opt::<common::Payloads>);
+    let timeout_failure = failure::Failure {
+        message: format!("activity {} timeout", timeout_name(timeout_type)),
+        failure_info: Some(failure::failure::FailureInfo::TimeoutFailureInfo(
+            failure::TimeoutFailureInfo {
+                timeout_type: timeout_type as i32,
+                last_heartbeat_details: heartbeat_details,
+            },
+        )),
+        ..Default::default()
+    };
+    let retryable = matches!(
+        timeout_type,
+        enums::TimeoutType::StartToClose | enums::TimeoutType::Heartbeat
+    );
+    let retry = if retryable {
+        next_retry_delay(
+            &activity.retry,
+            activity.attempt,
+            None,
+            txn.now,
+            schedule_to_close_deadline(&activity),
+        )
+    } else {
+        Err(enums::RetryState::Timeout)
+    };
+    match retry {
+        Ok(delay) => retry_attempt(txn, scheduled_event_id, delay, Some(timeout_failure), None),
+        Err(retry_state) => {
+            let activity = remove(txn, scheduled_event_id)?;
+            let started_event_id = write_started(txn, &activity, "");
+            let retry_state =
+                if retry_state == enums::RetryState::MaximumAttemptsReached || !retryable {
+                    retry_state
+                } else {
+                    enums::RetryState::Timeout
+                };
+            txn.add_worker_event(Attributes::ActivityTaskTimedOutEventAttributes(
+                history::ActivityTaskTimedOutEventAttributes {
+                    failure: Some(timeout_failure),
+                    scheduled_event_id,
+                    started_event_id,
+                    retry_state: retry_state as i32,
+                    ..Default::default()
+                },
+            ));
+        }
+    }
+    Ok(Reply::Done)
+}

@@ -1,0 +1,378 @@
+//! The history engine: a pure function from (mutable state, request, now) to new history events,
+//! the new mutable state and a reply. No I/O, no clock, no randomness: the caller passes the time
+//! and any fresh ids. Validation failures return an [`EngineError`] and change nothing.
+
+mod activity;
+mod deadlines;
+pub mod proto;
+mod retry;
+mod start;
+pub mod state;
+mod txn;
+mod workflow_task;
+
+pub(crate) use activity::retry_policy_proto;
+pub use deadlines::{deadlines, dispatchable, Deadline, TaskKind, TaskRef};
+pub use start::{decide_start, new_run, StartArgs, StartDecision};
+pub use state::{MutableState, RunStatus};
+pub use workflow_task::{CompleteWorkflowTask, StartedWorkflowTask};
+
+use proto::{common, failure, HistoryEvent};
+use txn::Txn;
+
+/// Limits and defaults the engine enforces (Temporal's dynamic config).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Workflow task timeout when the start request names none.
+    pub default_workflow_task_timeout_ms: i64,
+    /// Largest workflow task timeout.
+    pub max_workflow_task_timeout_ms: i64,
+    /// Continue-as-new is suggested from this many history events.
+    pub suggest_continue_as_new_events: i64,
+    /// Continue-as-new is suggested from this many bytes of history.
+    pub suggest_continue_as_new_bytes: i64,
+    /// Signals accepted per run.
+    pub max_signals_per_execution: u32,
+    /// Pending activities per run.
+    pub max_pending_activities: usize,
+    /// Largest payload blob.
+    pub max_blob_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            default_workflow_task_timeout_ms: 10_000,
+            max_workflow_task_timeout_ms: 120_000,
+            suggest_continue_as_new_events: 4096,
+            suggest_continue_as_new_bytes: 4 << 20,
+            max_signals_per_execution: 10_000,
+            max_pending_activities: 2000,
+            max_blob_bytes: 2 << 20,
+        }
+    }
+}
+
+/// Why the engine refused a request. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    /// The task, activity or run the request names does not exist (or no longer).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request is valid but not in this state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A per-run limit is reached.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The run is closed.
+    #[error("workflow execution already completed")]
+    Closed,
+    /// The request needs a feature Keel does not have yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Nothing to do (a stale timer); not an error for clients.
+    #[error("nothing to change")]
+    NoChange,
+}
+
+/// A request the engine decides on, for one existing run.
+#[derive(Clone, Debug)]
+pub enum Request {
+    /// A poller took the workflow task scheduled at `scheduled_event_id`.
+    RecordWorkflowTaskStarted {
+        /// Scheduled event id from the dispatched task.
+        scheduled_event_id: i64,
+        /// Attempt from the dispatched task.
+        attempt: i32,
+        /// Poll request id.
+        request_id: String,
+        /// Poller identity.
+        identity: String,
+    },
+    /// RespondWorkflowTaskCompleted.
+    CompleteWorkflowTask(Box<CompleteWorkflowTask>),
+    /// RespondWorkflowTaskFailed.
+    FailWorkflowTask {
+        /// From the task token.
+        scheduled_event_id: i64,
+        /// From the task token.
+        attempt: i32,
+        /// Failure cause.
+        cause: i32,
+        /// Failure details.
+        failure: Option<failure::Failure>,
+        /// Worker identity.
+        identity: String,
+    },
+    /// A poller took the activity task.
+    RecordActivityTaskStarted {
+        /// Scheduled event id of the activity.
+        scheduled_event_id: i64,
+        /// Attempt from the dispatched task.
+        attempt: i32,
+        /// Poll request id.
+        request_id: String,
+        /// Poller identity.
+        identity: String,
+    },
+    /// An activity worker reports on its task.
+    Activity {
+        /// Which activity.
+        target: ActivityTarget,
+        /// What happened.
+        report: ActivityReport,
+        /// Worker identity.
+        identity: String,
+    },
+    /// SignalWorkflowExecution.
+    Signal(Signal),
+    /// RequestCancelWorkflowExecution.
+    RequestCancel {
+        /// Reason.
+        reason: String,
+        /// Caller identity.
+        identity: String,
+    },
+    /// TerminateWorkflowExecution.
+    Terminate {
+        /// Reason.
+        reason: String,
+        /// Details.
+        details: Option<common::Payloads>,
+        /// Caller identity.
+        identity: String,
+    },
+    /// A deadline from [`deadlines`] passed.
+    Deadline(Deadline),
+}
+
+/// A signal to deliver.
+#[derive(Clone, Debug, Default)]
+pub struct Signal {
+    /// Signal name.
+    pub name: String,
+    /// Input.
+    pub input: Option<common::Payloads>,
+    /// Caller identity.
+    pub identity: String,
+    /// Header.
+    pub header: Option<common::Header>,
+    /// Request id (deduplication); may be empty.
+    pub request_id: String,
+}
+
+/// How an activity report names its activity.
+#[derive(Clone, Debug)]
+pub enum ActivityTarget {
+    /// From a task token: the attempt must still be the current, started one.
+    Token {
+        /// Scheduled event id.
+        scheduled_event_id: i64,
+        /// Attempt.
+        attempt: i32,
+    },
+    /// By activity id: the current attempt.
+    Id(String),
+}
+
+/// What an activity worker reports.
+#[derive(Clone, Debug)]
+pub enum ActivityReport {
+    /// RecordActivityTaskHeartbeat.
+    Heartbeat(Option<common::Payloads>),
+    /// RespondActivityTaskCompleted.
+    Completed(Option<common::Payloads>),
+    /// RespondActivityTaskFailed.
+    Failed {
+        /// The failure.
+        failure: Option<failure::Failure>,
+        /// Heartbeat details to keep for the next attempt.
+        last_heartbeat_details: Option<common::Payloads>,
+    },
+    /// RespondActivityTaskCanceled.
+    Canceled(Option<common::Payloads>),
+}
+
+/// What the engine answers besides the events.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// Done; nothing to return.
+    Done,
+    /// A workflow task was started (by a poll, or by return_new_workflow_task).
+    WorkflowTaskStarted(Box<StartedWorkflowTask>),
+    /// An activity attempt was started.
+    ActivityTaskStarted {
+        /// Scheduled event id.
+        scheduled_event_id: i64,
+        /// Attempt.
+        attempt: i32,
+    },
+    /// Heartbeat recorded.
+    Heartbeat {
+        /// Whether the workflow asked to cancel the activity.
+        cancel_requested: bool,
+    },
+    /// The workflow task completion was refused; the refusal (a WorkflowTaskFailed event) is
+    /// written and the error goes back to the worker.
+    Refused(EngineError),
+}
+
+/// The engine's decision: events to append (ids assigned), the run's new state and the reply.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// New mutable state.
+    pub state: MutableState,
+    /// New history events, in order, contiguous from the old `next_event_id`.
+    pub events: Vec<HistoryEvent>,
+    /// The reply to the caller.
+    pub reply: Reply,
+    /// The run that follows when this one closed into a retry: it becomes the current run.
+    pub successor: Option<Box<Outcome>>,
+}
+
+/// Decides on `request` for the run in `state` at time `now_ns`.
+pub fn handle(
+    state: &MutableState,
+    request: Request,
+    now_ns: i64,
+    limits: &Limits,
+) -> Result<Outcome, EngineError> {
+    let mut txn = Txn::new(state.clone(), now_ns, limits);
+    let reply = match request {
+        Request::RecordWorkflowTaskStarted {
+            scheduled_event_id,
+            attempt,
+            request_id,
+            identity,
+        } => workflow_task::record_started(
+            &mut txn,
+            scheduled_event_id,
+            attempt,
+            request_id,
+            identity,
+        )?,
+        Request::CompleteWorkflowTask(complete) => workflow_task::complete(&mut txn, *complete)?,
+        Request::FailWorkflowTask {
+            scheduled_event_id,
+            attempt,
+            cause,
+            failure,
+            identity,
+        } => workflow_task::fail(
+            &mut txn,
+            scheduled_event_id,
+            attempt,
+            cause,
+            failure,
+            identity,
+        )?,
+        Request::RecordActivityTaskStarted {
+            scheduled_event_id,
+            attempt,
+            request_id,
+            identity,
+        } => activity::record_started(&mut txn, scheduled_event_id, attempt, request_id, identity)?,
+        Request::Activity {
+            target,
+            report,
+            identity,
+        } => activity::report(&mut txn, target, report, identity)?,
+        Request::Signal(signal) => signal_run(&mut txn, signal)?,
+        Request::RequestCancel { reason, identity } => request_cancel(&mut txn, reason, identity)?,
+        Request::Terminate {
+            reason,
+            details,
+            identity,
+        } => {
+            terminate(&mut txn, reason, details, identity)?;
+            Reply::Done
+        }
+        Request::Deadline(deadline) => deadlines::fire(&mut txn, deadline)?,
+    };
+    Ok(txn.finish(reply))
+}
+
+fn require_running(txn: &Txn) -> Result<(), EngineError> {
+    if txn.state.is_running() {
+        Ok(())
+    } else {
+        Err(EngineError::Closed)
+    }
+}
+
+fn signal_run(txn: &mut Txn, signal: Signal) -> Result<Reply, EngineError> {
+    require_running(txn)?;
+    if !signal.request_id.is_empty() && txn.state.signal_request_ids.contains(&signal.request_id) {
+        return Ok(Reply::Done);
+    }
+    if txn.state.signal_count >= txn.limits.max_signals_per_execution {
+        return Err(EngineError::ResourceExhausted(format!(
+            "the workflow has received {} signals, the most one execution accepts",
+            txn.state.signal_count
+        )));
+    }
+    txn.state.signal_count += 1;
+    if !signal.request_id.is_empty() {
+        txn.state
+            .signal_request_ids
+            .insert(signal.request_id.clone());
+    }
+    txn.add_worker_event(proto::Attributes::WorkflowExecutionSignaledEventAttributes(
+        proto::history::WorkflowExecutionSignaledEventAttributes {
+            signal_name: signal.name,
+            input: signal.input,
+            identity: signal.identity,
+            header: signal.header,
+            request_id: signal.request_id,
+            ..Default::default()
+        },
+    ));
+    Ok(Reply::Done)
+}
+
+fn request_cancel(txn: &mut Txn, reason: String, identity: String) -> Result<Reply, EngineError> {
+    // Like Temporal: cancelling a closed run, or asking twice, succeeds and changes nothing.
+    if !txn.state.is_running() || txn.state.cancel_requested {
+        return Ok(Reply::Done);
+    }
+    txn.state.cancel_requested = true;
+    txn.add_worker_event(
+        proto::Attributes::WorkflowExecutionCancelRequestedEventAttributes(
+            proto::history::WorkflowExecutionCancelRequestedEventAttributes {
+                cause: reason,
+                identity,
+                ..Default::default()
+            },
+        ),
+    );
+    Ok(Reply::Done)
+}
+
+/// Terminates the run in `txn` (also used by start with a terminate policy).
+fn terminate(
+    txn: &mut Txn,
+    reason: String,
+    details: Option<common::Payloads>,
+    identity: String,
+) -> Result<(), EngineError> {
+    require_running(txn)?;
+    txn.fail_started_workflow_task_for_close(&identity);
+    txn.close(
+        RunStatus::Terminated,
+        proto::Attributes::WorkflowExecutionTerminatedEventAttributes(
+            proto::history::WorkflowExecutionTerminatedEventAttributes {
+                reason,
+                details,
+                identity,
+            },
+        ),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

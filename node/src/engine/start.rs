@@ -1,0 +1,302 @@
+//! Starting runs: the id reuse and conflict policies, and the first events of a new run.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::proto::{self, common, enums, history, Attributes};
+use super::state::{MutableState, RunStatus};
+use super::txn::Txn;
+use super::{activity, EngineError, Limits, Outcome, Reply, Signal};
+
+/// Everything a new run starts from (StartWorkflowExecution or SignalWithStart).
+#[derive(Clone, Debug, Default)]
+pub struct StartArgs {
+    /// Namespace id.
+    pub namespace_id: String,
+    /// Workflow id.
+    pub workflow_id: String,
+    /// The new run's id (chosen by the caller).
+    pub run_id: String,
+    /// Start request id.
+    pub request_id: String,
+    /// Workflow type name.
+    pub workflow_type: String,
+    /// Task queue name.
+    pub task_queue: String,
+    /// Input.
+    pub input: Option<common::Payloads>,
+    /// Execution timeout.
+    pub execution_timeout: Option<prost_wkt_types::Duration>,
+    /// Run timeout.
+    pub run_timeout: Option<prost_wkt_types::Duration>,
+    /// Workflow task timeout.
+    pub task_timeout: Option<prost_wkt_types::Duration>,
+    /// Caller identity.
+    pub identity: String,
+    /// Retry policy.
+    pub retry_policy: Option<common::RetryPolicy>,
+    /// Memo.
+    pub memo: Option<common::Memo>,
+    /// Search attributes.
+    pub search_attributes: Option<common::SearchAttributes>,
+    /// Header.
+    pub header: Option<common::Header>,
+    /// Start delay.
+    pub start_delay: Option<prost_wkt_types::Duration>,
+    /// Priority.
+    pub priority: Option<common::Priority>,
+    /// User metadata (summary, details).
+    pub user_metadata: Option<temporalio_protos::temporal::api::sdk::v1::UserMetadata>,
+    /// Signal delivered with the start (SignalWithStart).
+    pub signal: Option<Signal>,
+    /// Set when the run continues an earlier one (a workflow retry).
+    pub continuation: Option<Continuation>,
+}
+
+/// How a run continues the run before it.
+#[derive(Clone, Debug, Default)]
+pub struct Continuation {
+    /// The run it continues.
+    pub previous_run_id: String,
+    /// First run of the chain.
+    pub first_execution_run_id: String,
+    /// This run's attempt.
+    pub attempt: i32,
+    /// Why the previous run failed.
+    pub failure: Option<proto::failure::Failure>,
+    /// When the whole execution times out (kept across runs).
+    pub execution_expiration_ns: Option<i64>,
+    /// `ContinueAsNewInitiator`.
+    pub initiator: i32,
+}
+
+/// What a start request does given the workflow id's current run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StartDecision {
+    /// Start a new run; when `terminate_current`, the running current run is terminated first.
+    New {
+        /// Terminate the running current run first.
+        terminate_current: bool,
+    },
+    /// Answer with the current run (`started` tells whether this request started it).
+    Existing {
+        /// Run id of the current run.
+        run_id: String,
+        /// True when the current run was started by this very request (a retry).
+        started: bool,
+    },
+    /// Refuse: a run is running, or the reuse policy forbids a new one.
+    AlreadyStarted {
+        /// Run id of the current run.
+        run_id: String,
+        /// The current run's start request id.
+        start_request_id: String,
+        /// Why, for the error message.
+        message: String,
+    },
+}
+
+/// Applies Temporal's id reuse policy (for a closed current run) and id conflict policy (for a
+/// running one).
+pub fn decide_start(
+    current: Option<&MutableState>,
+    request_id: &str,
+    reuse_policy: i32,
+    conflict_policy: i32,
+) -> StartDecision {
+    use enums::WorkflowIdConflictPolicy as Conflict;
+    use enums::WorkflowIdReusePolicy as Reuse;
+    let Some(current) = current else {
+        return StartDecision::New {
+            terminate_current: false,
+        };
+    };
+    if !request_id.is_empty() && current.start_request_id == request_id {
+        return StartDecision::Existing {
+            run_id: current.run_id.clone(),
+            started: true,
+        };
+    }
+    let reuse = Reuse::try_from(reuse_policy).unwrap_or(Reuse::Unspecified);
+    let conflict = Conflict::try_from(conflict_policy).unwrap_or(Conflict::Unspecified);
+    let refuse = |message: String| StartDecision::AlreadyStarted {
+        run_id: current.run_id.clone(),
+        start_request_id: current.start_request_id.clone(),
+        message,
+    };
+    if current.is_running() {
+        #[allow(deprecated)]
+        let terminate_if_running = reuse == Reuse::TerminateIfRunning;
+        if terminate_if_running || conflict == Conflict::TerminateExisting {
+            return StartDecision::New {
+                terminate_current: true,
+            };
+        }
+        if conflict == Conflict::UseExisting {
+            return StartDecision::Existing {
+                run_id: current.run_id.clone(),
+                started: false,
+            };
+        }
+        return refuse(format!(
+            "Workflow execution is already running. WorkflowId: {}, RunId: {}.",
+            current.workflow_id, current.run_id
+        ));
+    }
+    match reuse {
+        Reuse::RejectDuplicate => refuse(format!(
+            "Workflow execution already finished and WorkflowIdReusePolicy is \
+             WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE. WorkflowId: {}, RunId: {}.",
+            current.workflow_id, current.run_id
+        )),
+        Reuse::AllowDuplicateFailedOnly
+            if matches!(
+                current.status,
+                RunStatus::Completed | RunStatus::ContinuedAsNew
+            ) =>
+        {
+            refuse(format!(
+                "Workflow execution already finished successfully and WorkflowIdReusePolicy is \
+                 WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY. WorkflowId: {}, RunId: {}.",
+                current.workflow_id, current.run_id
+            ))
+        }
+        _ => StartDecision::New {
+            terminate_current: false,
+        },
+    }
+}
+
+/// The first events and state of a new run.
+pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome, EngineError> {
+    let execution_ms = proto::duration_ms(args.execution_timeout.as_ref());
+    let mut run_ms = proto::duration_ms(args.run_timeout.as_ref());
+    if run_ms == 0 || (execution_ms > 0 && run_ms > execution_ms) {
+        run_ms = execution_ms;
+    }
+    let mut task_ms = proto::duration_ms(args.task_timeout.as_ref());
+    if task_ms == 0 {
+        task_ms = limits.default_workflow_task_timeout_ms;
+    }
+    task_ms = task_ms.min(limits.max_workflow_task_timeout_ms);
+    if run_ms > 0 {
+        task_ms = task_ms.min(run_ms);
+    }
+    let retry = match &args.retry_policy {
+        Some(policy) => {
+            Some(activity::retry_policy(Some(policy)).map_err(EngineError::InvalidArgument)?)
+        }
+        None => None,
+    };
+    let delay_ms = proto::duration_ms(args.start_delay.as_ref());
+    let ns = |ms: i64| ms * 1_000_000;
+    let continuation = args.continuation.clone().unwrap_or_default();
+    let execution_expiration = match args.continuation {
+        Some(_) => continuation.execution_expiration_ns,
+        None => (execution_ms > 0).then(|| now_ns + ns(execution_ms)),
+    };
+    let run_expiration = match (
+        (run_ms > 0).then(|| now_ns + ns(delay_ms + run_ms)),
+        execution_expiration,
+    ) {
+        (Some(run), Some(execution)) => Some(run.min(execution)),
+        (run, execution) => run.or(execution),
+    };
+    let first_execution_run_id = if continuation.first_execution_run_id.is_empty() {
+        args.run_id.clone()
+    } else {
+        continuation.first_execution_run_id.clone()
+    };
+    let attempt = continuation.attempt.max(1);
+    let state = MutableState {
+        namespace_id: args.namespace_id.clone(),
+        workflow_id: args.workflow_id.clone(),
+        run_id: args.run_id.clone(),
+        first_execution_run_id: first_execution_run_id.clone(),
+        workflow_type: args.workflow_type.clone(),
+        task_queue: args.task_queue.clone(),
+        status: RunStatus::Running,
+        start_request_id: args.request_id.clone(),
+        start_time_ns: now_ns,
+        execution_time_ns: now_ns + ns(delay_ms),
+        close_time_ns: None,
+        next_event_id: 1,
+        history_size_bytes: 0,
+        workflow_task_timeout_ms: task_ms,
+        run_timeout_ms: run_ms,
+        execution_timeout_ms: execution_ms,
+        run_expiration_ns: run_expiration,
+        execution_expiration_ns: execution_expiration,
+        retry: retry.clone(),
+        attempt,
+        memo: proto::encode_opt(args.memo.as_ref()),
+        search_attributes: proto::encode_opt(args.search_attributes.as_ref()),
+        input: proto::encode_opt(args.input.as_ref()),
+        header: proto::encode_opt(args.header.as_ref()),
+        first_task_backoff_until_ns: (delay_ms > 0).then(|| now_ns + ns(delay_ms)),
+        workflow_task: None,
+        next_workflow_task_attempt: 1,
+        last_completed_started_event_id: 0,
+        activities: BTreeMap::new(),
+        activity_ids: BTreeMap::new(),
+        timers: BTreeMap::new(),
+        buffered_events: Vec::new(),
+        signal_request_ids: BTreeSet::new(),
+        signal_count: 0,
+        cancel_requested: false,
+        close_event_id: 0,
+    };
+    let mut txn = Txn::new(state, now_ns, limits);
+    let first = txn.append(Attributes::WorkflowExecutionStartedEventAttributes(
+        history::WorkflowExecutionStartedEventAttributes {
+            workflow_type: Some(common::WorkflowType {
+                name: args.workflow_type,
+            }),
+            task_queue: Some(proto::task_queue(&args.task_queue)),
+            input: args.input,
+            workflow_execution_timeout: proto::duration(execution_ms),
+            workflow_run_timeout: proto::duration(run_ms),
+            workflow_task_timeout: proto::duration(task_ms),
+            original_execution_run_id: args.run_id.clone(),
+            identity: args.identity,
+            first_execution_run_id,
+            continued_execution_run_id: continuation.previous_run_id,
+            continued_failure: continuation.failure,
+            initiator: continuation.initiator,
+            retry_policy: retry.as_ref().map(activity::retry_policy_proto),
+            attempt,
+            workflow_execution_expiration_time: execution_expiration.map(proto::timestamp),
+            first_workflow_task_backoff: proto::duration(delay_ms),
+            memo: args.memo,
+            search_attributes: args.search_attributes,
+            header: args.header,
+            workflow_id: args.workflow_id,
+            priority: args.priority,
+            ..Default::default()
+        },
+    ));
+    if let (Some(event), Some(metadata)) = (txn.events.last_mut(), args.user_metadata) {
+        if event.event_id == first {
+            event.user_metadata = Some(metadata);
+        }
+    }
+    if let Some(signal) = args.signal {
+        txn.state.signal_count = 1;
+        if !signal.request_id.is_empty() {
+            txn.state
+                .signal_request_ids
+                .insert(signal.request_id.clone());
+        }
+        txn.append(Attributes::WorkflowExecutionSignaledEventAttributes(
+            history::WorkflowExecutionSignaledEventAttributes {
+                signal_name: signal.name,
+                input: signal.input,
+                identity: signal.identity,
+                header: signal.header,
+                request_id: signal.request_id,
+                ..Default::default()
+            },
+        ));
+    }
+    txn.schedule_workflow_task();
+    Ok(txn.finish(Reply::Done))
+}

@@ -1,0 +1,232 @@
+//! Mutable state of one workflow run: everything the engine needs to decide the next events,
+//! stored as one bincode record per run (history events are stored separately, as protobuf).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// Retry policy with Temporal's defaults filled in. Intervals in milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Delay before the first retry.
+    pub initial_interval_ms: i64,
+    /// Growth factor of the delay per attempt.
+    pub backoff_coefficient: f64,
+    /// Upper bound of the delay.
+    pub maximum_interval_ms: i64,
+    /// Most attempts (0 = unlimited).
+    pub maximum_attempts: i32,
+    /// Failure types never retried.
+    pub non_retryable_error_types: Vec<String>,
+}
+
+/// Where a run is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunStatus {
+    /// Open.
+    Running,
+    /// Closed by CompleteWorkflowExecution.
+    Completed,
+    /// Closed by FailWorkflowExecution.
+    Failed,
+    /// Closed by CancelWorkflowExecution.
+    Canceled,
+    /// Closed by TerminateWorkflowExecution.
+    Terminated,
+    /// Closed by continue-as-new.
+    ContinuedAsNew,
+    /// Closed by a run or execution timeout.
+    TimedOut,
+}
+
+/// The started part of a workflow task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowTaskStarted {
+    /// Id of the WorkflowTaskStarted event (reserved, not yet written, when transient).
+    pub event_id: i64,
+    /// When it was started.
+    pub time_ns: i64,
+    /// Poll request id (start is idempotent per request id).
+    pub request_id: String,
+    /// Poller identity.
+    pub identity: String,
+}
+
+/// The workflow task that is scheduled or started, if any.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowTaskInfo {
+    /// Id of the WorkflowTaskScheduled event (reserved, not yet written, when transient).
+    pub scheduled_event_id: i64,
+    /// When it was scheduled.
+    pub scheduled_time_ns: i64,
+    /// Attempt, from 1. Attempts after the first are transient: their scheduled and started
+    /// events are written only when the task completes.
+    pub attempt: i32,
+    /// Start-to-close timeout.
+    pub timeout_ms: i64,
+    /// Set once a poller took it.
+    pub started: Option<WorkflowTaskStarted>,
+}
+
+impl WorkflowTaskInfo {
+    /// True when the scheduled/started events are not in history yet.
+    pub fn is_transient(&self) -> bool {
+        self.attempt > 1
+    }
+}
+
+/// The started part of an activity attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActivityStarted {
+    /// When the attempt started.
+    pub time_ns: i64,
+    /// Worker identity.
+    pub identity: String,
+    /// Poll request id.
+    pub request_id: String,
+}
+
+/// A pending activity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActivityInfo {
+    /// Id of its ActivityTaskScheduled event.
+    pub scheduled_event_id: i64,
+    /// Workflow-chosen activity id.
+    pub activity_id: String,
+    /// Activity type name.
+    pub activity_type: String,
+    /// Task queue it is dispatched to.
+    pub task_queue: String,
+    /// When the activity (first attempt) was scheduled.
+    pub scheduled_time_ns: i64,
+    /// When the current attempt becomes (or became) dispatchable.
+    pub attempt_scheduled_time_ns: i64,
+    /// Current attempt, from 1.
+    pub attempt: i32,
+    /// Timeouts in ms (0 = none).
+    pub schedule_to_close_ms: i64,
+    /// Schedule-to-start timeout of each attempt.
+    pub schedule_to_start_ms: i64,
+    /// Start-to-close timeout of each attempt.
+    pub start_to_close_ms: i64,
+    /// Heartbeat timeout.
+    pub heartbeat_ms: i64,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Encoded `Payloads` input.
+    pub input: Vec<u8>,
+    /// Encoded `Header`.
+    pub header: Vec<u8>,
+    /// Encoded `Priority`.
+    pub priority: Vec<u8>,
+    /// The running attempt.
+    pub started: Option<ActivityStarted>,
+    /// Last heartbeat of the running attempt.
+    pub last_heartbeat_ns: Option<i64>,
+    /// Encoded `Payloads` of the last heartbeat (kept across attempts).
+    pub heartbeat_details: Option<Vec<u8>>,
+    /// Encoded `Failure` of the previous attempt.
+    pub last_failure: Option<Vec<u8>>,
+    /// Id of the ActivityTaskCancelRequested event, once cancellation was requested.
+    pub cancel_requested_event_id: Option<i64>,
+}
+
+/// A pending user timer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimerInfo {
+    /// Id of its TimerStarted event.
+    pub started_event_id: i64,
+    /// When it fires.
+    pub fire_at_ns: i64,
+}
+
+/// Mutable state of one workflow run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MutableState {
+    /// Namespace id.
+    pub namespace_id: String,
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Run id.
+    pub run_id: String,
+    /// Run id of the first run in the chain.
+    pub first_execution_run_id: String,
+    /// Workflow type name.
+    pub workflow_type: String,
+    /// The workflow's task queue.
+    pub task_queue: String,
+    /// Life-cycle status.
+    pub status: RunStatus,
+    /// StartWorkflowExecution request id (start idempotency).
+    pub start_request_id: String,
+    /// When the run started.
+    pub start_time_ns: i64,
+    /// When the first workflow task is due (start time plus any start delay).
+    pub execution_time_ns: i64,
+    /// When the run closed.
+    pub close_time_ns: Option<i64>,
+    /// Id the next history event gets.
+    pub next_event_id: i64,
+    /// Bytes of history written so far.
+    pub history_size_bytes: i64,
+    /// Workflow task start-to-close timeout.
+    pub workflow_task_timeout_ms: i64,
+    /// Run timeout (0 = none).
+    pub run_timeout_ms: i64,
+    /// Execution timeout (0 = none).
+    pub execution_timeout_ms: i64,
+    /// When the run times out.
+    pub run_expiration_ns: Option<i64>,
+    /// When the execution (all runs) times out.
+    pub execution_expiration_ns: Option<i64>,
+    /// Workflow retry policy, if any.
+    pub retry: Option<RetryPolicy>,
+    /// Attempt of this run (workflow retries), from 1.
+    pub attempt: i32,
+    /// Encoded `Memo`.
+    pub memo: Vec<u8>,
+    /// Encoded `SearchAttributes`.
+    pub search_attributes: Vec<u8>,
+    /// Encoded `Payloads` input of the run (a retry starts the next run with it).
+    pub input: Vec<u8>,
+    /// Encoded `Header` of the start.
+    pub header: Vec<u8>,
+    /// Start delay: the first workflow task is scheduled when this passes.
+    pub first_task_backoff_until_ns: Option<i64>,
+    /// The scheduled or started workflow task.
+    pub workflow_task: Option<WorkflowTaskInfo>,
+    /// Attempt the next scheduled workflow task gets.
+    pub next_workflow_task_attempt: i32,
+    /// Started event id of the last completed workflow task.
+    pub last_completed_started_event_id: i64,
+    /// Pending activities by scheduled event id.
+    pub activities: BTreeMap<i64, ActivityInfo>,
+    /// Pending activity ids to scheduled event ids.
+    pub activity_ids: BTreeMap<String, i64>,
+    /// Pending timers by timer id.
+    pub timers: BTreeMap<String, TimerInfo>,
+    /// Encoded `HistoryEvent`s that arrived while a workflow task ran (ids assigned on flush).
+    pub buffered_events: Vec<Vec<u8>>,
+    /// Signal request ids seen (deduplication).
+    pub signal_request_ids: BTreeSet<String>,
+    /// Signals received.
+    pub signal_count: u32,
+    /// Cancel request ids seen (deduplication); non-empty once cancellation was requested.
+    pub cancel_requested: bool,
+    /// Id of the close event, once closed.
+    pub close_event_id: i64,
+}
+
+impl MutableState {
+    /// True while the run is open.
+    pub fn is_running(&self) -> bool {
+        self.status == RunStatus::Running
+    }
+
+    /// True while a workflow task is started (new events are buffered).
+    pub fn workflow_task_started(&self) -> bool {
+        self.workflow_task
+            .as_ref()
+            .is_some_and(|task| task.started.is_some())
+    }
+}

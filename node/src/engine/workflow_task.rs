@@ -1,0 +1,574 @@
+//! Workflow tasks: start, completion with the worker's commands, failure.
+
+use super::proto::{self, command, common, enums, history, Attributes, HistoryEvent};
+use super::state::{ActivityInfo, RunStatus, TimerInfo, WorkflowTaskInfo, WorkflowTaskStarted};
+use super::txn::Txn;
+use super::{activity, EngineError, Reply};
+
+use command::command::Attributes as Cmd;
+use enums::WorkflowTaskFailedCause as Cause;
+
+/// A started workflow task, as a poll response needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StartedWorkflowTask {
+    /// Scheduled event id (task token).
+    pub scheduled_event_id: i64,
+    /// Started event id.
+    pub started_event_id: i64,
+    /// Attempt (task token).
+    pub attempt: i32,
+    /// Started event id of the previous completed workflow task.
+    pub previous_started_event_id: i64,
+    /// When it was scheduled.
+    pub scheduled_time_ns: i64,
+    /// When it was started.
+    pub started_time_ns: i64,
+    /// Events of a transient task, appended to the stored history in the poll response.
+    pub transient_events: Vec<HistoryEvent>,
+}
+
+/// RespondWorkflowTaskCompleted, with the task token already decoded.
+#[derive(Clone, Debug, Default)]
+pub struct CompleteWorkflowTask {
+    /// From the task token.
+    pub scheduled_event_id: i64,
+    /// From the task token.
+    pub attempt: i32,
+    /// The worker's commands, in order.
+    pub commands: Vec<command::Command>,
+    /// Worker identity.
+    pub identity: String,
+    /// Binary checksum.
+    pub binary_checksum: String,
+    /// SDK metadata, copied into WorkflowTaskCompleted.
+    pub sdk_metadata:
+        Option<temporalio_protos::temporal::api::sdk::v1::WorkflowTaskCompletedMetadata>,
+    /// Metering metadata, copied into WorkflowTaskCompleted.
+    pub metering_metadata: Option<common::MeteringMetadata>,
+    /// Worker version stamp.
+    pub worker_version: Option<common::WorkerVersionStamp>,
+    /// Start the next workflow task right away and return it.
+    pub return_new_workflow_task: bool,
+    /// Schedule a new workflow task even without new events.
+    pub force_create_new_workflow_task: bool,
+    /// Request id for the workflow task started through `return_new_workflow_task`.
+    pub new_task_request_id: String,
+}
+
+fn find_task(
+    txn: &Txn,
+    scheduled_event_id: i64,
+    attempt: i32,
+) -> Result<WorkflowTaskInfo, EngineError> {
+    if !txn.state.is_running() {
+        return Err(EngineError::NotFound(
+            "Workflow task not found: the workflow execution already completed.".into(),
+        ));
+    }
+    match &txn.state.workflow_task {
+        Some(task) if task.scheduled_event_id == scheduled_event_id && task.attempt == attempt => {
+            Ok(task.clone())
+        }
+        _ => Err(EngineError::NotFound("Workflow task not found.".into())),
+    }
+}
+
+pub(crate) fn record_started(
+    txn: &mut Txn,
+    scheduled_event_id: i64,
+    attempt: i32,
+    request_id: String,
+    identity: String,
+) -> Result<Reply, EngineError> {
+    let mut task = find_task(txn, scheduled_event_id, attempt)?;
+    if let Some(started) = &task.started {
+        if started.request_id == request_id {
+            return Ok(started_reply(txn, &task));
+        }
+        return Err(EngineError::FailedPrecondition(
+            "Workflow task already started.".into(),
+        ));
+    }
+    let event_id = if task.is_transient() {
+        task.scheduled_event_id + 1
+    } else {
+        txn.state.next_event_id
+    };
+    task.started = Some(WorkflowTaskStarted {
+        event_id,
+        time_ns: txn.now,
+        request_id,
+        identity,
+    });
+    if !task.is_transient() {
+        if let Some(event) = txn.started_event(&task) {
+            let attributes =
+                event
+                    .attributes
+                    .clone()
+                    .unwrap_or(Attributes::WorkflowTaskStartedEventAttributes(
+                        Default::default(),
+                    ));
+            txn.append(attributes);
+        }
+    }
+    txn.state.workflow_task = Some(task.clone());
+    Ok(started_reply(txn, &task))
+}
+
+fn started_reply(txn: &Txn, task: &WorkflowTaskInfo) -> Reply {
+    let started = task.started.as_ref();
+    let transient_events = if task.is_transient() {
+        std::iter::once(txn.scheduled_event(task))
+            .chain(txn.started_event(task))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Reply::WorkflowTaskStarted(Box::new(StartedWorkflowTask {
+        scheduled_event_id: task.scheduled_event_id,
+        started_event_id: started.map_or(0, |s| s.event_id),
+        attempt: task.attempt,
+        previous_started_event_id: txn.state.last_completed_started_event_id,
+        scheduled_time_ns: task.scheduled_time_ns,
+        started_time_ns: started.map_or(0, |s| s.time_ns),
+        transient_events,
+    }))
+}
+
+/// Writes the scheduled and started events of a transient task, making it an ordinary one.
+fn materialize(txn: &mut Txn, task: &mut WorkflowTaskInfo) {
+    if !task.is_transient() {
+        return;
+    }
+    let scheduled = txn.scheduled_event(task);
+    let started = txn.started_event(task);
+    for event in std::iter::once(scheduled).chain(started) {
+        if let Some(attributes) = event.attributes {
+            txn.append(attributes);
+        }
+    }
+    task.attempt = 1;
+    txn.state.workflow_task = Some(task.clone());
+}
+
+fn started_id(task: &WorkflowTaskInfo) -> i64 {
+    task.started.as_ref().map_or(0, |s| s.event_id)
+}
+
+pub(crate) fn fail(
+    txn: &mut Txn,
+    scheduled_event_id: i64,
+    attempt: i32,
+    cause: i32,
+    failure: Option<proto::failure::Failure>,
+    identity: String,
+) -> Result<Reply, EngineError> {
+    let task = find_task(txn, scheduled_event_id, attempt)?;
+    if task.started.is_none() {
+        return Err(EngineError::NotFound("Workflow task not started.".into()));
+    }
+    let cause = Cause::try_from(cause).unwrap_or(Cause::Unspecified);
+    txn.end_workflow_task_attempt(cause, failure, identity);
+    txn.reschedule_workflow_task(task.attempt + 1);
+    Ok(Reply::Done)
+}
+
+fn is_close(command: &command::Command) -> bool {
+    matches!(
+        command.attributes,
+        Some(Cmd::CompleteWorkflowExecutionCommandAttributes(_))
+            | Some(Cmd::FailWorkflowExecutionCommandAttributes(_))
+            | Some(Cmd::CancelWorkflowExecutionCommandAttributes(_))
+            | Some(Cmd::ContinueAsNewWorkflowExecutionCommandAttributes(_))
+    )
+}
+
+// Deprecated fields are still sent by SDKs and still recorded by Temporal.
+#[allow(deprecated)]
+pub(crate) fn complete(txn: &mut Txn, req: CompleteWorkflowTask) -> Result<Reply, EngineError> {
+    let mut task = find_task(txn, req.scheduled_event_id, req.attempt)?;
+    if task.started.is_none() {
+        return Err(EngineError::NotFound("Workflow task not started.".into()));
+    }
+    materialize(txn, &mut task);
+    if req.commands.iter().any(is_close) && !txn.state.buffered_events.is_empty() {
+        txn.end_workflow_task_attempt(Cause::UnhandledCommand, None, req.identity);
+        txn.reschedule_workflow_task(1);
+        return Ok(Reply::Done);
+    }
+    let before = (txn.state.clone(), txn.events.len());
+    let completed_id = txn.append(Attributes::WorkflowTaskCompletedEventAttributes(
+        history::WorkflowTaskCompletedEventAttributes {
+            scheduled_event_id: task.scheduled_event_id,
+            started_event_id: started_id(&task),
+            identity: req.identity.clone(),
+            binary_checksum: req.binary_checksum.clone(),
+            worker_version: req.worker_version.clone(),
+            sdk_metadata: req.sdk_metadata.clone(),
+            metering_metadata: req.metering_metadata.clone(),
+            ..Default::default()
+        },
+    ));
+    txn.state.workflow_task = None;
+    txn.state.next_workflow_task_attempt = 1;
+    txn.state.last_completed_started_event_id = started_id(&task);
+    let mut needs_task = req.force_create_new_workflow_task;
+    for command in req.commands {
+        if !txn.state.is_running() {
+            break;
+        }
+        match apply_command(txn, command, completed_id) {
+            Ok(wakes) => needs_task |= wakes,
+            Err((cause, error)) => {
+                txn.state = before.0;
+                txn.events.truncate(before.1);
+                let failure = proto::failure::Failure {
+                    message: error.to_string(),
+                    ..Default::default()
+                };
+                txn.end_workflow_task_attempt(cause, Some(failure), req.identity);
+                txn.reschedule_workflow_task(task.attempt + 1);
+                return Ok(Reply::Refused(error));
+            }
+        }
+    }
+    if !txn.state.is_running() {
+        return Ok(Reply::Done);
+    }
+    needs_task |= !txn.state.buffered_events.is_empty();
+    txn.flush_buffered();
+    if needs_task {
+        txn.schedule_workflow_task();
+        if req.return_new_workflow_task {
+            if let Some(next) = txn.state.workflow_task.clone() {
+                return record_started(
+                    txn,
+                    next.scheduled_event_id,
+                    next.attempt,
+                    req.new_task_request_id,
+                    req.identity,
+                );
+            }
+        }
+    }
+    Ok(Reply::Done)
+}
+
+type CommandError = (Cause, EngineError);
+
+fn bad(cause: Cause, message: impl Into<String>) -> CommandError {
+    (cause, EngineError::InvalidArgument(message.into()))
+}
+
+/// Applies one command; returns whether it needs a new workflow task.
+fn apply_command(
+    txn: &mut Txn,
+    command: command::Command,
+    completed_id: i64,
+) -> Result<bool, CommandError> {
+    let Some(attributes) = command.attributes else {
+        return Err(bad(Cause::Unspecified, "A command has no attributes."));
+    };
+    match attributes {
+        Cmd::ScheduleActivityTaskCommandAttributes(a) => {
+            schedule_activity(txn, a, completed_id)?;
+            Ok(false)
+        }
+        Cmd::RequestCancelActivityTaskCommandAttributes(a) => {
+            activity::request_cancel(txn, a.scheduled_event_id, completed_id)
+                .map_err(|e| (Cause::BadRequestCancelActivityAttributes, e))
+        }
+        Cmd::StartTimerCommandAttributes(a) => {
+            let timeout_ms = proto::duration_ms(a.start_to_fire_timeout.as_ref());
+            if a.timer_id.is_empty() {
+                return Err(bad(Cause::BadStartTimerAttributes, "TimerId is not set."));
+            }
+            if timeout_ms <= 0 {
+                return Err(bad(
+                    Cause::BadStartTimerAttributes,
+                    "A valid StartToFireTimeout is not set on command.",
+                ));
+            }
+            if txn.state.timers.contains_key(&a.timer_id) {
+                return Err(bad(
+                    Cause::StartTimerDuplicateId,
+                    format!("Timer {} is already started.", a.timer_id),
+                ));
+            }
+            let started_event_id = txn.append(Attributes::TimerStartedEventAttributes(
+                history::TimerStartedEventAttributes {
+                    timer_id: a.timer_id.clone(),
+                    start_to_fire_timeout: a.start_to_fire_timeout,
+                    workflow_task_completed_event_id: completed_id,
+                },
+            ));
+            txn.state.timers.insert(
+                a.timer_id,
+                TimerInfo {
+                    started_event_id,
+                    fire_at_ns: txn.now + timeout_ms * 1_000_000,
+                },
+            );
+            Ok(false)
+        }
+        Cmd::CancelTimerCommandAttributes(a) => {
+            let Some(timer) = txn.state.timers.remove(&a.timer_id) else {
+                return Err(bad(
+                    Cause::BadCancelTimerAttributes,
+                    format!("Timer {} is not pending.", a.timer_id),
+                ));
+            };
+            txn.append(Attributes::TimerCanceledEventAttributes(
+                history::TimerCanceledEventAttributes {
+                    timer_id: a.timer_id,
+                    started_event_id: timer.started_event_id,
+                    workflow_task_completed_event_id: completed_id,
+                    identity: String::new(),
+                },
+            ));
+            Ok(false)
+        }
+        Cmd::CompleteWorkflowExecutionCommandAttributes(a) => {
+            txn.close(
+                RunStatus::Completed,
+                Attributes::WorkflowExecutionCompletedEventAttributes(
+                    history::WorkflowExecutionCompletedEventAttributes {
+                        result: a.result,
+                        workflow_task_completed_event_id: completed_id,
+                        new_execution_run_id: String::new(),
+                    },
+                ),
+            );
+            Ok(false)
+        }
+        Cmd::FailWorkflowExecutionCommandAttributes(a) => {
+            super::retry::fail_run(txn, a.failure, completed_id);
+            Ok(false)
+        }
+        Cmd::CancelWorkflowExecutionCommandAttributes(a) => {
+            txn.close(
+                RunStatus::Canceled,
+                Attributes::WorkflowExecutionCanceledEventAttributes(
+                    history::WorkflowExecutionCanceledEventAttributes {
+                        workflow_task_completed_event_id: completed_id,
+                        details: a.details,
+                    },
+                ),
+            );
+            Ok(false)
+        }
+        Cmd::RecordMarkerCommandAttributes(a) => {
+            if a.marker_name.is_empty() {
+                return Err(bad(
+                    Cause::BadRecordMarkerAttributes,
+                    "MarkerName is not set on command.",
+                ));
+            }
+            txn.append(Attributes::MarkerRecordedEventAttributes(
+                history::MarkerRecordedEventAttributes {
+                    marker_name: a.marker_name,
+                    details: a.details,
+                    workflow_task_completed_event_id: completed_id,
+                    header: a.header,
+                    failure: a.failure,
+                },
+            ));
+            Ok(false)
+        }
+        Cmd::UpsertWorkflowSearchAttributesCommandAttributes(a) => {
+            let upsert = a.search_attributes.unwrap_or_default();
+            let mut current: common::SearchAttributes =
+                proto::decode_opt(&txn.state.search_attributes).unwrap_or_default();
+            merge_payload_map(&mut current.indexed_fields, upsert.indexed_fields.clone());
+            txn.state.search_attributes = proto::encode_opt(Some(&current));
+            txn.append(Attributes::UpsertWorkflowSearchAttributesEventAttributes(
+                history::UpsertWorkflowSearchAttributesEventAttributes {
+                    workflow_task_completed_event_id: completed_id,
+                    search_attributes: Some(upsert),
+                },
+            ));
+            Ok(false)
+        }
+        Cmd::ModifyWorkflowPropertiesCommandAttributes(a) => {
+            let upsert = a.upserted_memo.unwrap_or_default();
+            let mut current: common::Memo = proto::decode_opt(&txn.state.memo).unwrap_or_default();
+            merge_payload_map(&mut current.fields, upsert.fields.clone());
+            txn.state.memo = proto::encode_opt(Some(&current));
+            txn.append(Attributes::WorkflowPropertiesModifiedEventAttributes(
+                history::WorkflowPropertiesModifiedEventAttributes {
+                    workflow_task_completed_event_id: completed_id,
+                    upserted_memo: Some(upsert),
+                },
+            ));
+            Ok(false)
+        }
+        other => Err((
+            Cause::Unspecified,
+            EngineError::Unsupported(format!(
+                "Keel does not support the {} command yet.",
+                command_name(&other)
+            )),
+        )),
+    }
+}
+
+fn command_name(command: &Cmd) -> &'static str {
+    match command {
+        Cmd::ContinueAsNewWorkflowExecutionCommandAttributes(_) => "ContinueAsNewWorkflowExecution",
+        Cmd::StartChildWorkflowExecutionCommandAttributes(_) => "StartChildWorkflowExecution",
+        Cmd::SignalExternalWorkflowExecutionCommandAttributes(_) => {
+            "SignalExternalWorkflowExecution"
+        }
+        Cmd::RequestCancelExternalWorkflowExecutionCommandAttributes(_) => {
+            "RequestCancelExternalWorkflowExecution"
+        }
+        Cmd::ProtocolMessageCommandAttributes(_) => "ProtocolMessage (workflow updates)",
+        _ => "given",
+    }
+}
+
+/// Upserts `upsert` into `current`; an empty payload (no data, no metadata) removes the key.
+fn merge_payload_map(
+    current: &mut std::collections::HashMap<String, common::Payload>,
+    upsert: std::collections::HashMap<String, common::Payload>,
+) {
+    for (key, value) in upsert {
+        if value.data.is_empty() && value.metadata.is_empty() {
+            current.remove(&key);
+        } else {
+            current.insert(key, value);
+        }
+    }
+}
+
+#[allow(deprecated)]
+fn schedule_activity(
+    txn: &mut Txn,
+    mut a: command::ScheduleActivityTaskCommandAttributes,
+    completed_id: i64,
+) -> Result<(), CommandError> {
+    let cause = Cause::BadScheduleActivityAttributes;
+    if a.activity_id.is_empty() {
+        return Err(bad(cause, "ActivityId is not set on command."));
+    }
+    if a.activity_id.chars().count() > 1000 {
+        return Err(bad(cause, "ActivityId exceeds length limit."));
+    }
+    let activity_type = a
+        .activity_type
+        .as_ref()
+        .map(|t| t.name.clone())
+        .unwrap_or_default();
+    if activity_type.is_empty() {
+        return Err(bad(cause, "ActivityType is not set on command."));
+    }
+    if txn.state.activity_ids.contains_key(&a.activity_id) {
+        return Err(bad(
+            Cause::ScheduleActivityDuplicateId,
+            format!("Activity {} is already pending.", a.activity_id),
+        ));
+    }
+    if txn.state.activities.len() >= txn.limits.max_pending_activities {
+        return Err(bad(
+            Cause::PendingActivitiesLimitExceeded,
+            "The workflow has reached its limit of pending activities.",
+        ));
+    }
+    let task_queue = match a.task_queue.as_ref().map(|q| q.name.as_str()) {
+        Some(name) if !name.is_empty() => name.to_string(),
+        _ => txn.state.task_queue.clone(),
+    };
+    let run_timeout = txn.state.run_timeout_ms;
+    let mut s2c = proto::duration_ms(a.schedule_to_close_timeout.as_ref());
+    let mut s2s = proto::duration_ms(a.schedule_to_start_timeout.as_ref());
+    let mut st2c = proto::duration_ms(a.start_to_close_timeout.as_ref());
+    let mut hb = proto::duration_ms(a.heartbeat_timeout.as_ref());
+    if s2c > 0 {
+        if s2s == 0 || s2s > s2c {
+            s2s = s2c;
+        }
+        if st2c == 0 || st2c > s2c {
+            st2c = s2c;
+        }
+    } else if st2c > 0 {
+        s2c = run_timeout;
+        if s2s == 0 {
+            s2s = s2c;
+        }
+    } else {
+        return Err(bad(
+            cause,
+            "A valid StartToClose or ScheduleToCloseTimeout is not set on command.",
+        ));
+    }
+    if run_timeout > 0 {
+        s2c = if s2c == 0 {
+            run_timeout
+        } else {
+            s2c.min(run_timeout)
+        };
+        s2s = if s2s == 0 {
+            run_timeout
+        } else {
+            s2s.min(run_timeout)
+        };
+        st2c = st2c.min(run_timeout);
+    }
+    if hb > st2c {
+        hb = st2c;
+    }
+    let retry = activity::retry_policy(a.retry_policy.as_ref()).map_err(|m| bad(cause, m))?;
+    a.task_queue = Some(proto::task_queue(&task_queue));
+    a.schedule_to_close_timeout = proto::duration(s2c);
+    a.schedule_to_start_timeout = proto::duration(s2s);
+    a.start_to_close_timeout = proto::duration(st2c);
+    a.heartbeat_timeout = proto::duration(hb);
+    a.retry_policy = Some(activity::retry_policy_proto(&retry));
+    let scheduled_event_id = txn.append(Attributes::ActivityTaskScheduledEventAttributes(
+        history::ActivityTaskScheduledEventAttributes {
+            activity_id: a.activity_id.clone(),
+            activity_type: a.activity_type.clone(),
+            task_queue: a.task_queue.clone(),
+            header: a.header.clone(),
+            input: a.input.clone(),
+            schedule_to_close_timeout: a.schedule_to_close_timeout,
+            schedule_to_start_timeout: a.schedule_to_start_timeout,
+            start_to_close_timeout: a.start_to_close_timeout,
+            heartbeat_timeout: a.heartbeat_timeout,
+            workflow_task_completed_event_id: completed_id,
+            retry_policy: a.retry_policy.clone(),
+            use_workflow_build_id: a.use_workflow_build_id,
+            priority: a.priority.clone(),
+        },
+    ));
+    txn.state
+        .activity_ids
+        .insert(a.activity_id.clone(), scheduled_event_id);
+    txn.state.activities.insert(
+        scheduled_event_id,
+        ActivityInfo {
+            scheduled_event_id,
+            activity_id: a.activity_id,
+            activity_type,
+            task_queue,
+            scheduled_time_ns: txn.now,
+            attempt_scheduled_time_ns: txn.now,
+            attempt: 1,
+            schedule_to_close_ms: s2c,
+            schedule_to_start_ms: s2s,
+            start_to_close_ms: st2c,
+            heartbeat_ms: hb,
+            retry,
+            input: proto::encode_opt(a.input.as_ref()),
+            header: proto::encode_opt(a.header.as_ref()),
+            priority: proto::encode_opt(a.priority.as_ref()),
+            started: None,
+            last_heartbeat_ns: None,
+            heartbeat_details: None,
+            last_failure: None,
+            cancel_requested_event_id: None,
+        },
+    );
+    Ok(())
+}

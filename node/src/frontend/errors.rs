@@ -1,0 +1,104 @@
+//! gRPC statuses the way Temporal's frontend returns them, with the error details the SDKs
+//! decode (`grpc-status-details-bin` carrying a `google.rpc.Status`).
+
+use prost::Message;
+use temporalio_protos::google::rpc::Status as RpcStatus;
+use temporalio_protos::temporal::api::errordetails::v1 as details;
+use temporalio_protos::temporal::api::failure::v1::Failure;
+use tonic::{Code, Status};
+
+use crate::engine::EngineError;
+use crate::namespaces::NamespaceError;
+use crate::shard::ShardError;
+
+fn with_detail<M: Message>(code: Code, message: String, type_name: &str, detail: &M) -> Status {
+    let status = RpcStatus {
+        code: code as i32,
+        message: message.clone(),
+        details: vec![prost_wkt_types::Any {
+            type_url: format!("type.googleapis.com/{type_name}"),
+            value: detail.encode_to_vec(),
+        }],
+    };
+    Status::with_details(code, message, status.encode_to_vec().into())
+}
+
+/// InvalidArgument.
+pub fn invalid(message: impl Into<String>) -> Status {
+    Status::invalid_argument(message.into())
+}
+
+/// NotFound for an unknown namespace, with NamespaceNotFoundFailure.
+pub fn namespace_not_found(name: &str) -> Status {
+    with_detail(
+        Code::NotFound,
+        format!("Namespace {name} is not found."),
+        "temporal.api.errordetails.v1.NamespaceNotFoundFailure",
+        &details::NamespaceNotFoundFailure {
+            namespace: name.to_string(),
+        },
+    )
+}
+
+/// A query the workflow answered with a failure.
+pub fn query_failed(message: String, failure: Option<Failure>) -> Status {
+    with_detail(
+        Code::InvalidArgument,
+        message,
+        "temporal.api.errordetails.v1.QueryFailedFailure",
+        &details::QueryFailedFailure { failure },
+    )
+}
+
+impl From<EngineError> for Status {
+    fn from(error: EngineError) -> Status {
+        let message = error.to_string();
+        match error {
+            EngineError::NotFound(_) | EngineError::Closed => Status::not_found(message),
+            EngineError::InvalidArgument(_) => Status::invalid_argument(message),
+            EngineError::FailedPrecondition(_) => Status::failed_precondition(message),
+            EngineError::ResourceExhausted(_) => Status::resource_exhausted(message),
+            EngineError::Unsupported(_) => Status::unimplemented(message),
+            EngineError::NoChange => Status::internal("the request changed nothing"),
+        }
+    }
+}
+
+impl From<ShardError> for Status {
+    fn from(error: ShardError) -> Status {
+        match error {
+            ShardError::Engine(engine) => engine.into(),
+            ShardError::AlreadyStarted {
+                run_id,
+                start_request_id,
+                message,
+            } => with_detail(
+                Code::AlreadyExists,
+                message,
+                "temporal.api.errordetails.v1.WorkflowExecutionAlreadyStartedFailure",
+                &details::WorkflowExecutionAlreadyStartedFailure {
+                    start_request_id,
+                    run_id,
+                    first_execution_run_id: String::new(),
+                },
+            ),
+            error @ ShardError::Unavailable { .. } => Status::unavailable(error.to_string()),
+            error @ ShardError::Corrupt { .. } => Status::data_loss(error.to_string()),
+        }
+    }
+}
+
+impl From<NamespaceError> for Status {
+    fn from(error: NamespaceError) -> Status {
+        match error {
+            NamespaceError::AlreadyExists(_) => with_detail(
+                Code::AlreadyExists,
+                error.to_string(),
+                "temporal.api.errordetails.v1.NamespaceAlreadyExistsFailure",
+                &details::NamespaceAlreadyExistsFailure {},
+            ),
+            NamespaceError::NotFound(name) => namespace_not_found(&name),
+            NamespaceError::Unavailable(_) => Status::unavailable(error.to_string()),
+        }
+    }
+}

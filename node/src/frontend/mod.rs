@@ -1,0 +1,103 @@
+//! The Temporal frontend: validates WorkflowService requests the way Temporal does, resolves
+//! namespaces, routes each request to the shard that owns the workflow, and shapes replies
+//! (poll responses, histories, descriptions).
+
+mod errors;
+mod queries;
+mod service;
+mod tokens;
+mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::Status;
+
+use crate::engine::proto::common;
+use crate::engine::{Limits, MutableState};
+use crate::matching::Matching;
+use crate::namespaces::{NamespaceRecord, Namespaces};
+use crate::shard::{keys, Clock, Shard};
+
+pub use errors::namespace_not_found;
+pub use queries::Queries;
+
+/// Longest workflow, activity, task queue or request id Temporal accepts.
+pub const MAX_ID_LEN: usize = 1000;
+
+/// What the frontend serves from.
+pub struct Frontend {
+    /// Namespaces.
+    pub namespaces: Arc<Namespaces>,
+    /// Shards 1..=N, at index shard-1.
+    pub shards: Vec<Arc<Shard>>,
+    /// Matching.
+    pub matching: Arc<Matching>,
+    /// Pending queries.
+    pub queries: Arc<Queries>,
+    /// Clock.
+    pub clock: Arc<dyn Clock>,
+    /// Limits.
+    pub limits: Limits,
+    /// Longest a poll waits before an empty answer.
+    pub long_poll: Duration,
+    /// Cluster id, for GetClusterInfo.
+    pub cluster_id: String,
+}
+
+impl Frontend {
+    fn namespace(&self, name: &str) -> Result<NamespaceRecord, Status> {
+        if name.is_empty() {
+            return Err(errors::invalid("Namespace not set on request."));
+        }
+        self.namespaces
+            .by_name(name)
+            .ok_or_else(|| errors::namespace_not_found(name))
+    }
+
+    fn shard(&self, namespace_id: &str, workflow_id: &str) -> &Arc<Shard> {
+        let index = keys::shard_of(namespace_id, workflow_id, self.shards.len() as u64);
+        &self.shards[usize::try_from(index - 1).unwrap_or(0) % self.shards.len()]
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ns()
+    }
+
+    /// A run's state read linearizably (current run when `run_id` is empty); NotFound if none.
+    async fn read_state(
+        &self,
+        namespace: &NamespaceRecord,
+        workflow_id: &str,
+        run_id: &str,
+    ) -> Result<MutableState, Status> {
+        let shard = self.shard(&namespace.id, workflow_id);
+        shard.barrier().await?;
+        shard
+            .load_state(&namespace.id, workflow_id, run_id)?
+            .ok_or_else(|| crate::shard::run_not_found(workflow_id, run_id).into())
+    }
+
+    fn check_payloads(&self, payloads: Option<&common::Payloads>) -> Result<(), Status> {
+        let size: usize = payloads
+            .map(|p| p.payloads.iter().map(|p| p.data.len()).sum())
+            .unwrap_or(0);
+        if size > self.limits.max_blob_bytes {
+            return Err(errors::invalid("Blob data size exceeds limit."));
+        }
+        Ok(())
+    }
+}
+
+fn check_id(kind: &str, value: &str, required: bool) -> Result<(), Status> {
+    if required && value.is_empty() {
+        return Err(errors::invalid(format!("{kind} is not set on request.")));
+    }
+    let len = value.chars().count();
+    if len > MAX_ID_LEN {
+        return Err(errors::invalid(format!(
+            "{kind} exceeds maximum allowed length ({len}/{MAX_ID_LEN})"
+        )));
+    }
+    Ok(())
+}

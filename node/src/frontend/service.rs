@@ -1,0 +1,1456 @@
+//! `temporal.api.workflowservice.v1.WorkflowService` on top of the shards. RPCs not listed here
+//! answer Unimplemented (tonic's default) and are listed as missing in README.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use keel_proto::temporal_services::workflowservice::workflow_service_server::WorkflowService;
+use temporalio_protos::temporal::api::history::v1::History;
+use temporalio_protos::temporal::api::taskqueue::v1 as tq;
+use temporalio_protos::temporal::api::workflowservice::v1 as ws;
+use tonic::{Request, Response, Status};
+
+use super::errors::{invalid, query_failed};
+use super::tokens::TaskToken;
+use super::views::{self, ListFilter};
+use super::{check_id, Frontend};
+use crate::engine::proto::{self, common, enums};
+use crate::engine::{
+    ActivityReport, ActivityTarget, CompleteWorkflowTask, MutableState, Reply, Request as Engine,
+    Signal, StartArgs, StartedWorkflowTask, TaskKind,
+};
+use crate::matching::{MatchTask, QueueKey, RunTask};
+use crate::namespaces::NamespaceRecord;
+use crate::shard::{Op, OpResult};
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+/// Keel's version as GetSystemInfo and GetClusterInfo report it.
+const SERVER_VERSION: &str = concat!("1.32.0+keel.", env!("CARGO_PKG_VERSION"));
+
+/// Default page size of histories and lists.
+const DEFAULT_PAGE: usize = 1000;
+
+/// How long QueryWorkflow waits for a worker's answer.
+const QUERY_WAIT: Duration = Duration::from_secs(30);
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PageToken {
+    run_id: String,
+    next_event_id: i64,
+}
+
+impl PageToken {
+    fn encode(&self) -> Vec<u8> {
+        bincode::serialize(self).unwrap_or_default()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Option<PageToken>, Status> {
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        bincode::deserialize(bytes)
+            .map(Some)
+            .map_err(|_| invalid("Invalid NextPageToken."))
+    }
+}
+
+impl Frontend {
+    async fn run_op(
+        &self,
+        namespace: &NamespaceRecord,
+        workflow_id: &str,
+        op: Op,
+    ) -> Result<OpResult, Status> {
+        Ok(self
+            .shard(&namespace.id, workflow_id)
+            .submit(&namespace.id, workflow_id, op)
+            .await?)
+    }
+
+    async fn run_request(
+        &self,
+        namespace: &NamespaceRecord,
+        workflow_id: &str,
+        run_id: &str,
+        request: Engine,
+    ) -> Result<(String, Reply), Status> {
+        let op = Op::Run {
+            run_id: run_id.to_string(),
+            request,
+        };
+        match self.run_op(namespace, workflow_id, op).await? {
+            OpResult::Reply { run_id, reply } => match reply {
+                Reply::Refused(error) => Err(error.into()),
+                reply => Ok((run_id, reply)),
+            },
+            OpResult::Started { .. } => Err(Status::internal("unexpected start result")),
+        }
+    }
+
+    fn start_args(
+        &self,
+        namespace: &NamespaceRecord,
+        fields: StartFields,
+    ) -> Result<StartArgs, Status> {
+        check_id("WorkflowId", &fields.workflow_id, true)?;
+        check_id("RequestId", &fields.request_id, false)?;
+        if fields.workflow_type.is_empty() {
+            return Err(invalid("WorkflowType is not set on request."));
+        }
+        check_id("WorkflowType", &fields.workflow_type, true)?;
+        if fields.task_queue.is_empty() {
+            return Err(invalid("TaskQueue is not set on request."));
+        }
+        check_id("TaskQueue", &fields.task_queue, true)?;
+        self.check_payloads(fields.input.as_ref())?;
+        for (name, d) in [
+            ("WorkflowExecutionTimeout", &fields.execution_timeout),
+            ("WorkflowRunTimeout", &fields.run_timeout),
+            ("WorkflowTaskTimeout", &fields.task_timeout),
+        ] {
+            if d.as_ref().is_some_and(|d| d.seconds < 0 || d.nanos < 0) {
+                return Err(invalid(format!("Invalid {name}.")));
+            }
+        }
+        let memo_size: usize = fields
+            .memo
+            .as_ref()
+            .map(|m| m.fields.values().map(|p| p.data.len()).sum())
+            .unwrap_or(0);
+        if memo_size > self.limits.max_blob_bytes {
+            return Err(invalid("Memo size exceeds limit."));
+        }
+        Ok(StartArgs {
+            namespace_id: namespace.id.clone(),
+            workflow_id: fields.workflow_id,
+            run_id: new_id(),
+            request_id: fields.request_id,
+            workflow_type: fields.workflow_type,
+            task_queue: fields.task_queue,
+            input: fields.input,
+            execution_timeout: fields.execution_timeout,
+            run_timeout: fields.run_timeout,
+            task_timeout: fields.task_timeout,
+            identity: fields.identity,
+            retry_policy: fields.retry_policy,
+            memo: fields.memo,
+            search_attributes: fields.search_attributes,
+            header: fields.header,
+            start_delay: fields.start_delay,
+            priority: fields.priority,
+            user_metadata: fields.user_metadata,
+            signal: None,
+            continuation: None,
+        })
+    }
+
+    /// Full history of a started workflow task (plus its transient events) as a poll response.
+    fn workflow_task_response(
+        &self,
+        namespace: &NamespaceRecord,
+        state: &MutableState,
+        started: &StartedWorkflowTask,
+    ) -> Result<ws::PollWorkflowTaskQueueResponse, Status> {
+        let shard = self.shard(&namespace.id, &state.workflow_id);
+        let mut events = shard.read_events(state, 1, state.next_event_id, usize::MAX)?;
+        events.extend(started.transient_events.iter().cloned());
+        let token = TaskToken::Workflow {
+            namespace_id: namespace.id.clone(),
+            workflow_id: state.workflow_id.clone(),
+            run_id: state.run_id.clone(),
+            scheduled_event_id: started.scheduled_event_id,
+            attempt: started.attempt,
+        };
+        Ok(ws::PollWorkflowTaskQueueResponse {
+            task_token: token.encode(),
+            workflow_execution: Some(common::WorkflowExecution {
+                workflow_id: state.workflow_id.clone(),
+                run_id: state.run_id.clone(),
+            }),
+            workflow_type: Some(common::WorkflowType {
+                name: state.workflow_type.clone(),
+            }),
+            previous_started_event_id: started.previous_started_event_id,
+            started_event_id: started.started_event_id,
+            attempt: started.attempt,
+            history: Some(History { events }),
+            workflow_execution_task_queue: Some(proto::task_queue(&state.task_queue)),
+            scheduled_time: Some(proto::timestamp(started.scheduled_time_ns)),
+            started_time: Some(proto::timestamp(started.started_time_ns)),
+            ..Default::default()
+        })
+    }
+
+    fn query_task_response(
+        &self,
+        namespace: &NamespaceRecord,
+        query_id: u64,
+    ) -> Result<Option<ws::PollWorkflowTaskQueueResponse>, Status> {
+        let Some(task) = self.queries.task(query_id) else {
+            return Ok(None);
+        };
+        let shard = self.shard(&namespace.id, &task.workflow_id);
+        let Some(state) = shard.load_state(&namespace.id, &task.workflow_id, &task.run_id)? else {
+            return Ok(None);
+        };
+        let events = shard.read_events(&state, 1, state.next_event_id, usize::MAX)?;
+        let last_started = state.last_completed_started_event_id;
+        Ok(Some(ws::PollWorkflowTaskQueueResponse {
+            task_token: TaskToken::Query { query_id }.encode(),
+            workflow_execution: Some(common::WorkflowExecution {
+                workflow_id: state.workflow_id.clone(),
+                run_id: state.run_id.clone(),
+            }),
+            workflow_type: Some(common::WorkflowType {
+                name: state.workflow_type.clone(),
+            }),
+            previous_started_event_id: last_started,
+            started_event_id: last_started,
+            history: Some(History { events }),
+            query: Some(task.query),
+            workflow_execution_task_queue: Some(proto::task_queue(&state.task_queue)),
+            ..Default::default()
+        }))
+    }
+
+    fn activity_task_response(
+        &self,
+        namespace: &NamespaceRecord,
+        state: &MutableState,
+        scheduled_event_id: i64,
+        attempt: i32,
+    ) -> Option<ws::PollActivityTaskQueueResponse> {
+        let activity = state.activities.get(&scheduled_event_id)?;
+        let started = activity.started.as_ref()?;
+        let token = TaskToken::Activity {
+            namespace_id: namespace.id.clone(),
+            workflow_id: state.workflow_id.clone(),
+            run_id: state.run_id.clone(),
+            scheduled_event_id,
+            attempt,
+        };
+        Some(ws::PollActivityTaskQueueResponse {
+            task_token: token.encode(),
+            workflow_namespace: namespace.name.clone(),
+            workflow_type: Some(common::WorkflowType {
+                name: state.workflow_type.clone(),
+            }),
+            workflow_execution: Some(common::WorkflowExecution {
+                workflow_id: state.workflow_id.clone(),
+                run_id: state.run_id.clone(),
+            }),
+            activity_type: Some(common::ActivityType {
+                name: activity.activity_type.clone(),
+            }),
+            activity_id: activity.activity_id.clone(),
+            header: proto::decode_opt(&activity.header),
+            input: proto::decode_opt(&activity.input),
+            heartbeat_details: activity
+                .heartbeat_details
+                .as_deref()
+                .and_then(proto::decode_opt),
+            scheduled_time: Some(proto::timestamp(activity.scheduled_time_ns)),
+            current_attempt_scheduled_time: Some(proto::timestamp(
+                activity.attempt_scheduled_time_ns,
+            )),
+            started_time: Some(proto::timestamp(started.time_ns)),
+            attempt,
+            schedule_to_close_timeout: proto::duration(activity.schedule_to_close_ms),
+            start_to_close_timeout: proto::duration(activity.start_to_close_ms),
+            heartbeat_timeout: proto::duration(activity.heartbeat_ms),
+            retry_policy: Some(crate::engine::retry_policy_proto(&activity.retry)),
+            priority: proto::decode_opt(&activity.priority),
+            ..Default::default()
+        })
+    }
+
+    fn poll_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.long_poll
+    }
+
+    async fn activity_report(
+        &self,
+        token: &[u8],
+        namespace_name: &str,
+        report: ActivityReport,
+        identity: String,
+    ) -> Result<Reply, Status> {
+        let TaskToken::Activity {
+            namespace_id,
+            workflow_id,
+            run_id,
+            scheduled_event_id,
+            attempt,
+        } = TaskToken::decode(token)?
+        else {
+            return Err(invalid("The task token is not an activity task token."));
+        };
+        let namespace = match self.namespaces.by_id(&namespace_id) {
+            Some(ns) => ns,
+            None => return Err(super::namespace_not_found(namespace_name)),
+        };
+        let request = Engine::Activity {
+            target: ActivityTarget::Token {
+                scheduled_event_id,
+                attempt,
+            },
+            report,
+            identity,
+        };
+        Ok(self
+            .run_request(&namespace, &workflow_id, &run_id, request)
+            .await?
+            .1)
+    }
+
+    async fn activity_report_by_id(
+        &self,
+        namespace: &str,
+        workflow_id: &str,
+        run_id: &str,
+        activity_id: &str,
+        report: ActivityReport,
+        identity: String,
+    ) -> Result<Reply, Status> {
+        let namespace = self.namespace(namespace)?;
+        check_id("WorkflowId", workflow_id, true)?;
+        check_id("ActivityId", activity_id, true)?;
+        let request = Engine::Activity {
+            target: ActivityTarget::Id(activity_id.to_string()),
+            report,
+            identity,
+        };
+        Ok(self
+            .run_request(&namespace, workflow_id, run_id, request)
+            .await?
+            .1)
+    }
+
+    async fn history_page(
+        &self,
+        namespace: &NamespaceRecord,
+        execution: Option<common::WorkflowExecution>,
+        page_size: i32,
+        token: &[u8],
+        wait_new_event: bool,
+        close_only: bool,
+    ) -> Result<ws::GetWorkflowExecutionHistoryResponse, Status> {
+        let execution = execution.unwrap_or_default();
+        check_id("WorkflowId", &execution.workflow_id, true)?;
+        let token = PageToken::decode(token)?;
+        let run_id = token
+            .as_ref()
+            .map(|t| t.run_id.clone())
+            .unwrap_or(execution.run_id);
+        let shard = self.shard(&namespace.id, &execution.workflow_id).clone();
+        let mut changes = shard.changes();
+        let deadline = self.poll_deadline();
+        loop {
+            let state = self
+                .read_state(namespace, &execution.workflow_id, &run_id)
+                .await?;
+            let from = token.as_ref().map_or(1, |t| t.next_event_id);
+            let ready = if close_only {
+                !state.is_running()
+            } else {
+                state.next_event_id > from || !state.is_running()
+            };
+            if ready || !wait_new_event {
+                return self.history_from(
+                    &shard,
+                    &state,
+                    from,
+                    page_size,
+                    wait_new_event,
+                    close_only,
+                );
+            }
+            let waited = tokio::time::timeout_at(deadline, changes.changed()).await;
+            if waited.is_err() {
+                let again = PageToken {
+                    run_id: state.run_id.clone(),
+                    next_event_id: from,
+                };
+                return Ok(ws::GetWorkflowExecutionHistoryResponse {
+                    history: Some(History::default()),
+                    next_page_token: again.encode(),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+
+    fn history_from(
+        &self,
+        shard: &crate::shard::Shard,
+        state: &MutableState,
+        from: i64,
+        page_size: i32,
+        wait_new_event: bool,
+        close_only: bool,
+    ) -> Result<ws::GetWorkflowExecutionHistoryResponse, Status> {
+        if close_only {
+            let events = if state.close_event_id > 0 {
+                shard.read_events(state, state.close_event_id, state.close_event_id + 1, 1)?
+            } else {
+                Vec::new()
+            };
+            return Ok(ws::GetWorkflowExecutionHistoryResponse {
+                history: Some(History { events }),
+                ..Default::default()
+            });
+        }
+        let page = usize::try_from(page_size)
+            .ok()
+            .filter(|p| *p > 0)
+            .unwrap_or(DEFAULT_PAGE);
+        let events = shard.read_events(state, from, state.next_event_id, page)?;
+        let next = events.last().map_or(from, |e| e.event_id + 1);
+        let more = next < state.next_event_id || (wait_new_event && state.is_running());
+        Ok(ws::GetWorkflowExecutionHistoryResponse {
+            history: Some(History { events }),
+            next_page_token: if more {
+                PageToken {
+                    run_id: state.run_id.clone(),
+                    next_event_id: next,
+                }
+                .encode()
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        })
+    }
+
+    async fn visible_runs(
+        &self,
+        namespace: &NamespaceRecord,
+        filter: &ListFilter,
+    ) -> Result<Vec<MutableState>, Status> {
+        let mut runs = Vec::new();
+        for shard in &self.shards {
+            shard.barrier().await?;
+            shard.scan_states(&namespace.id, |state| {
+                if filter.matches(&state) {
+                    runs.push(state);
+                }
+                true
+            })?;
+        }
+        runs.sort_by(|a, b| {
+            b.start_time_ns
+                .cmp(&a.start_time_ns)
+                .then_with(|| a.run_id.cmp(&b.run_id))
+        });
+        Ok(runs)
+    }
+}
+
+/// The start fields StartWorkflowExecution and SignalWithStart share.
+struct StartFields {
+    workflow_id: String,
+    request_id: String,
+    workflow_type: String,
+    task_queue: String,
+    input: Option<common::Payloads>,
+    execution_timeout: Option<prost_wkt_types::Duration>,
+    run_timeout: Option<prost_wkt_types::Duration>,
+    task_timeout: Option<prost_wkt_types::Duration>,
+    identity: String,
+    retry_policy: Option<common::RetryPolicy>,
+    memo: Option<common::Memo>,
+    search_attributes: Option<common::SearchAttributes>,
+    header: Option<common::Header>,
+    start_delay: Option<prost_wkt_types::Duration>,
+    priority: Option<common::Priority>,
+    user_metadata: Option<temporalio_protos::temporal::api::sdk::v1::UserMetadata>,
+}
+
+#[tonic::async_trait]
+impl WorkflowService for Frontend {
+    async fn get_system_info(
+        &self,
+        _request: Request<ws::GetSystemInfoRequest>,
+    ) -> Rpc<ws::GetSystemInfoResponse> {
+        Ok(Response::new(ws::GetSystemInfoResponse {
+            server_version: SERVER_VERSION.into(),
+            capabilities: Some(ws::get_system_info_response::Capabilities {
+                signal_and_query_header: true,
+                internal_error_differentiation: true,
+                activity_failure_include_heartbeat: true,
+                supports_schedules: false,
+                encoded_failure_attributes: true,
+                build_id_based_versioning: false,
+                upsert_memo: true,
+                eager_workflow_start: false,
+                sdk_metadata: true,
+                count_group_by_execution_status: false,
+                nexus: false,
+                ..Default::default()
+            }),
+        }))
+    }
+
+    async fn get_cluster_info(
+        &self,
+        _request: Request<ws::GetClusterInfoRequest>,
+    ) -> Rpc<ws::GetClusterInfoResponse> {
+        Ok(Response::new(ws::GetClusterInfoResponse {
+            server_version: SERVER_VERSION.into(),
+            cluster_id: self.cluster_id.clone(),
+            cluster_name: "active".into(),
+            history_shard_count: i32::try_from(self.shards.len()).unwrap_or(i32::MAX),
+            persistence_store: "keel-rocksdb".into(),
+            visibility_store: "keel-rocksdb".into(),
+            ..Default::default()
+        }))
+    }
+
+    async fn register_namespace(
+        &self,
+        request: Request<ws::RegisterNamespaceRequest>,
+    ) -> Rpc<ws::RegisterNamespaceResponse> {
+        let r = request.into_inner();
+        if r.namespace.is_empty() {
+            return Err(invalid("Namespace not set on request."));
+        }
+        check_id("Namespace", &r.namespace, true)?;
+        let retention = proto::duration_ms(r.workflow_execution_retention_period.as_ref());
+        if retention <= 0 {
+            return Err(invalid("A valid retention period is not set on request."));
+        }
+        self.namespaces
+            .write(
+                NamespaceRecord {
+                    id: new_id(),
+                    name: r.namespace,
+                    description: r.description,
+                    owner_email: r.owner_email,
+                    retention_ms: if retention > 0 {
+                        retention
+                    } else {
+                        72 * 3600 * 1000
+                    },
+                    data: r.data.into_iter().collect(),
+                    state: enums::NamespaceState::Registered as i32,
+                },
+                true,
+            )
+            .await?;
+        Ok(Response::new(ws::RegisterNamespaceResponse {}))
+    }
+
+    async fn describe_namespace(
+        &self,
+        request: Request<ws::DescribeNamespaceRequest>,
+    ) -> Rpc<ws::DescribeNamespaceResponse> {
+        let r = request.into_inner();
+        let record = if !r.id.is_empty() {
+            self.namespaces
+                .by_id(&r.id)
+                .ok_or_else(|| super::namespace_not_found(&r.id))?
+        } else {
+            self.namespace(&r.namespace)?
+        };
+        Ok(Response::new(views::describe_namespace(&record)))
+    }
+
+    async fn list_namespaces(
+        &self,
+        request: Request<ws::ListNamespacesRequest>,
+    ) -> Rpc<ws::ListNamespacesResponse> {
+        let r = request.into_inner();
+        let after =
+            String::from_utf8(r.next_page_token).map_err(|_| invalid("Invalid NextPageToken."))?;
+        let page = usize::try_from(r.page_size)
+            .ok()
+            .filter(|p| *p > 0)
+            .unwrap_or(DEFAULT_PAGE);
+        let all = self.namespaces.list();
+        let rest: Vec<_> = all.iter().filter(|ns| ns.name > after).collect();
+        let next_page_token = if rest.len() > page {
+            rest[page - 1].name.clone().into_bytes()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(ws::ListNamespacesResponse {
+            namespaces: rest
+                .into_iter()
+                .take(page)
+                .map(views::describe_namespace)
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_namespace(
+        &self,
+        request: Request<ws::UpdateNamespaceRequest>,
+    ) -> Rpc<ws::UpdateNamespaceResponse> {
+        let r = request.into_inner();
+        let mut record = self.namespace(&r.namespace)?;
+        if let Some(info) = r.update_info {
+            if !info.description.is_empty() {
+                record.description = info.description;
+            }
+            if !info.owner_email.is_empty() {
+                record.owner_email = info.owner_email;
+            }
+            record.data.extend(info.data);
+            if info.state != 0 {
+                record.state = info.state;
+            }
+        }
+        if let Some(config) = r.config {
+            let retention = proto::duration_ms(config.workflow_execution_retention_ttl.as_ref());
+            if retention > 0 {
+                record.retention_ms = retention;
+            }
+        }
+        self.namespaces.write(record.clone(), false).await?;
+        let described = views::describe_namespace(&record);
+        Ok(Response::new(ws::UpdateNamespaceResponse {
+            namespace_info: described.namespace_info,
+            config: described.config,
+            replication_config: described.replication_config,
+            ..Default::default()
+        }))
+    }
+
+    async fn start_workflow_execution(
+        &self,
+        request: Request<ws::StartWorkflowExecutionRequest>,
+    ) -> Rpc<ws::StartWorkflowExecutionResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        let args = self.start_args(
+            &namespace,
+            StartFields {
+                workflow_id: r.workflow_id.clone(),
+                request_id: r.request_id,
+                workflow_type: r.workflow_type.map(|t| t.name).unwrap_or_default(),
+                task_queue: r.task_queue.map(|q| q.name).unwrap_or_default(),
+                input: r.input,
+                execution_timeout: r.workflow_execution_timeout,
+                run_timeout: r.workflow_run_timeout,
+                task_timeout: r.workflow_task_timeout,
+                identity: r.identity,
+                retry_policy: r.retry_policy,
+                memo: r.memo,
+                search_attributes: r.search_attributes,
+                header: r.header,
+                start_delay: r.workflow_start_delay,
+                priority: r.priority,
+                user_metadata: r.user_metadata,
+            },
+        )?;
+        let op = Op::Start {
+            args: Box::new(args),
+            reuse_policy: r.workflow_id_reuse_policy,
+            conflict_policy: r.workflow_id_conflict_policy,
+            signal_if_running: None,
+        };
+        match self.run_op(&namespace, &r.workflow_id, op).await? {
+            OpResult::Started { run_id, started } => {
+                Ok(Response::new(ws::StartWorkflowExecutionResponse {
+                    run_id,
+                    started,
+                    status: enums::WorkflowExecutionStatus::Running as i32,
+                    ..Default::default()
+                }))
+            }
+            OpResult::Reply { .. } => Err(Status::internal("unexpected reply to a start")),
+        }
+    }
+
+    async fn signal_with_start_workflow_execution(
+        &self,
+        request: Request<ws::SignalWithStartWorkflowExecutionRequest>,
+    ) -> Rpc<ws::SignalWithStartWorkflowExecutionResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        if r.signal_name.is_empty() {
+            return Err(invalid("SignalName is not set on request."));
+        }
+        self.check_payloads(r.signal_input.as_ref())?;
+        let signal = Signal {
+            name: r.signal_name,
+            input: r.signal_input,
+            identity: r.identity.clone(),
+            header: r.header.clone(),
+            request_id: r.request_id.clone(),
+        };
+        let mut args = self.start_args(
+            &namespace,
+            StartFields {
+                workflow_id: r.workflow_id.clone(),
+                request_id: r.request_id,
+                workflow_type: r.workflow_type.map(|t| t.name).unwrap_or_default(),
+                task_queue: r.task_queue.map(|q| q.name).unwrap_or_default(),
+                input: r.input,
+                execution_timeout: r.workflow_execution_timeout,
+                run_timeout: r.workflow_run_timeout,
+                task_timeout: r.workflow_task_timeout,
+                identity: r.identity,
+                retry_policy: r.retry_policy,
+                memo: r.memo,
+                search_attributes: r.search_attributes,
+                header: r.header,
+                start_delay: r.workflow_start_delay,
+                priority: r.priority,
+                user_metadata: r.user_metadata,
+            },
+        )?;
+        args.signal = Some(signal.clone());
+        let conflict = if r.workflow_id_conflict_policy == 0 {
+            enums::WorkflowIdConflictPolicy::UseExisting as i32
+        } else {
+            r.workflow_id_conflict_policy
+        };
+        let op = Op::Start {
+            args: Box::new(args),
+            reuse_policy: r.workflow_id_reuse_policy,
+            conflict_policy: conflict,
+            signal_if_running: Some(signal),
+        };
+        match self.run_op(&namespace, &r.workflow_id, op).await? {
+            OpResult::Started { run_id, started } => Ok(Response::new(
+                ws::SignalWithStartWorkflowExecutionResponse {
+                    run_id,
+                    started,
+                    ..Default::default()
+                },
+            )),
+            OpResult::Reply { .. } => Err(Status::internal("unexpected reply to a start")),
+        }
+    }
+
+    async fn poll_workflow_task_queue(
+        &self,
+        request: Request<ws::PollWorkflowTaskQueueRequest>,
+    ) -> Rpc<ws::PollWorkflowTaskQueueResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        let queue = r.task_queue.map(|q| q.name).unwrap_or_default();
+        check_id("TaskQueue", &queue, true)?;
+        let key = QueueKey {
+            namespace_id: namespace.id.clone(),
+            name: queue,
+            kind: TaskKind::Workflow,
+        };
+        let deadline = self.poll_deadline();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(task) = self
+                .matching
+                .poll(&key, &r.identity, self.now(), left)
+                .await
+            else {
+                return Ok(Response::new(ws::PollWorkflowTaskQueueResponse::default()));
+            };
+            match task {
+                MatchTask::Query(query_id) => {
+                    if let Some(response) = self.query_task_response(&namespace, query_id)? {
+                        return Ok(Response::new(response));
+                    }
+                }
+                MatchTask::Run(RunTask {
+                    workflow_id,
+                    run_id,
+                    task,
+                }) => {
+                    let request = Engine::RecordWorkflowTaskStarted {
+                        scheduled_event_id: task.scheduled_event_id,
+                        attempt: task.attempt,
+                        request_id: new_id(),
+                        identity: r.identity.clone(),
+                    };
+                    let started = self
+                        .run_request(&namespace, &workflow_id, &run_id, request)
+                        .await;
+                    if let Ok((_, Reply::WorkflowTaskStarted(started))) = started {
+                        let shard = self.shard(&namespace.id, &workflow_id);
+                        if let Some(state) =
+                            shard.load_state(&namespace.id, &workflow_id, &run_id)?
+                        {
+                            return Ok(Response::new(
+                                self.workflow_task_response(&namespace, &state, &started)?,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // binary_checksum and worker_version_stamp are deprecated but still sent by SDKs, and
+    // Temporal still records them.
+    #[allow(deprecated)]
+    async fn respond_workflow_task_completed(
+        &self,
+        request: Request<ws::RespondWorkflowTaskCompletedRequest>,
+    ) -> Rpc<ws::RespondWorkflowTaskCompletedResponse> {
+        let r = request.into_inner();
+        let TaskToken::Workflow {
+            namespace_id,
+            workflow_id,
+            run_id,
+            scheduled_event_id,
+            attempt,
+        } = TaskToken::decode(&r.task_token)?
+        else {
+            return Err(invalid("The task token is not a workflow task token."));
+        };
+        let namespace = self
+            .namespaces
+            .by_id(&namespace_id)
+            .ok_or_else(|| super::namespace_not_found(&r.namespace))?;
+        for command in &r.commands {
+            use crate::engine::proto::command::command::Attributes as C;
+            let payloads = match &command.attributes {
+                Some(C::CompleteWorkflowExecutionCommandAttributes(a)) => a.result.as_ref(),
+                Some(C::ScheduleActivityTaskCommandAttributes(a)) => a.input.as_ref(),
+                _ => None,
+            };
+            self.check_payloads(payloads)?;
+        }
+        let request = Engine::CompleteWorkflowTask(Box::new(CompleteWorkflowTask {
+            scheduled_event_id,
+            attempt,
+            commands: r.commands,
+            identity: r.identity,
+            binary_checksum: r.binary_checksum,
+            sdk_metadata: r.sdk_metadata,
+            metering_metadata: r.metering_metadata,
+            worker_version: r.worker_version_stamp,
+            return_new_workflow_task: r.return_new_workflow_task,
+            force_create_new_workflow_task: r.force_create_new_workflow_task,
+            new_task_request_id: new_id(),
+        }));
+        let (_, reply) = self
+            .run_request(&namespace, &workflow_id, &run_id, request)
+            .await?;
+        let workflow_task = match reply {
+            Reply::WorkflowTaskStarted(started) => {
+                let shard = self.shard(&namespace.id, &workflow_id);
+                match shard.load_state(&namespace.id, &workflow_id, &run_id)? {
+                    Some(state) => Some(self.workflow_task_response(&namespace, &state, &started)?),
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        Ok(Response::new(ws::RespondWorkflowTaskCompletedResponse {
+            workflow_task,
+            ..Default::default()
+        }))
+    }
+
+    async fn respond_workflow_task_failed(
+        &self,
+        request: Request<ws::RespondWorkflowTaskFailedRequest>,
+    ) -> Rpc<ws::RespondWorkflowTaskFailedResponse> {
+        let r = request.into_inner();
+        let TaskToken::Workflow {
+            namespace_id,
+            workflow_id,
+            run_id,
+            scheduled_event_id,
+            attempt,
+        } = TaskToken::decode(&r.task_token)?
+        else {
+            return Err(invalid("The task token is not a workflow task token."));
+        };
+        let namespace = self
+            .namespaces
+            .by_id(&namespace_id)
+            .ok_or_else(|| super::namespace_not_found(&r.namespace))?;
+        let request = Engine::FailWorkflowTask {
+            scheduled_event_id,
+            attempt,
+            cause: r.cause,
+            failure: r.failure,
+            identity: r.identity,
+        };
+        self.run_request(&namespace, &workflow_id, &run_id, request)
+            .await?;
+        Ok(Response::new(ws::RespondWorkflowTaskFailedResponse {}))
+    }
+
+    async fn poll_activity_task_queue(
+        &self,
+        request: Request<ws::PollActivityTaskQueueRequest>,
+    ) -> Rpc<ws::PollActivityTaskQueueResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        let queue = r.task_queue.map(|q| q.name).unwrap_or_default();
+        check_id("TaskQueue", &queue, true)?;
+        let key = QueueKey {
+            namespace_id: namespace.id.clone(),
+            name: queue,
+            kind: TaskKind::Activity,
+        };
+        let deadline = self.poll_deadline();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(MatchTask::Run(RunTask {
+                workflow_id,
+                run_id,
+                task,
+            })) = self
+                .matching
+                .poll(&key, &r.identity, self.now(), left)
+                .await
+            else {
+                return Ok(Response::new(ws::PollActivityTaskQueueResponse::default()));
+            };
+            let request = Engine::RecordActivityTaskStarted {
+                scheduled_event_id: task.scheduled_event_id,
+                attempt: task.attempt,
+                request_id: new_id(),
+                identity: r.identity.clone(),
+            };
+            if let Ok((_, Reply::ActivityTaskStarted { .. })) = self
+                .run_request(&namespace, &workflow_id, &run_id, request)
+                .await
+            {
+                let shard = self.shard(&namespace.id, &workflow_id);
+                if let Some(state) = shard.load_state(&namespace.id, &workflow_id, &run_id)? {
+                    if let Some(response) = self.activity_task_response(
+                        &namespace,
+                        &state,
+                        task.scheduled_event_id,
+                        task.attempt,
+                    ) {
+                        return Ok(Response::new(response));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn record_activity_task_heartbeat(
+        &self,
+        request: Request<ws::RecordActivityTaskHeartbeatRequest>,
+    ) -> Rpc<ws::RecordActivityTaskHeartbeatResponse> {
+        let r = request.into_inner();
+        self.check_payloads(r.details.as_ref())?;
+        let reply = self
+            .activity_report(
+                &r.task_token,
+                &r.namespace,
+                ActivityReport::Heartbeat(r.details),
+                r.identity,
+            )
+            .await?;
+        Ok(Response::new(ws::RecordActivityTaskHeartbeatResponse {
+            cancel_requested: matches!(
+                reply,
+                Reply::Heartbeat {
+                    cancel_requested: true
+                }
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn record_activity_task_heartbeat_by_id(
+        &self,
+        request: Request<ws::RecordActivityTaskHeartbeatByIdRequest>,
+    ) -> Rpc<ws::RecordActivityTaskHeartbeatByIdResponse> {
+        let r = request.into_inner();
+        self.check_payloads(r.details.as_ref())?;
+        let reply = self
+            .activity_report_by_id(
+                &r.namespace,
+                &r.workflow_id,
+                &r.run_id,
+                &r.activity_id,
+                ActivityReport::Heartbeat(r.details),
+                r.identity,
+            )
+            .await?;
+        Ok(Response::new(ws::RecordActivityTaskHeartbeatByIdResponse {
+            cancel_requested: matches!(
+                reply,
+                Reply::Heartbeat {
+                    cancel_requested: true
+                }
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn respond_activity_task_completed(
+        &self,
+        request: Request<ws::RespondActivityTaskCompletedRequest>,
+    ) -> Rpc<ws::RespondActivityTaskCompletedResponse> {
+        let r = request.into_inner();
+        self.check_payloads(r.result.as_ref())?;
+        self.activity_report(
+            &r.task_token,
+            &r.namespace,
+            ActivityReport::Completed(r.result),
+            r.identity,
+        )
+        .await?;
+        Ok(Response::new(
+            ws::RespondActivityTaskCompletedResponse::default(),
+        ))
+    }
+
+    async fn respond_activity_task_completed_by_id(
+        &self,
+        request: Request<ws::RespondActivityTaskCompletedByIdRequest>,
+    ) -> Rpc<ws::RespondActivityTaskCompletedByIdResponse> {
+        let r = request.into_inner();
+        self.check_payloads(r.result.as_ref())?;
+        self.activity_report_by_id(
+            &r.namespace,
+            &r.workflow_id,
+            &r.run_id,
+            &r.activity_id,
+            ActivityReport::Completed(r.result),
+            r.identity,
+        )
+        .await?;
+        Ok(Response::new(
+            ws::RespondActivityTaskCompletedByIdResponse::default(),
+        ))
+    }
+
+    async fn respond_activity_task_failed(
+        &self,
+        request: Request<ws::RespondActivityTaskFailedRequest>,
+    ) -> Rpc<ws::RespondActivityTaskFailedResponse> {
+        let r = request.into_inner();
+        let report = ActivityReport::Failed {
+            failure: r.failure,
+            last_heartbeat_details: r.last_heartbeat_details,
+        };
+        self.activity_report(&r.task_token, &r.namespace, report, r.identity)
+            .await?;
+        Ok(Response::new(
+            ws::RespondActivityTaskFailedResponse::default(),
+        ))
+    }
+
+    async fn respond_activity_task_failed_by_id(
+        &self,
+        request: Request<ws::RespondActivityTaskFailedByIdRequest>,
+    ) -> Rpc<ws::RespondActivityTaskFailedByIdResponse> {
+        let r = request.into_inner();
+        let report = ActivityReport::Failed {
+            failure: r.failure,
+            last_heartbeat_details: r.last_heartbeat_details,
+        };
+        self.activity_report_by_id(
+            &r.namespace,
+            &r.workflow_id,
+            &r.run_id,
+            &r.activity_id,
+            report,
+            r.identity,
+        )
+        .await?;
+        Ok(Response::new(
+            ws::RespondActivityTaskFailedByIdResponse::default(),
+        ))
+    }
+
+    async fn respond_activity_task_canceled(
+        &self,
+        request: Request<ws::RespondActivityTaskCanceledRequest>,
+    ) -> Rpc<ws::RespondActivityTaskCanceledResponse> {
+        let r = request.into_inner();
+        self.activity_report(
+            &r.task_token,
+            &r.namespace,
+            ActivityReport::Canceled(r.details),
+            r.identity,
+        )
+        .await?;
+        Ok(Response::new(
+            ws::RespondActivityTaskCanceledResponse::default(),
+        ))
+    }
+
+    async fn respond_activity_task_canceled_by_id(
+        &self,
+        request: Request<ws::RespondActivityTaskCanceledByIdRequest>,
+    ) -> Rpc<ws::RespondActivityTaskCanceledByIdResponse> {
+        let r = request.into_inner();
+        self.activity_report_by_id(
+            &r.namespace,
+            &r.workflow_id,
+            &r.run_id,
+            &r.activity_id,
+            ActivityReport::Canceled(r.details),
+            r.identity,
+        )
+        .await?;
+        Ok(Response::new(
+            ws::RespondActivityTaskCanceledByIdResponse::default(),
+        ))
+    }
+
+    async fn signal_workflow_execution(
+        &self,
+        request: Request<ws::SignalWorkflowExecutionRequest>,
+    ) -> Rpc<ws::SignalWorkflowExecutionResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        let execution = r.workflow_execution.unwrap_or_default();
+        check_id("WorkflowId", &execution.workflow_id, true)?;
+        if r.signal_name.is_empty() {
+            return Err(invalid("SignalName is not set on request."));
+        }
+        self.check_payloads(r.input.as_ref())?;
+        let signal = Signal {
+            name: r.signal_name,
+            input: r.input,
+            identity: r.identity,
+            header: r.header,
+            request_id: r.request_id,
+        };
+        self.run_request(
+            &namespace,
+            &execution.workflow_id,
+            &execution.run_id,
+            Engine::Signal(signal),
+        )
+        .await?;
+        Ok(Response::new(ws::SignalWorkflowExecutionResponse::default()))
+    }
+
+    async fn request_cancel_workflow_execution(
+        &self,
+        request: Request<ws::RequestCancelWorkflowExecutionRequest>,
+    ) -> Rpc<ws::RequestCancelWorkflowExecutionResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        let execution = r.workflow_execution.unwrap_or_default();
+        check_id("WorkflowId", &execution.workflow_id, true)?;
+        self.run_request(
+            &namespace,
+            &execution.workflow_id,
+            &execution.run_id,
+            Engine::RequestCancel {
+                reason: r.reason,
+                identity: r.identity,
+            },
+        )
+        .await?;
+        Ok(Response::new(
+            ws::RequestCancelWorkflowExecutionResponse::default(),
+        ))
+    }
+
+    async fn terminate_workflow_execution(
+        &self,
+        request: Request<ws::TerminateWorkflowExecutionRequest>,
+    ) -> Rpc<ws::TerminateWorkflowExecutionResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        let execution = r.workflow_execution.unwrap_or_default();
+        check_id("WorkflowId", &execution.workflow_id, true)?;
+        self.check_payloads(r.details.as_ref())?;
+        self.run_request(
+            &namespace,
+            &execution.workflow_id,
+            &execution.run_id,
+            Engine::Terminate {
+                reason: r.reason,
+                details: r.details,
+                identity: r.identity,
+            },
+        )
+        .await?;
+        Ok(Response::new(
+            ws::TerminateWorkflowExecutionResponse::default(),
+        ))
+    }
+
+    async fn query_workflow(
+        &self,
+        request: Request<ws::QueryWorkflowRequest>,
+    ) -> Rpc<ws::QueryWorkflowResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        let execution = r.execution.unwrap_or_default();
+        check_id("WorkflowId", &execution.workflow_id, true)?;
+        let query = r
+            .query
+            .ok_or_else(|| invalid("Query is not set on request."))?;
+        if query.query_type.is_empty() {
+            return Err(invalid("QueryType is not set on request."));
+        }
+        let state = self
+            .read_state(&namespace, &execution.workflow_id, &execution.run_id)
+            .await?;
+        let reject = enums::QueryRejectCondition::try_from(r.query_reject_condition)
+            .unwrap_or(enums::QueryRejectCondition::None);
+        let status = views::execution_status(state.status);
+        let rejected = match reject {
+            enums::QueryRejectCondition::NotOpen => !state.is_running(),
+            enums::QueryRejectCondition::NotCompletedCleanly => {
+                !state.is_running() && status != enums::WorkflowExecutionStatus::Completed
+            }
+            _ => false,
+        };
+        if rejected {
+            return Ok(Response::new(ws::QueryWorkflowResponse {
+                query_rejected: Some(temporalio_protos::temporal::api::query::v1::QueryRejected {
+                    status: status as i32,
+                }),
+                ..Default::default()
+            }));
+        }
+        let (id, answer) =
+            self.queries
+                .register(state.workflow_id.clone(), state.run_id.clone(), query);
+        self.matching.offer(
+            QueueKey {
+                namespace_id: namespace.id.clone(),
+                name: state.task_queue.clone(),
+                kind: TaskKind::Workflow,
+            },
+            MatchTask::Query(id),
+        );
+        let answered = tokio::time::timeout(QUERY_WAIT, answer).await;
+        self.queries.forget(id);
+        let answer = match answered {
+            Ok(Ok(answer)) => answer,
+            _ => {
+                return Err(Status::deadline_exceeded(
+                    "query timed out: no worker answered (is a worker polling the workflow's task queue?)",
+                ))
+            }
+        };
+        if answer.completed_type == enums::QueryResultType::Answered as i32 {
+            Ok(Response::new(ws::QueryWorkflowResponse {
+                query_result: answer.query_result,
+                ..Default::default()
+            }))
+        } else {
+            Err(query_failed(answer.error_message, answer.failure))
+        }
+    }
+
+    async fn respond_query_task_completed(
+        &self,
+        request: Request<ws::RespondQueryTaskCompletedRequest>,
+    ) -> Rpc<ws::RespondQueryTaskCompletedResponse> {
+        let r = request.into_inner();
+        let TaskToken::Query { query_id } = TaskToken::decode(&r.task_token)? else {
+            return Err(invalid("The task token is not a query task token."));
+        };
+        if !self.queries.answer(query_id, r) {
+            return Err(Status::not_found("Query does not exist or has timed out."));
+        }
+        Ok(Response::new(ws::RespondQueryTaskCompletedResponse {}))
+    }
+
+    async fn describe_workflow_execution(
+        &self,
+        request: Request<ws::DescribeWorkflowExecutionRequest>,
+    ) -> Rpc<ws::DescribeWorkflowExecutionResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        let execution = r.execution.unwrap_or_default();
+        check_id("WorkflowId", &execution.workflow_id, true)?;
+        let state = self
+            .read_state(&namespace, &execution.workflow_id, &execution.run_id)
+            .await?;
+        Ok(Response::new(views::describe(&state)))
+    }
+
+    async fn get_workflow_execution_history(
+        &self,
+        request: Request<ws::GetWorkflowExecutionHistoryRequest>,
+    ) -> Rpc<ws::GetWorkflowExecutionHistoryResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        let close_only =
+            r.history_event_filter_type == enums::HistoryEventFilterType::CloseEvent as i32;
+        Ok(Response::new(
+            self.history_page(
+                &namespace,
+                r.execution,
+                r.maximum_page_size,
+                &r.next_page_token,
+                r.wait_new_event,
+                close_only,
+            )
+            .await?,
+        ))
+    }
+
+    async fn get_workflow_execution_history_reverse(
+        &self,
+        request: Request<ws::GetWorkflowExecutionHistoryReverseRequest>,
+    ) -> Rpc<ws::GetWorkflowExecutionHistoryReverseResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        let execution = r.execution.unwrap_or_default();
+        check_id("WorkflowId", &execution.workflow_id, true)?;
+        let token = PageToken::decode(&r.next_page_token)?;
+        let run_id = token
+            .as_ref()
+            .map(|t| t.run_id.clone())
+            .unwrap_or(execution.run_id);
+        let state = self
+            .read_state(&namespace, &execution.workflow_id, &run_id)
+            .await?;
+        let end = token.map_or(state.next_event_id, |t| t.next_event_id);
+        let page = usize::try_from(r.maximum_page_size)
+            .ok()
+            .filter(|p| *p > 0)
+            .unwrap_or(DEFAULT_PAGE) as i64;
+        let start = (end - page).max(1);
+        let shard = self.shard(&namespace.id, &execution.workflow_id);
+        let mut events = shard.read_events(&state, start, end, usize::MAX)?;
+        events.reverse();
+        Ok(Response::new(
+            ws::GetWorkflowExecutionHistoryReverseResponse {
+                history: Some(History { events }),
+                next_page_token: if start > 1 {
+                    PageToken {
+                        run_id: state.run_id.clone(),
+                        next_event_id: start,
+                    }
+                    .encode()
+                } else {
+                    Vec::new()
+                },
+            },
+        ))
+    }
+
+    async fn list_workflow_executions(
+        &self,
+        request: Request<ws::ListWorkflowExecutionsRequest>,
+    ) -> Rpc<ws::ListWorkflowExecutionsResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        let filter = ListFilter::parse(&r.query)?;
+        let offset = if r.next_page_token.is_empty() {
+            0
+        } else {
+            bincode::deserialize::<u64>(&r.next_page_token)
+                .map_err(|_| invalid("Invalid NextPageToken."))? as usize
+        };
+        let page = usize::try_from(r.page_size)
+            .ok()
+            .filter(|p| *p > 0)
+            .unwrap_or(DEFAULT_PAGE);
+        let runs = self.visible_runs(&namespace, &filter).await?;
+        let end = (offset + page).min(runs.len());
+        let executions = runs
+            .get(offset..end)
+            .unwrap_or_default()
+            .iter()
+            .map(views::execution_info)
+            .collect();
+        Ok(Response::new(ws::ListWorkflowExecutionsResponse {
+            executions,
+            next_page_token: if end < runs.len() {
+                bincode::serialize(&(end as u64)).unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+        }))
+    }
+
+    async fn count_workflow_executions(
+        &self,
+        request: Request<ws::CountWorkflowExecutionsRequest>,
+    ) -> Rpc<ws::CountWorkflowExecutionsResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        let filter = ListFilter::parse(&r.query)?;
+        let runs = self.visible_runs(&namespace, &filter).await?;
+        Ok(Response::new(ws::CountWorkflowExecutionsResponse {
+            count: runs.len() as i64,
+            groups: Vec::new(),
+        }))
+    }
+
+    async fn describe_task_queue(
+        &self,
+        request: Request<ws::DescribeTaskQueueRequest>,
+    ) -> Rpc<ws::DescribeTaskQueueResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        let name = r.task_queue.map(|q| q.name).unwrap_or_default();
+        check_id("TaskQueue", &name, true)?;
+        let kind = if r.task_queue_type == enums::TaskQueueType::Activity as i32 {
+            TaskKind::Activity
+        } else {
+            TaskKind::Workflow
+        };
+        let key = QueueKey {
+            namespace_id: namespace.id,
+            name,
+            kind,
+        };
+        let pollers = self
+            .matching
+            .pollers(&key)
+            .into_iter()
+            .map(|p| tq::PollerInfo {
+                last_access_time: Some(proto::timestamp(p.last_access_ns)),
+                identity: p.identity,
+                rate_per_second: 100_000.0,
+                ..Default::default()
+            })
+            .collect();
+        let stats = r.report_stats.then(|| tq::TaskQueueStats {
+            approximate_backlog_count: self.matching.backlog(&key) as i64,
+            ..Default::default()
+        });
+        Ok(Response::new(ws::DescribeTaskQueueResponse {
+            pollers,
+            stats,
+            ..Default::default()
+        }))
+    }
+
+    async fn shutdown_worker(
+        &self,
+        request: Request<ws::ShutdownWorkerRequest>,
+    ) -> Rpc<ws::ShutdownWorkerResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        self.matching.forget_poller(&namespace.id, &r.identity);
+        Ok(Response::new(ws::ShutdownWorkerResponse::default()))
+    }
+
+    async fn get_search_attributes(
+        &self,
+        _request: Request<ws::GetSearchAttributesRequest>,
+    ) -> Rpc<ws::GetSearchAttributesResponse> {
+        let keys: BTreeMap<&str, enums::IndexedValueType> = [
+            ("WorkflowId", enums::IndexedValueType::Keyword),
+            ("RunId", enums::IndexedValueType::Keyword),
+            ("WorkflowType", enums::IndexedValueType::Keyword),
+            ("ExecutionStatus", enums::IndexedValueType::Keyword),
+            ("TaskQueue", enums::IndexedValueType::Keyword),
+            ("StartTime", enums::IndexedValueType::Datetime),
+            ("CloseTime", enums::IndexedValueType::Datetime),
+        ]
+        .into_iter()
+        .collect();
+        Ok(Response::new(ws::GetSearchAttributesResponse {
+            keys: keys
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v as i32))
+                .collect(),
+        }))
+    }
+}

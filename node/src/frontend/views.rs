@@ -1,0 +1,298 @@
+//! Read-side shapes: workflow descriptions, visibility rows and their list-query filter,
+//! namespace descriptions.
+
+use temporalio_protos::temporal::api::namespace::v1 as namespace;
+use temporalio_protos::temporal::api::workflow::v1 as workflow;
+use temporalio_protos::temporal::api::workflowservice::v1 as ws;
+use tonic::Status;
+
+use crate::engine::proto::{self, common, enums};
+use crate::engine::{MutableState, RunStatus};
+use crate::namespaces::NamespaceRecord;
+
+/// Temporal's execution status of a run.
+pub fn execution_status(status: RunStatus) -> enums::WorkflowExecutionStatus {
+    use enums::WorkflowExecutionStatus as S;
+    match status {
+        RunStatus::Running => S::Running,
+        RunStatus::Completed => S::Completed,
+        RunStatus::Failed => S::Failed,
+        RunStatus::Canceled => S::Canceled,
+        RunStatus::Terminated => S::Terminated,
+        RunStatus::ContinuedAsNew => S::ContinuedAsNew,
+        RunStatus::TimedOut => S::TimedOut,
+    }
+}
+
+/// The run's visibility row.
+pub fn execution_info(state: &MutableState) -> workflow::WorkflowExecutionInfo {
+    workflow::WorkflowExecutionInfo {
+        execution: Some(common::WorkflowExecution {
+            workflow_id: state.workflow_id.clone(),
+            run_id: state.run_id.clone(),
+        }),
+        r#type: Some(common::WorkflowType {
+            name: state.workflow_type.clone(),
+        }),
+        start_time: Some(proto::timestamp(state.start_time_ns)),
+        close_time: state.close_time_ns.map(proto::timestamp),
+        status: execution_status(state.status) as i32,
+        history_length: state.next_event_id - 1,
+        execution_time: Some(proto::timestamp(state.execution_time_ns)),
+        memo: proto::decode_opt(&state.memo),
+        search_attributes: proto::decode_opt(&state.search_attributes),
+        task_queue: state.task_queue.clone(),
+        state_transition_count: state.next_event_id - 1,
+        history_size_bytes: state.history_size_bytes,
+        execution_duration: state
+            .close_time_ns
+            .and_then(|close| proto::duration((close - state.start_time_ns) / 1_000_000)),
+        first_run_id: state.first_execution_run_id.clone(),
+        ..Default::default()
+    }
+}
+
+/// DescribeWorkflowExecution's answer.
+pub fn describe(state: &MutableState) -> ws::DescribeWorkflowExecutionResponse {
+    let pending_activities = state
+        .activities
+        .values()
+        .map(|a| {
+            let state = if a.cancel_requested_event_id.is_some() {
+                enums::PendingActivityState::CancelRequested
+            } else if a.started.is_some() {
+                enums::PendingActivityState::Started
+            } else {
+                enums::PendingActivityState::Scheduled
+            };
+            workflow::PendingActivityInfo {
+                activity_id: a.activity_id.clone(),
+                activity_type: Some(common::ActivityType {
+                    name: a.activity_type.clone(),
+                }),
+                state: state as i32,
+                heartbeat_details: a.heartbeat_details.as_deref().and_then(proto::decode_opt),
+                last_heartbeat_time: a.last_heartbeat_ns.map(proto::timestamp),
+                last_started_time: a.started.as_ref().map(|s| proto::timestamp(s.time_ns)),
+                attempt: a.attempt,
+                maximum_attempts: a.retry.maximum_attempts,
+                scheduled_time: Some(proto::timestamp(a.attempt_scheduled_time_ns)),
+                expiration_time: (a.schedule_to_close_ms > 0).then(|| {
+                    proto::timestamp(a.scheduled_time_ns + a.schedule_to_close_ms * 1_000_000)
+                }),
+                last_failure: a.last_failure.as_deref().and_then(proto::decode_opt),
+                last_worker_identity: a
+                    .started
+                    .as_ref()
+                    .map(|s| s.identity.clone())
+                    .unwrap_or_default(),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let pending_workflow_task = state.workflow_task.as_ref().map(|t| {
+        let task_state = if t.started.is_some() {
+            enums::PendingWorkflowTaskState::Started
+        } else {
+            enums::PendingWorkflowTaskState::Scheduled
+        };
+        workflow::PendingWorkflowTaskInfo {
+            state: task_state as i32,
+            scheduled_time: Some(proto::timestamp(t.scheduled_time_ns)),
+            original_scheduled_time: Some(proto::timestamp(t.scheduled_time_ns)),
+            started_time: t.started.as_ref().map(|s| proto::timestamp(s.time_ns)),
+            attempt: t.attempt,
+        }
+    });
+    ws::DescribeWorkflowExecutionResponse {
+        execution_config: Some(workflow::WorkflowExecutionConfig {
+            task_queue: Some(proto::task_queue(&state.task_queue)),
+            workflow_execution_timeout: proto::duration(state.execution_timeout_ms),
+            workflow_run_timeout: proto::duration(state.run_timeout_ms),
+            default_workflow_task_timeout: proto::duration(state.workflow_task_timeout_ms),
+            user_metadata: None,
+        }),
+        workflow_execution_info: Some(execution_info(state)),
+        pending_activities,
+        pending_workflow_task,
+        ..Default::default()
+    }
+}
+
+/// DescribeNamespace's answer.
+pub fn describe_namespace(record: &NamespaceRecord) -> ws::DescribeNamespaceResponse {
+    ws::DescribeNamespaceResponse {
+        namespace_info: Some(namespace::NamespaceInfo {
+            name: record.name.clone(),
+            state: record.state,
+            description: record.description.clone(),
+            owner_email: record.owner_email.clone(),
+            data: record
+                .data
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            id: record.id.clone(),
+            supports_schedules: false,
+            ..Default::default()
+        }),
+        config: Some(namespace::NamespaceConfig {
+            workflow_execution_retention_ttl: proto::duration(record.retention_ms),
+            ..Default::default()
+        }),
+        replication_config: Some(
+            temporalio_protos::temporal::api::replication::v1::NamespaceReplicationConfig {
+                active_cluster_name: "active".into(),
+                clusters: vec![
+                    temporalio_protos::temporal::api::replication::v1::ClusterReplicationConfig {
+                        cluster_name: "active".into(),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            },
+        ),
+        ..Default::default()
+    }
+}
+
+/// One condition of a list query.
+#[derive(Clone, Debug, PartialEq)]
+struct Condition {
+    field: String,
+    negate: bool,
+    value: String,
+}
+
+/// A parsed visibility query: conditions joined by AND (the subset Keel supports).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListFilter {
+    conditions: Vec<Condition>,
+}
+
+const FIELDS: [&str; 5] = [
+    "WorkflowId",
+    "WorkflowType",
+    "ExecutionStatus",
+    "TaskQueue",
+    "RunId",
+];
+
+impl ListFilter {
+    /// Parses `Field = 'value' [AND ...]`; ORDER BY and other operators are refused.
+    pub fn parse(query: &str) -> Result<ListFilter, Status> {
+        let query = query.trim();
+        if query.is_empty() {
+            return Ok(ListFilter::default());
+        }
+        let unsupported = || {
+            Status::invalid_argument(format!(
+                "invalid query {query:?}: Keel supports conditions `Field = 'value'` or \
+                 `Field != 'value'` joined by AND, on {}",
+                FIELDS.join(", ")
+            ))
+        };
+        let mut conditions = Vec::new();
+        for clause in split_and(query) {
+            let (field, negate, value) = if let Some((f, v)) = clause.split_once("!=") {
+                (f, true, v)
+            } else if let Some((f, v)) = clause.split_once('=') {
+                (f, false, v)
+            } else {
+                return Err(unsupported());
+            };
+            let field = field.trim().trim_matches('`');
+            let value = value.trim();
+            let quoted = value.len() >= 2
+                && ((value.starts_with('\'') && value.ends_with('\''))
+                    || (value.starts_with('"') && value.ends_with('"')));
+            if !quoted || !FIELDS.contains(&field) {
+                return Err(unsupported());
+            }
+            conditions.push(Condition {
+                field: field.to_string(),
+                negate,
+                value: value[1..value.len() - 1].to_string(),
+            });
+        }
+        Ok(ListFilter { conditions })
+    }
+
+    /// True if the run matches every condition.
+    pub fn matches(&self, state: &MutableState) -> bool {
+        self.conditions.iter().all(|c| {
+            let actual = match c.field.as_str() {
+                "WorkflowId" => state.workflow_id.clone(),
+                "WorkflowType" => state.workflow_type.clone(),
+                "TaskQueue" => state.task_queue.clone(),
+                "RunId" => state.run_id.clone(),
+                _ => status_name(state.status).to_string(),
+            };
+            (actual == c.value) != c.negate
+        })
+    }
+}
+
+fn status_name(status: RunStatus) -> &'static str {
+    match status {
+        RunStatus::Running => "Running",
+        RunStatus::Completed => "Completed",
+        RunStatus::Failed => "Failed",
+        RunStatus::Canceled => "Canceled",
+        RunStatus::Terminated => "Terminated",
+        RunStatus::ContinuedAsNew => "ContinuedAsNew",
+        RunStatus::TimedOut => "TimedOut",
+    }
+}
+
+fn split_and(query: &str) -> Vec<&str> {
+    let mut clauses = Vec::new();
+    let mut rest = query;
+    loop {
+        let lower = rest.to_ascii_lowercase();
+        match find_outside_quotes(&lower, " and ") {
+            Some(at) => {
+                clauses.push(rest[..at].trim());
+                rest = &rest[at + 5..];
+            }
+            None => {
+                clauses.push(rest.trim());
+                return clauses;
+            }
+        }
+    }
+}
+
+fn find_outside_quotes(text: &str, needle: &str) -> Option<usize> {
+    let mut quote = None;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, _) if text[i..].starts_with(needle) => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_refuses_list_queries() {
+        let filter = ListFilter::parse("WorkflowId = 'a and b' AND ExecutionStatus != \"Running\"")
+            .expect("valid query");
+        assert_eq!(filter.conditions.len(), 2);
+        assert_eq!(filter.conditions[0].value, "a and b");
+        assert!(filter.conditions[1].negate);
+        assert!(ListFilter::parse("WorkflowId > 'a'").is_err());
+        assert!(ListFilter::parse("Unknown = 'a'").is_err());
+        assert!(ListFilter::parse("WorkflowId = a").is_err());
+        assert_eq!(
+            ListFilter::parse("  ").expect("empty"),
+            ListFilter::default()
+        );
+    }
+}

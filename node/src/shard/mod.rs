@@ -1,0 +1,351 @@
+//! Shards: each shard group has, on its leader, one writer task that owns the shard's workflow
+//! state. The writer takes requests in batches, runs the pure engine on each against its cache
+//! of mutable states, proposes all resulting writes as one Raft entry (fenced by its term), and
+//! only after that entry is committed and applied replies, hands new tasks to matching and arms
+//! deadlines. A new writer rebuilds its tasks and deadlines from the shard's applied state.
+
+pub mod applier;
+pub mod keys;
+mod writer;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_raft::{ReadError, ShardGroup};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::engine::proto::HistoryEvent;
+use crate::engine::{EngineError, Limits, MutableState, Reply, Request, Signal, StartArgs};
+use crate::matching::Matching;
+
+/// Version byte of stored mutable states.
+const STATE_VERSION: u8 = 1;
+
+/// The wall clock, behind a seam tests can replace.
+pub trait Clock: Send + Sync + 'static {
+    /// Nanoseconds since the Unix epoch.
+    fn now_ns(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ns(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// Why a shard request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ShardError {
+    /// The engine refused the request; nothing was written.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A run is running, or the id reuse policy forbids a new one.
+    #[error("{message}")]
+    AlreadyStarted {
+        /// The current run.
+        run_id: String,
+        /// Its start request id.
+        start_request_id: String,
+        /// Explanation.
+        message: String,
+    },
+    /// This node cannot serve the shard now (not its leader, or leadership changing). The
+    /// outcome of a write that got this error is unknown; retry idempotently.
+    #[error("shard {shard} is unavailable: {reason}")]
+    Unavailable {
+        /// Shard group.
+        shard: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Stored data could not be read.
+    #[error("shard {shard}: {reason}")]
+    Corrupt {
+        /// Shard group.
+        shard: u64,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// A request to a shard's writer.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// StartWorkflowExecution or SignalWithStartWorkflowExecution.
+    Start {
+        /// The new run.
+        args: Box<StartArgs>,
+        /// `WorkflowIdReusePolicy`.
+        reuse_policy: i32,
+        /// `WorkflowIdConflictPolicy`.
+        conflict_policy: i32,
+        /// SignalWithStart: the signal to deliver to a running current run instead.
+        signal_if_running: Option<Signal>,
+    },
+    /// A request for an existing run (`run_id` empty: the current run).
+    Run {
+        /// Run id, or empty for the current run.
+        run_id: String,
+        /// The request.
+        request: Request,
+    },
+}
+
+/// What a shard request produced.
+#[derive(Clone, Debug)]
+pub enum OpResult {
+    /// A start: the run answered and whether this request started it.
+    Started {
+        /// Run id.
+        run_id: String,
+        /// True when a new run was started (or this request had started it before).
+        started: bool,
+    },
+    /// The engine's reply for a run request.
+    Reply {
+        /// The run the request resolved to.
+        run_id: String,
+        /// The reply.
+        reply: Reply,
+    },
+}
+
+pub(crate) struct Job {
+    namespace_id: String,
+    workflow_id: String,
+    op: Op,
+    reply: Option<oneshot::Sender<Result<OpResult, ShardError>>>,
+}
+
+/// What the writers of all shards share.
+pub struct ShardContext {
+    /// The node's matching.
+    pub matching: Arc<Matching>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Engine limits.
+    pub limits: Limits,
+}
+
+/// One shard group as the node serves it.
+pub struct Shard {
+    id: u64,
+    group: ShardGroup,
+    context: Arc<ShardContext>,
+    writer: Mutex<Option<(u64, mpsc::Sender<Job>)>>,
+    changes: watch::Sender<u64>,
+}
+
+/// Most jobs queued for one writer.
+const WRITER_QUEUE: usize = 4096;
+
+impl Shard {
+    /// Serves `group`; starts following its leadership.
+    pub fn start(id: u64, group: ShardGroup, context: Arc<ShardContext>) -> Arc<Shard> {
+        let shard = Arc::new(Shard {
+            id,
+            group,
+            context,
+            writer: Mutex::new(None),
+            changes: watch::channel(0).0,
+        });
+        tokio::spawn(writer::follow_leadership(Arc::downgrade(&shard)));
+        shard
+    }
+
+    fn unavailable(&self, reason: impl Into<String>) -> ShardError {
+        ShardError::Unavailable {
+            shard: self.id,
+            reason: reason.into(),
+        }
+    }
+
+    /// Runs `op` through the shard's writer and waits for its committed result.
+    pub async fn submit(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        op: Op,
+    ) -> Result<OpResult, ShardError> {
+        let sender = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, sender)| sender.clone());
+        let Some(sender) = sender else {
+            return Err(self.unavailable(match self.group.leader() {
+                Some(leader) => format!("node {leader} leads it, not this node"),
+                None => "it has no leader right now".to_string(),
+            }));
+        };
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            namespace_id: namespace_id.to_string(),
+            workflow_id: workflow_id.to_string(),
+            op,
+            reply: Some(reply),
+        };
+        sender
+            .send(job)
+            .await
+            .map_err(|_| self.unavailable("its leader changed"))?;
+        answer
+            .await
+            .map_err(|_| self.unavailable("its leader changed; the outcome is unknown"))?
+    }
+
+    fn read_error(&self, error: ReadError) -> ShardError {
+        self.unavailable(error.to_string())
+    }
+
+    /// Confirms leadership and waits until everything committed is applied here.
+    pub async fn barrier(&self) -> Result<(), ShardError> {
+        self.group
+            .ensure_linearizable()
+            .await
+            .map_err(|e| self.read_error(e))
+    }
+
+    /// The current run id of a workflow id (applied state).
+    pub fn current_run(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+    ) -> Result<Option<String>, ShardError> {
+        let bytes = self
+            .group
+            .read_local(&keys::current(namespace_id, workflow_id))
+            .map_err(|e| self.read_error(e))?;
+        Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// A run's mutable state (applied state); `run_id` empty means the current run.
+    pub fn load_state(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+    ) -> Result<Option<MutableState>, ShardError> {
+        let run_id = if run_id.is_empty() {
+            match self.current_run(namespace_id, workflow_id)? {
+                Some(run) => run,
+                None => return Ok(None),
+            }
+        } else {
+            run_id.to_string()
+        };
+        let Some(bytes) = self
+            .group
+            .read_local(&keys::state(namespace_id, workflow_id, &run_id))
+            .map_err(|e| self.read_error(e))?
+        else {
+            return Ok(None);
+        };
+        decode_state(&bytes)
+            .map(Some)
+            .ok_or_else(|| ShardError::Corrupt {
+                shard: self.id,
+                reason: format!("undecodable mutable state of {workflow_id}/{run_id}"),
+            })
+    }
+
+    /// Events `[from, to)` of a run, at most `limit` (applied state).
+    pub fn read_events(
+        &self,
+        state: &MutableState,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEvent>, ShardError> {
+        let (start, end) = keys::event_range(
+            &state.namespace_id,
+            &state.workflow_id,
+            &state.run_id,
+            from,
+            to,
+        );
+        let mut events = Vec::new();
+        let mut corrupt = false;
+        self.group
+            .scan_local(&start, &end, |_, value| match HistoryEvent::decode(value) {
+                Ok(event) => {
+                    events.push(event);
+                    events.len() < limit
+                }
+                Err(_) => {
+                    corrupt = true;
+                    false
+                }
+            })
+            .map_err(|e| self.read_error(e))?;
+        if corrupt {
+            return Err(ShardError::Corrupt {
+                shard: self.id,
+                reason: format!("undecodable history event of {}", state.workflow_id),
+            });
+        }
+        Ok(events)
+    }
+
+    /// Calls `visit` with every run's state of a namespace (applied state), until it returns
+    /// false.
+    pub fn scan_states(
+        &self,
+        namespace_id: &str,
+        mut visit: impl FnMut(MutableState) -> bool,
+    ) -> Result<(), ShardError> {
+        let (start, end) = keys::namespace_state_range(namespace_id);
+        self.group
+            .scan_local(&start, &end, |_, value| match decode_state(value) {
+                Some(state) => visit(state),
+                None => true,
+            })
+            .map_err(|e| self.read_error(e))
+    }
+
+    /// Ticks after every committed batch (for long polls on history).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+/// Temporal's NotFound for a missing workflow (`run_id` empty: no current run).
+pub fn run_not_found(workflow_id: &str, run_id: &str) -> ShardError {
+    ShardError::Engine(EngineError::NotFound(if run_id.is_empty() {
+        format!("workflow not found for ID: {workflow_id}")
+    } else {
+        format!(
+            "workflow execution not found for workflow ID \"{workflow_id}\" and run ID \"{run_id}\""
+        )
+    }))
+}
+
+/// Stored form of a mutable state.
+pub(crate) fn encode_state(state: &MutableState) -> Vec<u8> {
+    let mut out = vec![STATE_VERSION];
+    out.extend(bincode::serialize(state).unwrap_or_default());
+    out
+}
+
+/// Decodes [`encode_state`] output.
+pub(crate) fn decode_state(bytes: &[u8]) -> Option<MutableState> {
+    match bytes.split_first() {
+        Some((&STATE_VERSION, rest)) => bincode::deserialize(rest).ok(),
+        _ => None,
+    }
+}
+
+/// How long a writer waits for more jobs to join a batch once it has one.
+pub(crate) const MAX_BATCH: usize = 256;
+
+/// How long a replaced leader's writer waits for its last entry's fate.
+pub(crate) const SETTLE_WAIT: Duration = Duration::from_secs(60);

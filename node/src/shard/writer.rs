@@ -1,0 +1,502 @@
+//! The shard writer: leadership following, batching, deciding, proposing, and the effects that
+//! run only after commit (replies, task offers, deadlines).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Weak};
+
+use keel_raft::ShardGroup;
+use openraft::ServerState;
+use prost::Message;
+use tokio::sync::mpsc;
+
+use super::applier::{WriteSet, APPLIED};
+use super::{
+    encode_state, keys, Job, Op, OpResult, Shard, ShardError, MAX_BATCH, SETTLE_WAIT, WRITER_QUEUE,
+};
+use crate::engine::{
+    self, deadlines, decide_start, dispatchable, Deadline, EngineError, MutableState, Outcome,
+    Reply, Request, StartDecision,
+};
+use crate::matching::{MatchTask, QueueKey, RunTask};
+
+/// A run, as the writer keys its caches and deadlines.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct RunKey {
+    namespace_id: String,
+    workflow_id: String,
+    run_id: String,
+}
+
+impl RunKey {
+    fn of(state: &MutableState) -> RunKey {
+        RunKey {
+            namespace_id: state.namespace_id.clone(),
+            workflow_id: state.workflow_id.clone(),
+            run_id: state.run_id.clone(),
+        }
+    }
+}
+
+/// Starts a writer whenever this node becomes leader of the shard's group, and retires it when
+/// leadership goes. Ends when the shard is dropped.
+pub(crate) async fn follow_leadership(shard: Weak<Shard>) {
+    let Some(mut metrics) = shard.upgrade().map(|s| s.group.metrics()) else {
+        return;
+    };
+    loop {
+        let (leading, term) = {
+            let m = metrics.borrow_and_update();
+            (
+                m.state == ServerState::Leader && m.current_leader == Some(m.id),
+                m.current_term,
+            )
+        };
+        let Some(current) = shard.upgrade() else {
+            return;
+        };
+        {
+            let mut writer = current.writer.lock().unwrap_or_else(|e| e.into_inner());
+            match (&*writer, leading) {
+                (Some((writer_term, _)), true) if *writer_term == term => {}
+                (_, true) => {
+                    let (sender, jobs) = mpsc::channel(WRITER_QUEUE);
+                    *writer = Some((term, sender));
+                    tokio::spawn(run_writer(Arc::downgrade(&current), term, jobs));
+                    tracing::info!(shard = current.id, term, "shard writer started");
+                }
+                (Some(_), false) => {
+                    *writer = None;
+                    tracing::info!(shard = current.id, "shard writer retired: not leader");
+                }
+                (None, false) => {}
+            }
+        }
+        drop(current);
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+struct Writer {
+    shard: Arc<Shard>,
+    term: u64,
+    states: HashMap<RunKey, MutableState>,
+    currents: HashMap<(String, String), String>,
+    deadlines: BTreeSet<(i64, RunKey, Deadline)>,
+}
+
+/// Most cached mutable states before the cache is cleared.
+const CACHE_LIMIT: usize = 50_000;
+
+async fn run_writer(shard: Weak<Shard>, term: u64, mut jobs: mpsc::Receiver<Job>) {
+    let Some(strong) = shard.upgrade() else {
+        return;
+    };
+    let mut writer = Writer {
+        shard: strong,
+        term,
+        states: HashMap::new(),
+        currents: HashMap::new(),
+        deadlines: BTreeSet::new(),
+    };
+    'recover: loop {
+        if let Err(error) = writer.recover().await {
+            tracing::warn!(shard = writer.shard.id, term, %error, "shard writer stopped");
+            writer.retire();
+            return;
+        }
+        loop {
+            let next_deadline = writer.deadlines.first().map(|(at, _, _)| *at);
+            let mut batch = Vec::new();
+            let sleep = next_deadline.map(|at| {
+                let now = writer.shard.context.clock.now_ns();
+                std::time::Duration::from_nanos(u64::try_from(at - now).unwrap_or(0))
+            });
+            tokio::select! {
+                job = jobs.recv() => match job {
+                    Some(job) => batch.push(job),
+                    None => return,
+                },
+                _ = async {
+                    match sleep {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            batch.extend(writer.due_deadlines());
+            if !writer.run_batch(batch).await {
+                writer.states.clear();
+                writer.currents.clear();
+                writer.deadlines.clear();
+                if !writer.settle().await {
+                    writer.retire();
+                    return;
+                }
+                continue 'recover;
+            }
+        }
+    }
+}
+
+impl Writer {
+    fn retire(&self) {
+        let mut slot = self.shard.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|(term, _)| *term == self.term) {
+            *slot = None;
+        }
+    }
+
+    fn group(&self) -> &ShardGroup {
+        &self.shard.group
+    }
+
+    /// Waits until everything committed is applied, then re-offers every open run's tasks and
+    /// re-arms its deadlines.
+    async fn recover(&mut self) -> Result<(), ShardError> {
+        self.shard.barrier().await?;
+        let (start, end) = keys::state_range();
+        let mut states = Vec::new();
+        self.group()
+            .scan_local(&start, &end, |_, value| {
+                if let Some(state) = super::decode_state(value) {
+                    if state.is_running() {
+                        states.push(state);
+                    }
+                }
+                true
+            })
+            .map_err(|e| self.shard.read_error(e))?;
+        let count = states.len();
+        for state in states {
+            self.after_commit(&state);
+        }
+        tracing::info!(
+            shard = self.shard.id,
+            term = self.term,
+            open_runs = count,
+            "shard writer recovered"
+        );
+        Ok(())
+    }
+
+    /// After a failed proposal: waits until this term's log is applied, so no decision of ours
+    /// with an unknown fate can land behind later ones. False if leadership is gone.
+    async fn settle(&self) -> bool {
+        let mut metrics = self.group().metrics();
+        let target = metrics.borrow().last_log_index;
+        let waited = tokio::time::timeout(SETTLE_WAIT, async {
+            loop {
+                {
+                    let m = metrics.borrow_and_update();
+                    if m.current_term != self.term || m.state != ServerState::Leader {
+                        return false;
+                    }
+                    let applied = m.last_applied.map(|l| l.index);
+                    if applied >= target {
+                        return true;
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await;
+        waited.unwrap_or(false)
+    }
+
+    fn due_deadlines(&mut self) -> Vec<Job> {
+        let now = self.shard.context.clock.now_ns();
+        let mut jobs = Vec::new();
+        while let Some((at, _, _)) = self.deadlines.first() {
+            if *at > now || jobs.len() >= MAX_BATCH {
+                break;
+            }
+            let Some((_, run, deadline)) = self.deadlines.pop_first() else {
+                break;
+            };
+            jobs.push(Job {
+                namespace_id: run.namespace_id,
+                workflow_id: run.workflow_id,
+                op: Op::Run {
+                    run_id: run.run_id,
+                    request: Request::Deadline(deadline),
+                },
+                reply: None,
+            });
+        }
+        jobs
+    }
+
+    /// Decides every job, proposes the writes, and on commit runs effects and replies. False if
+    /// the proposal failed (outcomes unknown; the writer must settle and recover).
+    async fn run_batch(&mut self, batch: Vec<Job>) -> bool {
+        if self.states.len() > CACHE_LIMIT {
+            self.states.clear();
+            self.currents.clear();
+        }
+        let now = self.shard.context.clock.now_ns();
+        let mut writes = WriteSet::fenced(self.term);
+        let mut done = Vec::new();
+        let mut touched = Vec::new();
+        for job in batch {
+            let result = self.decide(&job, now, &mut writes, &mut touched);
+            done.push((job.reply, result));
+        }
+        if !writes.is_empty() {
+            let outcome = self.group().propose(writes.encode()).await;
+            let failure = match outcome {
+                Ok(committed) if committed.response.as_ref() == APPLIED => None,
+                Ok(committed) => Some(format!(
+                    "the write was not applied ({})",
+                    String::from_utf8_lossy(&committed.response)
+                )),
+                Err(error) => Some(error.to_string()),
+            };
+            if let Some(reason) = failure {
+                tracing::warn!(shard = self.shard.id, term = self.term, %reason, "shard proposal failed");
+                for (reply, result) in done {
+                    let result = result.and_then(|_| {
+                        Err(self
+                            .shard
+                            .unavailable(format!("{reason}; the outcome is unknown")))
+                    });
+                    if let Some(reply) = reply {
+                        let _ = reply.send(result);
+                    }
+                }
+                return false;
+            }
+            self.shard.changes.send_modify(|tick| *tick += 1);
+        }
+        for run in touched {
+            if let Some(state) = self.states.get(&run).cloned() {
+                self.after_commit(&state);
+            }
+        }
+        for (reply, result) in done {
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        }
+        true
+    }
+
+    /// Offers the run's dispatchable tasks and arms its deadlines.
+    fn after_commit(&mut self, state: &MutableState) {
+        let now = self.shard.context.clock.now_ns();
+        let run = RunKey::of(state);
+        for task in dispatchable(state, now) {
+            let key = QueueKey {
+                namespace_id: state.namespace_id.clone(),
+                name: task.task_queue.clone(),
+                kind: task.kind,
+            };
+            self.shard.context.matching.offer(
+                key,
+                MatchTask::Run(RunTask {
+                    workflow_id: state.workflow_id.clone(),
+                    run_id: state.run_id.clone(),
+                    task,
+                }),
+            );
+        }
+        for (at, deadline) in deadlines(state) {
+            self.deadlines.insert((at, run.clone(), deadline));
+        }
+    }
+
+    fn current_run(
+        &mut self,
+        namespace_id: &str,
+        workflow_id: &str,
+    ) -> Result<Option<String>, ShardError> {
+        let key = (namespace_id.to_string(), workflow_id.to_string());
+        if let Some(run) = self.currents.get(&key) {
+            return Ok(Some(run.clone()));
+        }
+        let run = self.shard.current_run(namespace_id, workflow_id)?;
+        if let Some(run) = &run {
+            self.currents.insert(key, run.clone());
+        }
+        Ok(run)
+    }
+
+    fn state(&mut self, run: &RunKey) -> Result<Option<MutableState>, ShardError> {
+        if let Some(state) = self.states.get(run) {
+            return Ok(Some(state.clone()));
+        }
+        let state = self
+            .shard
+            .load_state(&run.namespace_id, &run.workflow_id, &run.run_id)?;
+        if let Some(state) = &state {
+            self.states.insert(run.clone(), state.clone());
+        }
+        Ok(state)
+    }
+
+    fn record(&mut self, outcome: &Outcome, writes: &mut WriteSet, touched: &mut Vec<RunKey>) {
+        let state = &outcome.state;
+        for event in &outcome.events {
+            writes.puts.push((
+                keys::event(
+                    &state.namespace_id,
+                    &state.workflow_id,
+                    &state.run_id,
+                    event.event_id,
+                ),
+                event.encode_to_vec(),
+            ));
+        }
+        writes.puts.push((
+            keys::state(&state.namespace_id, &state.workflow_id, &state.run_id),
+            encode_state(state),
+        ));
+        let run = RunKey::of(state);
+        self.states.insert(run.clone(), state.clone());
+        touched.push(run);
+        if let Some(successor) = &outcome.successor {
+            self.record(successor, writes, touched);
+            let next = &successor.state;
+            writes.puts.push((
+                keys::current(&next.namespace_id, &next.workflow_id),
+                next.run_id.clone().into_bytes(),
+            ));
+            self.currents.insert(
+                (next.namespace_id.clone(), next.workflow_id.clone()),
+                next.run_id.clone(),
+            );
+        }
+    }
+
+    fn decide(
+        &mut self,
+        job: &Job,
+        now: i64,
+        writes: &mut WriteSet,
+        touched: &mut Vec<RunKey>,
+    ) -> Result<OpResult, ShardError> {
+        let limits = self.shard.context.limits.clone();
+        match &job.op {
+            Op::Run { run_id, request } => {
+                let run_id = if run_id.is_empty() {
+                    self.current_run(&job.namespace_id, &job.workflow_id)?
+                        .ok_or_else(|| super::run_not_found(&job.workflow_id, ""))?
+                } else {
+                    run_id.clone()
+                };
+                let run = RunKey {
+                    namespace_id: job.namespace_id.clone(),
+                    workflow_id: job.workflow_id.clone(),
+                    run_id: run_id.clone(),
+                };
+                let state = self
+                    .state(&run)?
+                    .ok_or_else(|| super::run_not_found(&job.workflow_id, &run_id))?;
+                match engine::handle(&state, request.clone(), now, &limits) {
+                    Ok(outcome) => {
+                        if outcome.state != state || !outcome.events.is_empty() {
+                            self.record(&outcome, writes, touched);
+                        }
+                        Ok(OpResult::Reply {
+                            run_id,
+                            reply: outcome.reply,
+                        })
+                    }
+                    Err(EngineError::NoChange) => {
+                        touched.push(run);
+                        Ok(OpResult::Reply {
+                            run_id,
+                            reply: Reply::Done,
+                        })
+                    }
+                    Err(error) => Err(error.into()),
+                }
+            }
+            Op::Start {
+                args,
+                reuse_policy,
+                conflict_policy,
+                signal_if_running,
+            } => {
+                let current = match self.current_run(&job.namespace_id, &job.workflow_id)? {
+                    Some(run_id) => self.state(&RunKey {
+                        namespace_id: job.namespace_id.clone(),
+                        workflow_id: job.workflow_id.clone(),
+                        run_id,
+                    })?,
+                    None => None,
+                };
+                if let (Some(signal), Some(current)) = (signal_if_running, &current) {
+                    if current.is_running() {
+                        let outcome =
+                            engine::handle(current, Request::Signal(signal.clone()), now, &limits)?;
+                        self.record(&outcome, writes, touched);
+                        return Ok(OpResult::Started {
+                            run_id: current.run_id.clone(),
+                            started: false,
+                        });
+                    }
+                }
+                match decide_start(
+                    current.as_ref(),
+                    &args.request_id,
+                    *reuse_policy,
+                    *conflict_policy,
+                ) {
+                    StartDecision::Existing { run_id, started } => {
+                        Ok(OpResult::Started { run_id, started })
+                    }
+                    StartDecision::AlreadyStarted {
+                        run_id,
+                        start_request_id,
+                        message,
+                    } => Err(ShardError::AlreadyStarted {
+                        run_id,
+                        start_request_id,
+                        message,
+                    }),
+                    StartDecision::New { terminate_current } => {
+                        let started = engine::new_run((**args).clone(), now, &limits)?;
+                        if let (true, Some(current)) = (terminate_current, &current) {
+                            let outcome = engine::handle(
+                                current,
+                                Request::Terminate {
+                                    reason:
+                                        "terminated by a start with a terminate-existing policy"
+                                            .to_string(),
+                                    details: None,
+                                    identity: args.identity.clone(),
+                                },
+                                now,
+                                &limits,
+                            )?;
+                            self.record(&outcome, writes, touched);
+                        }
+                        self.record(&started, writes, touched);
+                        writes.puts.push((
+                            keys::current(&job.namespace_id, &job.workflow_id),
+                            args.run_id.clone().into_bytes(),
+                        ));
+                        self.currents.insert(
+                            (job.namespace_id.clone(), job.workflow_id.clone()),
+                            args.run_id.clone(),
+                        );
+                        Ok(OpResult::Started {
+                            run_id: args.run_id.clone(),
+                            started: true,
+                        })
+                    }
+                }
+            }
+        }
+    }
+}
