@@ -455,7 +455,6 @@ pub(crate) fn time_out(
                     scheduled_event_id,
                     started_event_id,
                     retry_state: retry_state as i32,
-                    ..Default::default()
                 },
             ));
         }

@@ -131,7 +131,7 @@ pub enum Request {
     /// SignalWorkflowExecution.
     Signal(Signal),
     /// RequestCancelWorkflowExecution.
-    RequestCancel {
+    Cancel {
         /// Reason.
         reason: String,
         /// Caller identity.
@@ -179,8 +179,9 @@ pub enum ActivityTarget {
     Id(String),
 }
 
-/// What an activity worker reports.
+/// What an activity worker reports. (A transient value, moved once: its size does not matter.)
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum ActivityReport {
     /// RecordActivityTaskHeartbeat.
     Heartbeat(Option<common::Payloads>),
@@ -282,7 +283,7 @@ pub fn handle(
             identity,
         } => activity::report(&mut txn, target, report, identity)?,
         Request::Signal(signal) => signal_run(&mut txn, signal)?,
-        Request::RequestCancel { reason, identity } => request_cancel(&mut txn, reason, identity)?,
+        Request::Cancel { reason, identity } => request_cancel(&mut txn, reason, identity)?,
         Request::Terminate {
             reason,
             details,

@@ -206,7 +206,7 @@ pub(crate) fn complete(txn: &mut Txn, req: CompleteWorkflowTask) -> Result<Reply
             binary_checksum: req.binary_checksum.clone(),
             worker_version: req.worker_version.clone(),
             sdk_metadata: req.sdk_metadata.clone(),
-            metering_metadata: req.metering_metadata.clone(),
+            metering_metadata: req.metering_metadata,
             ..Default::default()
         },
     ));

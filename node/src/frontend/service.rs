@@ -1140,7 +1140,7 @@ impl WorkflowService for Frontend {
             &namespace,
             &execution.workflow_id,
             &execution.run_id,
-            Engine::RequestCancel {
+            Engine::Cancel {
                 reason: r.reason,
                 identity: r.identity,
             },
