@@ -43,6 +43,8 @@ enum Command {
         /// Number of shard groups (fixed when the data dir is created).
         #[arg(long, default_value_t = 16)]
         shards: u64,
+        #[command(flatten)]
+        tuning: Tuning,
     },
     /// Run one node of a cluster.
     Node {
@@ -68,7 +70,31 @@ enum Command {
         /// Serve the test-only replicated key/value RPC (keel.debug.v1.DebugKv).
         #[arg(long)]
         debug_kv: bool,
+        #[command(flatten)]
+        tuning: Tuning,
     },
+}
+
+/// Limits and timing shared by `dev` and `node`.
+#[derive(clap::Args, Debug)]
+struct Tuning {
+    /// Override a limit by its Temporal dynamic-config name, e.g.
+    /// `limit.historyCount.suggestContinueAsNew=50` (repeatable; see the README for the keys).
+    #[arg(long = "dynamic-config-value", value_name = "KEY=VALUE")]
+    dynamic_config: Vec<String>,
+    /// Longest a PollWorkflowTaskQueue/PollActivityTaskQueue call waits before an empty answer.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    long_poll_seconds: u64,
+}
+
+impl Tuning {
+    fn limits(&self) -> Result<engine::Limits, String> {
+        let mut limits = engine::Limits::default();
+        for assignment in &self.dynamic_config {
+            limits.set(assignment)?;
+        }
+        Ok(limits)
+    }
 }
 
 fn main() -> ExitCode {
@@ -86,6 +112,7 @@ fn main() -> ExitCode {
             port,
             data_dir,
             shards,
+            tuning,
         } => {
             let listen = format!("127.0.0.1:{port}");
             NodeConfig {
@@ -100,8 +127,11 @@ fn main() -> ExitCode {
                 shards,
                 debug_kv: true,
                 default_namespace: true,
-                limits: engine::Limits::default(),
-                long_poll: std::time::Duration::from_secs(60),
+                limits: match tuning.limits() {
+                    Ok(limits) => limits,
+                    Err(error) => return usage_error(&error),
+                },
+                long_poll: std::time::Duration::from_secs(tuning.long_poll_seconds.max(1)),
             }
         }
         Command::Node {
@@ -112,6 +142,7 @@ fn main() -> ExitCode {
             data_dir,
             shards,
             debug_kv,
+            tuning,
         } => NodeConfig {
             node_id,
             cluster_id,
@@ -121,8 +152,11 @@ fn main() -> ExitCode {
             shards,
             debug_kv,
             default_namespace: true,
-            limits: engine::Limits::default(),
-            long_poll: std::time::Duration::from_secs(60),
+            limits: match tuning.limits() {
+                Ok(limits) => limits,
+                Err(error) => return usage_error(&error),
+            },
+            long_poll: std::time::Duration::from_secs(tuning.long_poll_seconds.max(1)),
         },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -142,4 +176,9 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("keel: {message}");
+    ExitCode::from(2)
 }

@@ -39,6 +39,59 @@ pub struct Limits {
     pub max_blob_bytes: usize,
 }
 
+impl Limits {
+    /// Dynamic-config keys [`Limits::set`] understands.
+    pub const KEYS: [&'static str; 6] = [
+        "limit.historyCount.suggestContinueAsNew",
+        "limit.historySize.suggestContinueAsNew",
+        "limit.blobSize.error",
+        "history.maximumSignalsPerExecution",
+        "limit.numPendingActivities.error",
+        "history.defaultWorkflowTaskTimeout (seconds)",
+    ];
+
+    /// Sets one value by its Temporal dynamic-config name (`KEY=VALUE`), as `temporal server
+    /// start-dev --dynamic-config-value` takes them. Unknown keys and bad values are errors.
+    pub fn set(&mut self, assignment: &str) -> Result<(), String> {
+        let (key, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| format!("{assignment:?} is not KEY=VALUE"))?;
+        let number = |value: &str| -> Result<i64, String> {
+            value
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{key} needs a positive whole number, not {value:?}"))
+        };
+        match key.trim() {
+            "limit.historyCount.suggestContinueAsNew" => {
+                self.suggest_continue_as_new_events = number(value)?
+            }
+            "limit.historySize.suggestContinueAsNew" => {
+                self.suggest_continue_as_new_bytes = number(value)?
+            }
+            "limit.blobSize.error" => self.max_blob_bytes = number(value)? as usize,
+            "history.maximumSignalsPerExecution" => {
+                self.max_signals_per_execution = u32::try_from(number(value)?).unwrap_or(u32::MAX)
+            }
+            "limit.numPendingActivities.error" => {
+                self.max_pending_activities = number(value)? as usize
+            }
+            "history.defaultWorkflowTaskTimeout" => {
+                self.default_workflow_task_timeout_ms = number(value)?.saturating_mul(1000)
+            }
+            other => {
+                return Err(format!(
+                    "unknown dynamic config key {other:?}; Keel knows {}",
+                    Self::KEYS.join(", ")
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

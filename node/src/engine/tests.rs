@@ -314,7 +314,7 @@ fn random_command(rng: &mut Rng, state: &MutableState) -> command::Command {
             activity_id: format!("a{id}"),
             activity_type: Some(common::ActivityType { name: "t".into() }),
             start_to_close_timeout: proto::duration(1000 * (1 + id as i64)),
-            heartbeat_timeout: proto::duration(if id % 2 == 0 { 500 } else { 0 }),
+            heartbeat_timeout: proto::duration(if id.is_multiple_of(2) { 500 } else { 0 }),
             retry_policy: Some(common::RetryPolicy {
                 maximum_attempts: (id % 3) as i32,
                 ..Default::default()
@@ -469,40 +469,37 @@ fn random_sequences_keep_the_history_invariants() {
             now += (rng.below(2000) as i64) * 1_000_000;
             let request = random_request(&mut rng, &state, now);
             let context = format!("seed {seed}, step {step}, request {request:?} (reproduce: KEEL_ENGINE_SEED={seed} cargo test --workspace -- random_sequences)");
-            match handle(&state, request, now, &Limits::default()) {
-                Ok(outcome) => {
-                    for event in &outcome.events {
-                        assert_eq!(
-                            event.event_id,
-                            history.len() as i64 + 1,
-                            "non-contiguous event id; {context}"
-                        );
-                        assert_eq!(closes, 0, "an event after the close event; {context}");
-                        history.push(event.event_id);
-                        if matches!(
-                            event.attributes,
-                            Some(Attributes::WorkflowExecutionCompletedEventAttributes(_))
-                                | Some(Attributes::WorkflowExecutionFailedEventAttributes(_))
-                                | Some(Attributes::WorkflowExecutionCanceledEventAttributes(_))
-                                | Some(Attributes::WorkflowExecutionTerminatedEventAttributes(_))
-                                | Some(Attributes::WorkflowExecutionTimedOutEventAttributes(_))
-                        ) {
-                            closes += 1;
-                        }
-                    }
+            if let Ok(outcome) = handle(&state, request, now, &Limits::default()) {
+                for event in &outcome.events {
                     assert_eq!(
-                        outcome.state.next_event_id,
+                        event.event_id,
                         history.len() as i64 + 1,
-                        "next_event_id drifted; {context}"
+                        "non-contiguous event id; {context}"
                     );
-                    assert_eq!(
-                        outcome.state.is_running(),
-                        closes == 0,
-                        "status disagrees with the close event; {context}"
-                    );
-                    state = outcome.state;
+                    assert_eq!(closes, 0, "an event after the close event; {context}");
+                    history.push(event.event_id);
+                    if matches!(
+                        event.attributes,
+                        Some(Attributes::WorkflowExecutionCompletedEventAttributes(_))
+                            | Some(Attributes::WorkflowExecutionFailedEventAttributes(_))
+                            | Some(Attributes::WorkflowExecutionCanceledEventAttributes(_))
+                            | Some(Attributes::WorkflowExecutionTerminatedEventAttributes(_))
+                            | Some(Attributes::WorkflowExecutionTimedOutEventAttributes(_))
+                    ) {
+                        closes += 1;
+                    }
                 }
-                Err(_) => {}
+                assert_eq!(
+                    outcome.state.next_event_id,
+                    history.len() as i64 + 1,
+                    "next_event_id drifted; {context}"
+                );
+                assert_eq!(
+                    outcome.state.is_running(),
+                    closes == 0,
+                    "status disagrees with the close event; {context}"
+                );
+                state = outcome.state;
             }
         }
         total_events += history.len();
@@ -513,4 +510,18 @@ fn random_sequences_keep_the_history_invariants() {
         single || (total_events > 3000 && total_closes > 50),
         "the random sequences barely progressed: {total_events} events, {total_closes} closes"
     );
+}
+
+#[test]
+fn limits_take_temporals_dynamic_config_names() {
+    let mut limits = Limits::default();
+    limits
+        .set("limit.historyCount.suggestContinueAsNew=50")
+        .expect("known key");
+    assert_eq!(limits.suggest_continue_as_new_events, 50);
+    assert!(limits
+        .set("limit.historyCount.suggestContinueAsNew=0")
+        .is_err());
+    assert!(limits.set("no.such.key=1").is_err());
+    assert!(limits.set("missing-equals").is_err());
 }
