@@ -41,6 +41,9 @@ pub enum NamespaceError {
     /// No such namespace.
     #[error("Namespace {0} is not found.")]
     NotFound(String),
+    /// A search attribute request Temporal would refuse.
+    #[error("{0}")]
+    InvalidSearchAttribute(String),
     /// The metadata group cannot take the write now; the outcome may be unknown.
     #[error("the metadata group is unavailable: {0}")]
     Unavailable(String),
@@ -123,21 +126,42 @@ impl Namespaces {
     /// does not exist), through the metadata group.
     pub async fn write(&self, record: NamespaceRecord, create: bool) -> Result<(), NamespaceError> {
         let _serial = self.writes.lock().await;
-        self.group
-            .ensure_linearizable()
-            .await
-            .map_err(|e| NamespaceError::Unavailable(e.to_string()))?;
-        self.reload()?;
+        self.linearize().await?;
         match (self.by_name(&record.name).is_some(), create) {
             (true, true) => return Err(NamespaceError::AlreadyExists(record.name)),
             (false, false) => return Err(NamespaceError::NotFound(record.name)),
             _ => {}
         }
+        self.propose(
+            vec![(keys::namespace(&record.name), encode(&record))],
+            Vec::new(),
+        )
+        .await?;
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(record.name.clone(), record);
+        Ok(())
+    }
+}
+
+/// Custom search attributes of one namespace: name -> `IndexedValueType`.
+pub type SearchAttributeTypes = BTreeMap<String, i32>;
+
+impl Namespaces {
+    /// Proposes `writes` (decided from state read under the write lock) through the metadata
+    /// group, fenced by the current term.
+    async fn propose(
+        &self,
+        puts: Vec<(Vec<u8>, Vec<u8>)>,
+        deletes: Vec<Vec<u8>>,
+    ) -> Result<(), NamespaceError> {
         let term = self.group.metrics().borrow().current_term;
-        let mut writes = WriteSet::fenced(term);
-        writes
-            .puts
-            .push((keys::namespace(&record.name), encode(&record)));
+        let writes = WriteSet {
+            fence_term: Some(term),
+            puts,
+            deletes,
+        };
         let committed = self
             .group
             .propose(writes.encode())
@@ -148,11 +172,92 @@ impl Namespaces {
                 "leadership changed during the write".into(),
             ));
         }
-        self.cache
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(record.name.clone(), record);
         Ok(())
+    }
+
+    async fn linearize(&self) -> Result<(), NamespaceError> {
+        self.group
+            .ensure_linearizable()
+            .await
+            .map_err(|e| NamespaceError::Unavailable(e.to_string()))?;
+        self.reload()
+    }
+
+    /// The custom search attributes of a namespace (applied state).
+    pub fn search_attributes(
+        &self,
+        namespace_id: &str,
+    ) -> Result<SearchAttributeTypes, NamespaceError> {
+        let bytes = self
+            .group
+            .read_local(&keys::search_attributes(namespace_id))
+            .map_err(|e| NamespaceError::Unavailable(e.to_string()))?;
+        Ok(bytes
+            .and_then(|b| match b.split_first() {
+                Some((&VERSION, rest)) => bincode::deserialize(rest).ok(),
+                _ => None,
+            })
+            .unwrap_or_default())
+    }
+
+    /// Adds (`add`) or removes custom search attributes of a namespace.
+    pub async fn change_search_attributes(
+        &self,
+        name: &str,
+        change: SearchAttributeTypes,
+        add: bool,
+    ) -> Result<(), NamespaceError> {
+        let _serial = self.writes.lock().await;
+        self.linearize().await?;
+        let record = self
+            .by_name(name)
+            .ok_or_else(|| NamespaceError::NotFound(name.to_string()))?;
+        let mut current = self.search_attributes(&record.id)?;
+        for (attribute, kind) in change {
+            if add {
+                match current.get(&attribute) {
+                    Some(existing) if *existing != kind => {
+                        return Err(NamespaceError::InvalidSearchAttribute(format!(
+                            "Search attribute {attribute} already exists with another type."
+                        )))
+                    }
+                    _ => {
+                        current.insert(attribute, kind);
+                    }
+                }
+            } else if current.remove(&attribute).is_none() {
+                return Err(NamespaceError::InvalidSearchAttribute(format!(
+                    "Search attribute {attribute} doesn't exist."
+                )));
+            }
+        }
+        let mut value = vec![VERSION];
+        value.extend(bincode::serialize(&current).unwrap_or_default());
+        self.propose(
+            vec![(keys::search_attributes(&record.id), value)],
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// Deletes a namespace the way Temporal does: it is renamed `<name>-deleted-<id prefix>`
+    /// and marked deleted, so the name is free again. Returns the new name.
+    pub async fn delete(&self, name: &str) -> Result<String, NamespaceError> {
+        let _serial = self.writes.lock().await;
+        self.linearize().await?;
+        let mut record = self
+            .by_name(name)
+            .ok_or_else(|| NamespaceError::NotFound(name.to_string()))?;
+        let deleted = format!("{name}-deleted-{}", &record.id[..record.id.len().min(5)]);
+        record.name = deleted.clone();
+        record.state = temporalio_protos::temporal::api::enums::v1::NamespaceState::Deleted as i32;
+        self.propose(
+            vec![(keys::namespace(&deleted), encode(&record))],
+            vec![keys::namespace(name)],
+        )
+        .await?;
+        self.reload()?;
+        Ok(deleted)
     }
 }
 

@@ -187,13 +187,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         DebugKvServer::new(DebugKvService::new(registry.clone()))
             .accept_compressed(CompressionEncoding::Gzip)
     });
-    let workflow = WorkflowServiceServer::new(frontend)
+    let frontend = Arc::new(frontend);
+    let workflow = WorkflowServiceServer::from_arc(frontend.clone())
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_CLIENT_MESSAGE)
         .max_encoding_message_size(MAX_CLIENT_MESSAGE);
-    let operator = OperatorServiceServer::new(UnimplementedOperator)
-        .accept_compressed(CompressionEncoding::Gzip);
+    let operator = OperatorServiceServer::from_arc(frontend)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(transport)
@@ -210,14 +212,6 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
 /// Largest client request or response (Temporal's gRPC limit).
 const MAX_CLIENT_MESSAGE: usize = 128 << 20;
-
-/// OperatorService: every RPC answers Unimplemented for now (listed in README).
-struct UnimplementedOperator;
-
-impl keel_proto::temporal_services::operatorservice::operator_service_server::OperatorService
-    for UnimplementedOperator
-{
-}
 
 /// Creates namespace `name` unless it exists, waiting (bounded) for the metadata group to elect
 /// its leader; only the metadata group's leader creates it.

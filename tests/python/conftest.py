@@ -103,15 +103,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.append(("keel e2e", "\n".join(lines)))
     return report
 
-
-def pytest_collection_modifyitems(config, items):
-    """Tests of features Keel has not built yet carry @pytest.mark.keel_missing("why"); against
-    Keel they are skipped with that reason (and listed as missing in README), against Temporal
-    they run."""
-    if SERVER_KIND != "keel":
-        return
-    for item in items:
-        marker = item.get_closest_marker("keel_missing")
-        if marker is not None:
-            reason = marker.args[0] if marker.args else "not built in Keel yet"
-            item.add_marker(pytest.mark.skip(reason=f"not yet in Keel: {reason}"))

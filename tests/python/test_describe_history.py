@@ -269,7 +269,6 @@ async def test_patched_records_marker(client: Client, task_queue: str) -> None:
     assert b"keel-patch" in marker.details["patch-data"].payloads[0].data
 
 
-@pytest.mark.keel_missing("custom search attributes (OperatorService AddSearchAttributes)")
 async def test_upsert_search_attributes(client: Client, task_queue: str, custom_search_attributes: None) -> None:
     keyword = new_id("kw")
     async with new_worker(client, task_queue, ALL):

@@ -145,7 +145,6 @@ async def test_workflow_in_new_namespace(client: Client, server, task_queue: str
     assert err.value.status == RPCStatusCode.NOT_FOUND
 
 
-@pytest.mark.keel_missing("OperatorService search attributes")
 async def test_operator_search_attributes(client: Client) -> None:
     name = await register(client)
     listed = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=name))
@@ -161,7 +160,6 @@ async def test_operator_search_attributes(client: Client) -> None:
     assert listed.custom_attributes["KeelTestAttr"] == IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
 
 
-@pytest.mark.keel_missing("OperatorService DeleteNamespace")
 async def test_operator_delete_namespace(client: Client) -> None:
     name = await register(client)
     resp = await client.operator_service.delete_namespace(DeleteNamespaceRequest(namespace=name))

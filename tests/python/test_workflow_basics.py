@@ -257,7 +257,6 @@ async def test_request_id_makes_start_idempotent(client: Client, task_queue: str
     await handle.terminate()
 
 
-@pytest.mark.keel_missing("custom search attributes (OperatorService AddSearchAttributes)")
 async def test_memo_and_search_attributes_in_describe(
     client: Client, task_queue: str, custom_search_attributes: None
 ) -> None:

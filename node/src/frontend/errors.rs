@@ -98,6 +98,7 @@ impl From<NamespaceError> for Status {
                 &details::NamespaceAlreadyExistsFailure {},
             ),
             NamespaceError::NotFound(name) => namespace_not_found(&name),
+            NamespaceError::InvalidSearchAttribute(message) => Status::invalid_argument(message),
             NamespaceError::Unavailable(_) => Status::unavailable(error.to_string()),
         }
     }

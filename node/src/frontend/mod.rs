@@ -3,6 +3,7 @@
 //! (poll responses, histories, descriptions).
 
 mod errors;
+mod operator;
 mod queries;
 mod service;
 mod tokens;

@@ -1,7 +1,6 @@
 //! `temporal.api.workflowservice.v1.WorkflowService` on top of the shards. RPCs not listed here
 //! answer Unimplemented (tonic's default) and are listed as missing in README.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use keel_proto::temporal_services::workflowservice::workflow_service_server::WorkflowService;
@@ -1338,7 +1337,8 @@ impl WorkflowService for Frontend {
     ) -> Rpc<ws::ListWorkflowExecutionsResponse> {
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace)?;
-        let filter = ListFilter::parse(&r.query)?;
+        let filter =
+            ListFilter::parse(&r.query, &self.namespaces.search_attributes(&namespace.id)?)?;
         let offset = if r.next_page_token.is_empty() {
             0
         } else {
@@ -1373,7 +1373,8 @@ impl WorkflowService for Frontend {
     ) -> Rpc<ws::CountWorkflowExecutionsResponse> {
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace)?;
-        let filter = ListFilter::parse(&r.query)?;
+        let filter =
+            ListFilter::parse(&r.query, &self.namespaces.search_attributes(&namespace.id)?)?;
         let runs = self.visible_runs(&namespace, &filter).await?;
         Ok(Response::new(ws::CountWorkflowExecutionsResponse {
             count: runs.len() as i64,
@@ -1435,22 +1436,8 @@ impl WorkflowService for Frontend {
         &self,
         _request: Request<ws::GetSearchAttributesRequest>,
     ) -> Rpc<ws::GetSearchAttributesResponse> {
-        let keys: BTreeMap<&str, enums::IndexedValueType> = [
-            ("WorkflowId", enums::IndexedValueType::Keyword),
-            ("RunId", enums::IndexedValueType::Keyword),
-            ("WorkflowType", enums::IndexedValueType::Keyword),
-            ("ExecutionStatus", enums::IndexedValueType::Keyword),
-            ("TaskQueue", enums::IndexedValueType::Keyword),
-            ("StartTime", enums::IndexedValueType::Datetime),
-            ("CloseTime", enums::IndexedValueType::Datetime),
-        ]
-        .into_iter()
-        .collect();
         Ok(Response::new(ws::GetSearchAttributesResponse {
-            keys: keys
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v as i32))
-                .collect(),
+            keys: views::system_search_attributes(),
         }))
     }
 }

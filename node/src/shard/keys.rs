@@ -9,6 +9,8 @@ const STATE: u8 = b'm';
 const EVENT: u8 = b'e';
 /// Namespace record in the metadata group: `n | name`.
 const NAMESPACE: u8 = b'n';
+/// Custom search attributes of a namespace in the metadata group: `s | namespace id`.
+const SEARCH_ATTRIBUTES: u8 = b's';
 
 fn push_part(key: &mut Vec<u8>, part: &str) {
     let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
@@ -73,6 +75,11 @@ pub fn event_range(
 /// Key of a namespace record (metadata group).
 pub fn namespace(name: &str) -> Vec<u8> {
     key(NAMESPACE, &[name])
+}
+
+/// Key of a namespace's custom search attribute registry (metadata group).
+pub fn search_attributes(namespace_id: &str) -> Vec<u8> {
+    key(SEARCH_ATTRIBUTES, &[namespace_id])
 }
 
 /// Range of every namespace record.
