@@ -22,7 +22,7 @@ pub(crate) fn fail_run(txn: &mut Txn, failure: Option<failure::Failure>, complet
     };
     let (retry_state, new_run_id) = match retry {
         Ok(delay_ms) => {
-            let run_id = successor_run_id(&txn.state.run_id, txn.state.attempt);
+            let run_id = successor_run_id(&txn.state.run_id, txn.state.attempt, txn.now);
             start_successor(txn, &run_id, delay_ms, failure.clone());
             (enums::RetryState::InProgress, run_id)
         }
@@ -73,24 +73,22 @@ fn start_successor(txn: &mut Txn, run_id: &str, delay_ms: i64, failure: Option<f
     txn.successor = new_run(args, txn.now, txn.limits).ok();
 }
 
-/// A run id for the retry of `run_id`'s `attempt`: derived, not random, so the decision stays a
-/// pure function; unique because run ids are.
-fn successor_run_id(run_id: &str, attempt: i32) -> String {
-    let hash = |seed: u64| {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
-        for byte in run_id.bytes().chain(attempt.to_be_bytes()) {
-            h ^= u64::from(byte);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        h
-    };
-    let (a, b) = (hash(1), hash(2));
+/// A run id for the retry of `run_id`'s `attempt`, shaped like Temporal's UUID v7 run ids
+/// (time-ordered by `now_ns`): derived, not random, so the decision stays a pure function;
+/// unique because run ids are.
+fn successor_run_id(run_id: &str, attempt: i32, now_ns: i64) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in run_id.bytes().chain(attempt.to_be_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let ms = (now_ns / 1_000_000) as u64 & 0xffff_ffff_ffff;
     format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        0x8000 | ((b >> 48) & 0x3fff),
-        b & 0xffff_ffff_ffff
+        "{:08x}-{:04x}-7{:03x}-{:04x}-{:012x}",
+        ms >> 16,
+        ms & 0xffff,
+        (hash >> 52) & 0xfff,
+        0x8000 | ((hash >> 36) & 0x3fff),
+        hash & 0xffff_ffff_ffff
     )
 }

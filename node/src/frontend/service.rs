@@ -37,6 +37,11 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// A new run id: a time-ordered UUID v7, as Temporal's run ids are.
+fn new_run_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct PageToken {
     run_id: String,
@@ -127,7 +132,7 @@ impl Frontend {
         Ok(StartArgs {
             namespace_id: namespace.id.clone(),
             workflow_id: fields.workflow_id,
-            run_id: new_id(),
+            run_id: new_run_id(),
             request_id: fields.request_id,
             workflow_type: fields.workflow_type,
             task_queue: fields.task_queue,
