@@ -218,8 +218,18 @@ pub(crate) fn complete(txn: &mut Txn, req: CompleteWorkflowTask) -> Result<Reply
         if !txn.state.is_running() {
             break;
         }
+        let first_event = txn.events.len();
+        let user_metadata = command.user_metadata.clone();
         match apply_command(txn, command, completed_id) {
-            Ok(wakes) => needs_task |= wakes,
+            Ok(wakes) => {
+                needs_task |= wakes;
+                // The command's summary/details go on the event it produced, as in Temporal.
+                if let (Some(metadata), Some(event)) =
+                    (user_metadata, txn.events.get_mut(first_event))
+                {
+                    event.user_metadata = Some(metadata);
+                }
+            }
             Err((cause, error)) => {
                 txn.state = before.0;
                 txn.events.truncate(before.1);
