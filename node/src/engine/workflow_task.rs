@@ -191,13 +191,15 @@ pub(crate) fn complete(txn: &mut Txn, req: CompleteWorkflowTask) -> Result<Reply
     if task.started.is_none() {
         return Err(EngineError::NotFound("Workflow task not started.".into()));
     }
+    // A refused completion rolls back to here: a transient attempt then still leaves no events.
+    let before = (txn.state.clone(), txn.events.len());
+    let attempt = task.attempt;
     materialize(txn, &mut task);
     if req.commands.iter().any(is_close) && !txn.state.buffered_events.is_empty() {
         txn.end_workflow_task_attempt(Cause::UnhandledCommand, None, req.identity);
         txn.reschedule_workflow_task(1);
         return Ok(Reply::Done);
     }
-    let before = (txn.state.clone(), txn.events.len());
     let completed_id = txn.append(Attributes::WorkflowTaskCompletedEventAttributes(
         history::WorkflowTaskCompletedEventAttributes {
             scheduled_event_id: task.scheduled_event_id,
@@ -238,7 +240,7 @@ pub(crate) fn complete(txn: &mut Txn, req: CompleteWorkflowTask) -> Result<Reply
                     ..Default::default()
                 };
                 txn.end_workflow_task_attempt(cause, Some(failure), req.identity);
-                txn.reschedule_workflow_task(task.attempt + 1);
+                txn.reschedule_workflow_task(attempt + 1);
                 return Ok(Reply::Refused(error));
             }
         }
@@ -290,15 +292,10 @@ fn apply_command(
                 .map_err(|e| (Cause::BadRequestCancelActivityAttributes, e))
         }
         Cmd::StartTimerCommandAttributes(a) => {
+            // A zero timeout is valid (Temporal accepts it); the timer fires at once.
             let timeout_ms = proto::duration_ms(a.start_to_fire_timeout.as_ref());
             if a.timer_id.is_empty() {
                 return Err(bad(Cause::BadStartTimerAttributes, "TimerId is not set."));
-            }
-            if timeout_ms <= 0 {
-                return Err(bad(
-                    Cause::BadStartTimerAttributes,
-                    "A valid StartToFireTimeout is not set on command.",
-                ));
             }
             if txn.state.timers.contains_key(&a.timer_id) {
                 return Err(bad(
