@@ -280,22 +280,9 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
         }
     }
     if let Some(signal) = args.signal {
-        txn.state.signal_count = 1;
-        if !signal.request_id.is_empty() {
-            txn.state
-                .signal_request_ids
-                .insert(signal.request_id.clone());
-        }
-        txn.append(Attributes::WorkflowExecutionSignaledEventAttributes(
-            history::WorkflowExecutionSignaledEventAttributes {
-                signal_name: signal.name,
-                input: signal.input,
-                identity: signal.identity,
-                header: signal.header,
-                request_id: signal.request_id,
-                ..Default::default()
-            },
-        ));
+        // The same path as a signal to a running run: counted, deduplicated, then the first
+        // workflow task is scheduled after it (unless the start is delayed).
+        super::signal_run(&mut txn, signal)?;
     }
     txn.schedule_workflow_task();
     Ok(txn.finish(Reply::Done))
