@@ -204,18 +204,22 @@ pub(crate) fn fire(txn: &mut Txn, deadline: Deadline) -> Result<Reply, EngineErr
             scheduled_event_id,
             attempt,
         } => {
-            let task = match &txn.state.workflow_task {
+            let mut task = match &txn.state.workflow_task {
                 Some(t) if t.scheduled_event_id == scheduled_event_id && t.attempt == attempt => {
                     t.clone()
                 }
                 _ => return Err(EngineError::NoChange),
             };
+            match task.started.as_ref() {
+                Some(started) if started.time_ns + task.timeout_ms * NS_PER_MS <= now => {}
+                _ => return Err(EngineError::NoChange),
+            }
+            if task.speculative {
+                super::workflow_task::materialize(txn, &mut task);
+            }
             let Some(started) = task.started.as_ref() else {
                 return Err(EngineError::NoChange);
             };
-            if started.time_ns + task.timeout_ms * NS_PER_MS > now {
-                return Err(EngineError::NoChange);
-            }
             txn.state.workflow_task = None;
             if !task.is_transient() {
                 txn.append(Attributes::WorkflowTaskTimedOutEventAttributes(

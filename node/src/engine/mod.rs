@@ -5,16 +5,18 @@
 mod activity;
 mod deadlines;
 pub mod proto;
-mod retry;
 mod start;
 pub mod state;
+mod successor;
 mod txn;
+mod update;
 mod workflow_task;
 
 pub(crate) use activity::retry_policy_proto;
 pub use deadlines::{deadlines, dispatchable, Deadline, TaskKind, TaskRef};
 pub use start::{decide_start, new_run, StartArgs, StartDecision};
 pub use state::{MutableState, RunStatus};
+pub use update::{status as update_status, UpdateStatus};
 pub use workflow_task::{CompleteWorkflowTask, StartedWorkflowTask};
 
 use proto::{common, failure, HistoryEvent};
@@ -37,17 +39,23 @@ pub struct Limits {
     pub max_pending_activities: usize,
     /// Largest payload blob.
     pub max_blob_bytes: usize,
+    /// Updates admitted and not yet completed, per run.
+    pub max_in_flight_updates: usize,
+    /// Updates one run accepts in all.
+    pub max_total_updates: u32,
 }
 
 impl Limits {
     /// Dynamic-config keys [`Limits::set`] understands.
-    pub const KEYS: [&'static str; 6] = [
+    pub const KEYS: [&'static str; 8] = [
         "limit.historyCount.suggestContinueAsNew",
         "limit.historySize.suggestContinueAsNew",
         "limit.blobSize.error",
         "history.maximumSignalsPerExecution",
         "limit.numPendingActivities.error",
         "history.defaultWorkflowTaskTimeout (seconds)",
+        "history.maxInFlightUpdates",
+        "history.maxTotalUpdates",
     ];
 
     /// Sets one value by its Temporal dynamic-config name (`KEY=VALUE`), as `temporal server
@@ -81,6 +89,10 @@ impl Limits {
             "history.defaultWorkflowTaskTimeout" => {
                 self.default_workflow_task_timeout_ms = number(value)?.saturating_mul(1000)
             }
+            "history.maxInFlightUpdates" => self.max_in_flight_updates = number(value)? as usize,
+            "history.maxTotalUpdates" => {
+                self.max_total_updates = u32::try_from(number(value)?).unwrap_or(u32::MAX)
+            }
             other => {
                 return Err(format!(
                     "unknown dynamic config key {other:?}; Keel knows {}",
@@ -102,6 +114,8 @@ impl Default for Limits {
             max_signals_per_execution: 10_000,
             max_pending_activities: 2000,
             max_blob_bytes: 2 << 20,
+            max_in_flight_updates: 10,
+            max_total_updates: 2000,
         }
     }
 }
@@ -201,6 +215,8 @@ pub enum Request {
     },
     /// A deadline from [`deadlines`] passed.
     Deadline(Deadline),
+    /// UpdateWorkflowExecution: admit the update (or report the known one with its id).
+    Update(Box<proto::update::Request>),
 }
 
 /// A signal to deliver.
@@ -270,6 +286,14 @@ pub enum Reply {
         /// Whether the workflow asked to cancel the activity.
         cancel_requested: bool,
     },
+    /// A speculative workflow task was discarded: the worker must roll its history back to
+    /// this event (the started event of the last completed task).
+    WorkflowTaskDiscarded {
+        /// Where the worker's history ends now.
+        reset_history_event_id: i64,
+    },
+    /// Where an update stands.
+    Update(Box<UpdateStatus>),
     /// The workflow task completion was refused; the refusal (a WorkflowTaskFailed event) is
     /// written and the error goes back to the worker.
     Refused(EngineError),
@@ -346,6 +370,7 @@ pub fn handle(
             Reply::Done
         }
         Request::Deadline(deadline) => deadlines::fire(&mut txn, deadline)?,
+        Request::Update(request) => update::admit(&mut txn, *request)?,
     };
     Ok(txn.finish(reply))
 }

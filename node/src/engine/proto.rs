@@ -6,7 +6,9 @@ pub use temporalio_protos::temporal::api::common::v1 as common;
 pub use temporalio_protos::temporal::api::enums::v1 as enums;
 pub use temporalio_protos::temporal::api::failure::v1 as failure;
 pub use temporalio_protos::temporal::api::history::v1 as history;
+pub use temporalio_protos::temporal::api::protocol::v1 as protocol;
 pub use temporalio_protos::temporal::api::taskqueue::v1 as taskqueue;
+pub use temporalio_protos::temporal::api::update::v1 as update;
 
 pub use history::history_event::Attributes;
 pub use history::HistoryEvent;
@@ -89,13 +91,98 @@ pub fn event_type(attributes: &Attributes) -> enums::EventType {
             T::WorkflowExecutionCancelRequested
         }
         Attributes::WorkflowExecutionCanceledEventAttributes(_) => T::WorkflowExecutionCanceled,
+        Attributes::RequestCancelExternalWorkflowExecutionInitiatedEventAttributes(_) => {
+            T::RequestCancelExternalWorkflowExecutionInitiated
+        }
+        Attributes::RequestCancelExternalWorkflowExecutionFailedEventAttributes(_) => {
+            T::RequestCancelExternalWorkflowExecutionFailed
+        }
+        Attributes::ExternalWorkflowExecutionCancelRequestedEventAttributes(_) => {
+            T::ExternalWorkflowExecutionCancelRequested
+        }
         Attributes::MarkerRecordedEventAttributes(_) => T::MarkerRecorded,
         Attributes::WorkflowExecutionSignaledEventAttributes(_) => T::WorkflowExecutionSignaled,
         Attributes::WorkflowExecutionTerminatedEventAttributes(_) => T::WorkflowExecutionTerminated,
+        Attributes::WorkflowExecutionContinuedAsNewEventAttributes(_) => {
+            T::WorkflowExecutionContinuedAsNew
+        }
+        Attributes::StartChildWorkflowExecutionInitiatedEventAttributes(_) => {
+            T::StartChildWorkflowExecutionInitiated
+        }
+        Attributes::StartChildWorkflowExecutionFailedEventAttributes(_) => {
+            T::StartChildWorkflowExecutionFailed
+        }
+        Attributes::ChildWorkflowExecutionStartedEventAttributes(_) => {
+            T::ChildWorkflowExecutionStarted
+        }
+        Attributes::ChildWorkflowExecutionCompletedEventAttributes(_) => {
+            T::ChildWorkflowExecutionCompleted
+        }
+        Attributes::ChildWorkflowExecutionFailedEventAttributes(_) => {
+            T::ChildWorkflowExecutionFailed
+        }
+        Attributes::ChildWorkflowExecutionCanceledEventAttributes(_) => {
+            T::ChildWorkflowExecutionCanceled
+        }
+        Attributes::ChildWorkflowExecutionTimedOutEventAttributes(_) => {
+            T::ChildWorkflowExecutionTimedOut
+        }
+        Attributes::ChildWorkflowExecutionTerminatedEventAttributes(_) => {
+            T::ChildWorkflowExecutionTerminated
+        }
+        Attributes::SignalExternalWorkflowExecutionInitiatedEventAttributes(_) => {
+            T::SignalExternalWorkflowExecutionInitiated
+        }
+        Attributes::SignalExternalWorkflowExecutionFailedEventAttributes(_) => {
+            T::SignalExternalWorkflowExecutionFailed
+        }
+        Attributes::ExternalWorkflowExecutionSignaledEventAttributes(_) => {
+            T::ExternalWorkflowExecutionSignaled
+        }
         Attributes::UpsertWorkflowSearchAttributesEventAttributes(_) => {
             T::UpsertWorkflowSearchAttributes
         }
+        Attributes::WorkflowExecutionUpdateAdmittedEventAttributes(_) => {
+            T::WorkflowExecutionUpdateAdmitted
+        }
+        Attributes::WorkflowExecutionUpdateAcceptedEventAttributes(_) => {
+            T::WorkflowExecutionUpdateAccepted
+        }
+        Attributes::WorkflowExecutionUpdateRejectedEventAttributes(_) => {
+            T::WorkflowExecutionUpdateRejected
+        }
+        Attributes::WorkflowExecutionUpdateCompletedEventAttributes(_) => {
+            T::WorkflowExecutionUpdateCompleted
+        }
+        Attributes::WorkflowPropertiesModifiedExternallyEventAttributes(_) => {
+            T::WorkflowPropertiesModifiedExternally
+        }
+        Attributes::ActivityPropertiesModifiedExternallyEventAttributes(_) => {
+            T::ActivityPropertiesModifiedExternally
+        }
         Attributes::WorkflowPropertiesModifiedEventAttributes(_) => T::WorkflowPropertiesModified,
-        _ => T::Unspecified,
+        Attributes::NexusOperationScheduledEventAttributes(_) => T::NexusOperationScheduled,
+        Attributes::NexusOperationStartedEventAttributes(_) => T::NexusOperationStarted,
+        Attributes::NexusOperationCompletedEventAttributes(_) => T::NexusOperationCompleted,
+        Attributes::NexusOperationFailedEventAttributes(_) => T::NexusOperationFailed,
+        Attributes::NexusOperationCanceledEventAttributes(_) => T::NexusOperationCanceled,
+        Attributes::NexusOperationTimedOutEventAttributes(_) => T::NexusOperationTimedOut,
+        Attributes::NexusOperationCancelRequestedEventAttributes(_) => {
+            T::NexusOperationCancelRequested
+        }
+        Attributes::WorkflowExecutionOptionsUpdatedEventAttributes(_) => {
+            T::WorkflowExecutionOptionsUpdated
+        }
+        Attributes::NexusOperationCancelRequestCompletedEventAttributes(_) => {
+            T::NexusOperationCancelRequestCompleted
+        }
+        Attributes::NexusOperationCancelRequestFailedEventAttributes(_) => {
+            T::NexusOperationCancelRequestFailed
+        }
+        Attributes::WorkflowExecutionPausedEventAttributes(_) => T::WorkflowExecutionPaused,
+        Attributes::WorkflowExecutionUnpausedEventAttributes(_) => T::WorkflowExecutionUnpaused,
+        Attributes::WorkflowExecutionTimeSkippingTransitionedEventAttributes(_) => {
+            T::WorkflowExecutionTimeSkippingTransitioned
+        }
     }
 }

@@ -63,10 +63,14 @@ pub struct Continuation {
     pub attempt: i32,
     /// Why the previous run failed.
     pub failure: Option<proto::failure::Failure>,
+    /// The previous run's result handed on (continue-as-new, cron).
+    pub last_completion_result: Option<common::Payloads>,
     /// When the whole execution times out (kept across runs).
     pub execution_expiration_ns: Option<i64>,
     /// `ContinueAsNewInitiator`.
     pub initiator: i32,
+    /// Finished updates of earlier runs (update ids stay deduplicated across continue-as-new).
+    pub finished_updates: BTreeMap<String, super::state::FinishedUpdate>,
 }
 
 /// What a start request does given the workflow id's current run.
@@ -244,6 +248,9 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
         signal_count: 0,
         cancel_requested: false,
         close_event_id: 0,
+        updates: Vec::new(),
+        finished_updates: continuation.finished_updates.clone(),
+        update_count: 0,
     };
     let mut txn = Txn::new(state, now_ns, limits);
     let first = txn.append(Attributes::WorkflowExecutionStartedEventAttributes(
@@ -261,6 +268,7 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
             first_execution_run_id,
             continued_execution_run_id: continuation.previous_run_id,
             continued_failure: continuation.failure,
+            last_completion_result: continuation.last_completion_result,
             initiator: continuation.initiator,
             retry_policy: retry.as_ref().map(activity::retry_policy_proto),
             attempt,

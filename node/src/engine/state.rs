@@ -66,13 +66,37 @@ pub struct WorkflowTaskInfo {
     pub timeout_ms: i64,
     /// Set once a poller took it.
     pub started: Option<WorkflowTaskStarted>,
+    /// Scheduled only to carry updates: its events are written only if the worker accepts an
+    /// update or sends commands, and it is dropped without a trace otherwise.
+    pub speculative: bool,
 }
 
 impl WorkflowTaskInfo {
-    /// True when the scheduled/started events are not in history yet.
+    /// True when the scheduled/started events are not in history yet (a retry attempt or a
+    /// speculative task).
     pub fn is_transient(&self) -> bool {
-        self.attempt > 1
+        self.attempt > 1 || self.speculative
     }
+}
+
+/// An update admitted and not yet completed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UpdateInfo {
+    /// Update id.
+    pub update_id: String,
+    /// Encoded `update::v1::Request`.
+    pub request: Vec<u8>,
+    /// Id of its WorkflowExecutionUpdateAccepted event, once accepted.
+    pub accepted_event_id: Option<i64>,
+}
+
+/// The outcome of a finished update (completed, or rejected: then no event).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinishedUpdate {
+    /// Encoded `update::v1::Outcome`.
+    pub outcome: Vec<u8>,
+    /// Order of finishing (the oldest are forgotten first).
+    pub seq: u64,
 }
 
 /// The started part of an activity attempt.
@@ -215,6 +239,13 @@ pub struct MutableState {
     pub cancel_requested: bool,
     /// Id of the close event, once closed.
     pub close_event_id: i64,
+    /// Updates admitted or accepted and not yet completed, in admission order.
+    pub updates: Vec<UpdateInfo>,
+    /// Outcomes of finished updates by update id (deduplication, polls); carried to a run
+    /// that continues this one.
+    pub finished_updates: BTreeMap<String, FinishedUpdate>,
+    /// Updates this run admitted.
+    pub update_count: u32,
 }
 
 impl MutableState {

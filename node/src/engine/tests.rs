@@ -525,3 +525,290 @@ fn limits_take_temporals_dynamic_config_names() {
     assert!(limits.set("no.such.key=1").is_err());
     assert!(limits.set("missing-equals").is_err());
 }
+
+fn update_request(update_id: &str) -> Request {
+    Request::Update(Box::new(proto::update::Request {
+        meta: Some(proto::update::Meta {
+            update_id: update_id.into(),
+            identity: "client".into(),
+        }),
+        input: Some(proto::update::Input {
+            name: "add".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+fn worker_message(
+    update_id: &str,
+    body: impl prost::Message,
+    type_name: &str,
+) -> proto::protocol::Message {
+    proto::protocol::Message {
+        id: format!("{update_id}/{type_name}"),
+        protocol_instance_id: update_id.into(),
+        sequencing_id: None,
+        body: Some(prost_wkt_types::Any {
+            type_url: format!("type.googleapis.com/temporal.api.update.v1.{type_name}"),
+            value: body.encode_to_vec(),
+        }),
+    }
+}
+
+fn protocol_command(message_id: &str) -> command::Command {
+    command::Command {
+        command_type: enums::CommandType::ProtocolMessage as i32,
+        attributes: Some(
+            command::command::Attributes::ProtocolMessageCommandAttributes(
+                command::ProtocolMessageCommandAttributes {
+                    message_id: message_id.into(),
+                },
+            ),
+        ),
+        ..Default::default()
+    }
+}
+
+fn complete_with_messages(
+    state: &MutableState,
+    started: &StartedWorkflowTask,
+    commands: Vec<command::Command>,
+    messages: Vec<proto::protocol::Message>,
+    at: i64,
+) -> Outcome {
+    step(
+        state,
+        Request::CompleteWorkflowTask(Box::new(CompleteWorkflowTask {
+            scheduled_event_id: started.scheduled_event_id,
+            attempt: started.attempt,
+            commands,
+            messages,
+            identity: "worker".into(),
+            ..Default::default()
+        })),
+        at,
+    )
+}
+
+/// A started run with its first workflow task completed and nothing pending.
+fn idle_run() -> MutableState {
+    let state = start();
+    let (state, started) = take_workflow_task(&state, 2 * SEC);
+    complete(&state, &started, vec![], 3 * SEC).state
+}
+
+#[test]
+fn a_rejected_update_rides_a_speculative_task_and_writes_nothing() {
+    let state = idle_run();
+    let admitted = step(&state, update_request("u1"), 4 * SEC);
+    assert!(admitted.events.is_empty(), "admission writes no event");
+    assert!(matches!(
+        admitted.reply,
+        Reply::Update(ref status) if status.stage == enums::UpdateWorkflowExecutionLifecycleStage::Admitted
+    ));
+    let (state, started) = take_workflow_task(&admitted.state, 5 * SEC);
+    assert_eq!(
+        types(&started.transient_events),
+        ["WorkflowTaskScheduled", "WorkflowTaskStarted"]
+    );
+    assert_eq!(started.messages.len(), 1);
+    assert_eq!(
+        started.messages[0].sequencing_id,
+        Some(proto::protocol::message::SequencingId::EventId(
+            started.started_event_id - 1
+        ))
+    );
+    let rejection = proto::update::Rejection {
+        failure: Some(proto::failure::Failure {
+            message: "no".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let outcome = complete_with_messages(
+        &state,
+        &started,
+        vec![],
+        vec![worker_message("u1", rejection, "Rejection")],
+        6 * SEC,
+    );
+    assert!(outcome.events.is_empty(), "a rejection writes nothing");
+    assert_eq!(
+        outcome.reply,
+        Reply::WorkflowTaskDiscarded {
+            reset_history_event_id: state.last_completed_started_event_id
+        }
+    );
+    assert_eq!(outcome.state.next_event_id, state.next_event_id);
+    assert!(outcome.state.workflow_task.is_none());
+    let status = update_status(&outcome.state, "u1").expect("the rejection is remembered");
+    assert!(matches!(
+        status.outcome.and_then(|o| o.value),
+        Some(proto::update::outcome::Value::Failure(f)) if f.message == "no"
+    ));
+}
+
+#[test]
+fn an_accepted_update_writes_accepted_and_completed_events_and_is_deduplicated() {
+    let state = idle_run();
+    let state = step(&state, update_request("u1"), 4 * SEC).state;
+    let (state, started) = take_workflow_task(&state, 5 * SEC);
+    let acceptance = proto::update::Acceptance {
+        accepted_request_message_id: "u1/request".into(),
+        accepted_request_sequencing_event_id: started.started_event_id - 1,
+        accepted_request: None,
+    };
+    let response = proto::update::Response {
+        meta: None,
+        outcome: Some(proto::update::Outcome {
+            value: Some(proto::update::outcome::Value::Success(Default::default())),
+        }),
+    };
+    let outcome = complete_with_messages(
+        &state,
+        &started,
+        vec![
+            protocol_command("u1/Acceptance"),
+            protocol_command("u1/Response"),
+        ],
+        vec![
+            worker_message("u1", acceptance, "Acceptance"),
+            worker_message("u1", response, "Response"),
+        ],
+        6 * SEC,
+    );
+    assert_eq!(
+        types(&outcome.events),
+        [
+            "WorkflowTaskScheduled",
+            "WorkflowTaskStarted",
+            "WorkflowTaskCompleted",
+            "WorkflowExecutionUpdateAccepted",
+            "WorkflowExecutionUpdateCompleted"
+        ]
+    );
+    let accepted_id = outcome.events[3].event_id;
+    match &outcome.events[4].attributes {
+        Some(Attributes::WorkflowExecutionUpdateCompletedEventAttributes(a)) => {
+            assert_eq!(a.accepted_event_id, accepted_id)
+        }
+        other => panic!("expected the completed update, got {other:?}"),
+    }
+    assert!(outcome.state.updates.is_empty());
+    assert!(outcome.state.workflow_task.is_none(), "nothing left to do");
+    let again = step(&outcome.state, update_request("u1"), 7 * SEC);
+    assert!(again.events.is_empty());
+    assert_eq!(
+        again.state, outcome.state,
+        "a known update id changes nothing"
+    );
+    assert!(matches!(
+        again.reply,
+        Reply::Update(ref status) if status.stage == enums::UpdateWorkflowExecutionLifecycleStage::Completed
+    ));
+}
+
+#[test]
+fn in_flight_updates_are_bounded_and_closed_runs_refuse_updates() {
+    let mut state = idle_run();
+    let limit = Limits::default().max_in_flight_updates;
+    for i in 0..limit {
+        state = step(&state, update_request(&format!("u{i}")), 4 * SEC).state;
+    }
+    assert!(matches!(
+        handle(
+            &state,
+            update_request("one-more"),
+            4 * SEC,
+            &Limits::default()
+        ),
+        Err(EngineError::ResourceExhausted(_))
+    ));
+    let closed = step(
+        &state,
+        Request::Terminate {
+            reason: "r".into(),
+            details: None,
+            identity: "i".into(),
+        },
+        5 * SEC,
+    )
+    .state;
+    assert!(matches!(
+        handle(&closed, update_request("late"), 6 * SEC, &Limits::default()),
+        Err(EngineError::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_run_cannot_close_over_an_update_the_worker_has_not_seen() {
+    let state = start();
+    let (state, started) = take_workflow_task(&state, 2 * SEC);
+    let state = step(&state, update_request("u1"), 3 * SEC).state;
+    let outcome = complete(&state, &started, vec![complete_workflow()], 4 * SEC);
+    assert!(outcome.state.is_running());
+    assert_eq!(
+        types(&outcome.events),
+        ["WorkflowTaskFailed", "WorkflowTaskScheduled"]
+    );
+    let (_, next) = take_workflow_task(&outcome.state, 5 * SEC);
+    assert_eq!(next.messages.len(), 1, "the next task carries the update");
+}
+
+#[test]
+fn continue_as_new_closes_the_run_into_a_successor_that_inherits_what_is_unset() {
+    let args = StartArgs {
+        namespace_id: "ns".into(),
+        workflow_id: "wf".into(),
+        run_id: "run-1".into(),
+        request_id: "req-1".into(),
+        workflow_type: "Hello".into(),
+        task_queue: "q".into(),
+        memo: Some(common::Memo {
+            fields: [("k".to_string(), common::Payload::default())].into(),
+        }),
+        execution_timeout: proto::duration(3_600_000),
+        ..Default::default()
+    };
+    let state = new_run(args, SEC, &Limits::default()).expect("start").state;
+    let (state, started) = take_workflow_task(&state, 2 * SEC);
+    let can = command::Command {
+        command_type: enums::CommandType::ContinueAsNewWorkflowExecution as i32,
+        attributes: Some(
+            command::command::Attributes::ContinueAsNewWorkflowExecutionCommandAttributes(
+                command::ContinueAsNewWorkflowExecutionCommandAttributes {
+                    input: Some(common::Payloads::default()),
+                    ..Default::default()
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    let outcome = complete(&state, &started, vec![can], 3 * SEC);
+    assert_eq!(outcome.state.status, RunStatus::ContinuedAsNew);
+    assert_eq!(
+        types(&outcome.events),
+        ["WorkflowTaskCompleted", "WorkflowExecutionContinuedAsNew"]
+    );
+    let next = outcome.successor.expect("a successor run").state;
+    match &outcome.events[1].attributes {
+        Some(Attributes::WorkflowExecutionContinuedAsNewEventAttributes(a)) => {
+            assert_eq!(a.new_execution_run_id, next.run_id);
+            assert_eq!(a.task_queue.as_ref().map(|q| q.name.as_str()), Some("q"));
+        }
+        other => panic!("expected continued-as-new, got {other:?}"),
+    }
+    assert_ne!(next.run_id, "run-1");
+    assert_eq!(next.first_execution_run_id, "run-1");
+    assert_eq!(next.workflow_type, "Hello");
+    assert_eq!(next.memo, state.memo, "memo carried");
+    assert_eq!(
+        next.execution_expiration_ns, state.execution_expiration_ns,
+        "the execution timeout spans the chain"
+    );
+    assert!(
+        next.workflow_task.is_some(),
+        "the new run has its first task"
+    );
+}

@@ -77,8 +77,26 @@ impl<'a> Txn<'a> {
             0
         } else {
             let id = self.append(attributes);
+            self.make_speculative_task_normal();
             self.schedule_workflow_task();
             id
+        }
+    }
+
+    /// A speculative task not yet started becomes a normal one once other events arrive (its
+    /// scheduled event is written after them): the worker must see them in history.
+    fn make_speculative_task_normal(&mut self) {
+        let Some(task) = self.state.workflow_task.as_mut() else {
+            return;
+        };
+        if !task.speculative || task.started.is_some() {
+            return;
+        }
+        task.speculative = false;
+        let task = task.clone();
+        let scheduled = self.scheduled_event(&task);
+        if let Some(attributes) = scheduled.attributes {
+            self.append(attributes);
         }
     }
 
@@ -122,6 +140,15 @@ impl<'a> Txn<'a> {
     /// Schedules a workflow task unless one is pending, the run is closed or its start is
     /// delayed. Attempts after the first are transient (no event until they complete).
     pub(crate) fn schedule_workflow_task(&mut self) {
+        self.schedule_task(false);
+    }
+
+    /// Schedules a speculative workflow task (to carry updates) unless a task is pending.
+    pub(crate) fn schedule_speculative_workflow_task(&mut self) {
+        self.schedule_task(true);
+    }
+
+    fn schedule_task(&mut self, speculative: bool) {
         if self.state.workflow_task.is_some()
             || !self.state.is_running()
             || self.state.first_task_backoff_until_ns.is_some()
@@ -130,7 +157,7 @@ impl<'a> Txn<'a> {
         }
         let attempt = self.state.next_workflow_task_attempt.max(1);
         let timeout_ms = self.state.workflow_task_timeout_ms;
-        let scheduled_event_id = if attempt == 1 {
+        let scheduled_event_id = if attempt == 1 && !speculative {
             self.append(Attributes::WorkflowTaskScheduledEventAttributes(
                 history::WorkflowTaskScheduledEventAttributes {
                     task_queue: Some(proto::task_queue(&self.state.task_queue)),
@@ -147,6 +174,7 @@ impl<'a> Txn<'a> {
             attempt,
             timeout_ms,
             started: None,
+            speculative,
         });
     }
 

@@ -1,9 +1,9 @@
 //! Workflow tasks: start, completion with the worker's commands, failure.
 
-use super::proto::{self, command, common, enums, history, Attributes, HistoryEvent};
+use super::proto::{self, command, common, enums, history, protocol, Attributes, HistoryEvent};
 use super::state::{ActivityInfo, RunStatus, TimerInfo, WorkflowTaskInfo, WorkflowTaskStarted};
 use super::txn::Txn;
-use super::{activity, EngineError, Reply};
+use super::{activity, update, EngineError, Reply};
 
 use command::command::Attributes as Cmd;
 use enums::WorkflowTaskFailedCause as Cause;
@@ -25,6 +25,8 @@ pub struct StartedWorkflowTask {
     pub started_time_ns: i64,
     /// Events of a transient task, appended to the stored history in the poll response.
     pub transient_events: Vec<HistoryEvent>,
+    /// Update requests the task carries.
+    pub messages: Vec<protocol::Message>,
 }
 
 /// RespondWorkflowTaskCompleted, with the task token already decoded.
@@ -36,6 +38,8 @@ pub struct CompleteWorkflowTask {
     pub attempt: i32,
     /// The worker's commands, in order.
     pub commands: Vec<command::Command>,
+    /// The worker's protocol messages (update acceptances, rejections, responses).
+    pub messages: Vec<protocol::Message>,
     /// Worker identity.
     pub identity: String,
     /// Binary checksum.
@@ -125,19 +129,22 @@ fn started_reply(txn: &Txn, task: &WorkflowTaskInfo) -> Reply {
     } else {
         Vec::new()
     };
+    let started_event_id = started.map_or(0, |s| s.event_id);
     Reply::WorkflowTaskStarted(Box::new(StartedWorkflowTask {
         scheduled_event_id: task.scheduled_event_id,
-        started_event_id: started.map_or(0, |s| s.event_id),
+        started_event_id,
         attempt: task.attempt,
         previous_started_event_id: txn.state.last_completed_started_event_id,
         scheduled_time_ns: task.scheduled_time_ns,
         started_time_ns: started.map_or(0, |s| s.time_ns),
         transient_events,
+        messages: update::request_messages(txn, started_event_id),
     }))
 }
 
-/// Writes the scheduled and started events of a transient task, making it an ordinary one.
-fn materialize(txn: &mut Txn, task: &mut WorkflowTaskInfo) {
+/// Writes the scheduled and started events of a transient or speculative task, making it an
+/// ordinary one.
+pub(crate) fn materialize(txn: &mut Txn, task: &mut WorkflowTaskInfo) {
     if !task.is_transient() {
         return;
     }
@@ -149,6 +156,7 @@ fn materialize(txn: &mut Txn, task: &mut WorkflowTaskInfo) {
         }
     }
     task.attempt = 1;
+    task.speculative = false;
     txn.state.workflow_task = Some(task.clone());
 }
 
@@ -164,9 +172,12 @@ pub(crate) fn fail(
     failure: Option<proto::failure::Failure>,
     identity: String,
 ) -> Result<Reply, EngineError> {
-    let task = find_task(txn, scheduled_event_id, attempt)?;
+    let mut task = find_task(txn, scheduled_event_id, attempt)?;
     if task.started.is_none() {
         return Err(EngineError::NotFound("Workflow task not started.".into()));
+    }
+    if task.speculative {
+        materialize(txn, &mut task);
     }
     let cause = Cause::try_from(cause).unwrap_or(Cause::Unspecified);
     txn.end_workflow_task_attempt(cause, failure, identity);
@@ -194,8 +205,37 @@ pub(crate) fn complete(txn: &mut Txn, req: CompleteWorkflowTask) -> Result<Reply
     // A refused completion rolls back to here: a transient attempt then still leaves no events.
     let before = (txn.state.clone(), txn.events.len());
     let attempt = task.attempt;
+    let mut messages = update::Messages::new(req.messages);
+    if task.speculative
+        && req.commands.is_empty()
+        && messages.only_rejections()
+        && txn.state.buffered_events.is_empty()
+        && !req.force_create_new_workflow_task
+    {
+        // Nothing to write: the task vanishes (rejections are remembered, not written).
+        txn.state.workflow_task = None;
+        if let Err(error) = messages.apply_rest(txn) {
+            return Ok(refuse(
+                txn,
+                before,
+                attempt,
+                req.identity,
+                Cause::BadUpdateWorkflowExecutionMessage,
+                error,
+            ));
+        }
+        if update::has_unaccepted(txn) {
+            txn.schedule_speculative_workflow_task();
+        }
+        return Ok(Reply::WorkflowTaskDiscarded {
+            reset_history_event_id: txn.state.last_completed_started_event_id,
+        });
+    }
     materialize(txn, &mut task);
-    if req.commands.iter().any(is_close) && !txn.state.buffered_events.is_empty() {
+    let closes = req.commands.iter().any(is_close);
+    if closes
+        && (!txn.state.buffered_events.is_empty() || update::has_unaccepted_after(txn, &messages))
+    {
         txn.end_workflow_task_attempt(Cause::UnhandledCommand, None, req.identity);
         txn.reschedule_workflow_task(1);
         return Ok(Reply::Done);
@@ -222,7 +262,14 @@ pub(crate) fn complete(txn: &mut Txn, req: CompleteWorkflowTask) -> Result<Reply
         }
         let first_event = txn.events.len();
         let user_metadata = command.user_metadata.clone();
-        match apply_command(txn, command, completed_id) {
+        let applied = match &command.attributes {
+            Some(Cmd::ProtocolMessageCommandAttributes(a)) => messages
+                .apply_named(txn, &a.message_id)
+                .map(|()| false)
+                .map_err(|e| (Cause::BadUpdateWorkflowExecutionMessage, e)),
+            _ => apply_command(txn, command, completed_id),
+        };
+        match applied {
             Ok(wakes) => {
                 needs_task |= wakes;
                 // The command's summary/details go on the event it produced, as in Temporal.
@@ -233,22 +280,24 @@ pub(crate) fn complete(txn: &mut Txn, req: CompleteWorkflowTask) -> Result<Reply
                 }
             }
             Err((cause, error)) => {
-                txn.state = before.0;
-                txn.events.truncate(before.1);
-                let failure = proto::failure::Failure {
-                    message: error.to_string(),
-                    ..Default::default()
-                };
-                txn.end_workflow_task_attempt(cause, Some(failure), req.identity);
-                txn.reschedule_workflow_task(attempt + 1);
-                return Ok(Reply::Refused(error));
+                return Ok(refuse(txn, before, attempt, req.identity, cause, error));
             }
         }
+    }
+    if let Err(error) = messages.apply_rest(txn) {
+        return Ok(refuse(
+            txn,
+            before,
+            attempt,
+            req.identity,
+            Cause::BadUpdateWorkflowExecutionMessage,
+            error,
+        ));
     }
     if !txn.state.is_running() {
         return Ok(Reply::Done);
     }
-    needs_task |= !txn.state.buffered_events.is_empty();
+    needs_task |= !txn.state.buffered_events.is_empty() || update::has_unaccepted(txn);
     txn.flush_buffered();
     if needs_task {
         txn.schedule_workflow_task();
@@ -265,6 +314,32 @@ pub(crate) fn complete(txn: &mut Txn, req: CompleteWorkflowTask) -> Result<Reply
         }
     }
     Ok(Reply::Done)
+}
+
+/// Refuses a completion: everything it did is rolled back to `before`, the attempt fails
+/// with `cause` and the task is retried.
+fn refuse(
+    txn: &mut Txn,
+    before: (super::MutableState, usize),
+    attempt: i32,
+    identity: String,
+    cause: Cause,
+    error: EngineError,
+) -> Reply {
+    txn.state = before.0;
+    txn.events.truncate(before.1);
+    if let Some(mut task) = txn.state.workflow_task.clone() {
+        if task.speculative {
+            materialize(txn, &mut task);
+        }
+    }
+    let failure = proto::failure::Failure {
+        message: error.to_string(),
+        ..Default::default()
+    };
+    txn.end_workflow_task_attempt(cause, Some(failure), identity);
+    txn.reschedule_workflow_task(attempt + 1);
+    Reply::Refused(error)
 }
 
 type CommandError = (Cause, EngineError);
@@ -350,7 +425,12 @@ fn apply_command(
             Ok(false)
         }
         Cmd::FailWorkflowExecutionCommandAttributes(a) => {
-            super::retry::fail_run(txn, a.failure, completed_id);
+            super::successor::fail_run(txn, a.failure, completed_id);
+            Ok(false)
+        }
+        Cmd::ContinueAsNewWorkflowExecutionCommandAttributes(a) => {
+            super::successor::continue_as_new(txn, a, completed_id)
+                .map_err(|e| (Cause::BadContinueAsNewAttributes, e))?;
             Ok(false)
         }
         Cmd::CancelWorkflowExecutionCommandAttributes(a) => {
@@ -422,7 +502,6 @@ fn apply_command(
 
 fn command_name(command: &Cmd) -> &'static str {
     match command {
-        Cmd::ContinueAsNewWorkflowExecutionCommandAttributes(_) => "ContinueAsNewWorkflowExecution",
         Cmd::StartChildWorkflowExecutionCommandAttributes(_) => "StartChildWorkflowExecution",
         Cmd::SignalExternalWorkflowExecutionCommandAttributes(_) => {
             "SignalExternalWorkflowExecution"
@@ -430,7 +509,6 @@ fn command_name(command: &Cmd) -> &'static str {
         Cmd::RequestCancelExternalWorkflowExecutionCommandAttributes(_) => {
             "RequestCancelExternalWorkflowExecution"
         }
-        Cmd::ProtocolMessageCommandAttributes(_) => "ProtocolMessage (workflow updates)",
         _ => "given",
     }
 }

@@ -103,3 +103,40 @@ impl From<NamespaceError> for Status {
         }
     }
 }
+
+/// ExecuteMultiOperation's error: operation `failed` of `count` failed with `error` (its
+/// details kept); the others are reported aborted, in a MultiOperationExecutionFailure.
+pub fn multi_operation_failure(failed: usize, count: usize, error: Status) -> Status {
+    use details::multi_operation_execution_failure::OperationStatus;
+    let own_details = RpcStatus::decode(error.details())
+        .map(|s| s.details)
+        .unwrap_or_default();
+    let aborted = OperationStatus {
+        code: Code::Aborted as i32,
+        message: "Operation was aborted.".to_string(),
+        details: vec![prost_wkt_types::Any {
+            type_url: "type.googleapis.com/temporal.api.failure.v1.MultiOperationExecutionAborted"
+                .to_string(),
+            value: Vec::new(),
+        }],
+    };
+    let statuses = (0..count)
+        .map(|index| {
+            if index == failed {
+                OperationStatus {
+                    code: error.code() as i32,
+                    message: error.message().to_string(),
+                    details: own_details.clone(),
+                }
+            } else {
+                aborted.clone()
+            }
+        })
+        .collect();
+    with_detail(
+        error.code(),
+        "Update-with-Start could not be executed.".to_string(),
+        "temporal.api.errordetails.v1.MultiOperationExecutionFailure",
+        &details::MultiOperationExecutionFailure { statuses },
+    )
+}

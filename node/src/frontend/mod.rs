@@ -7,6 +7,7 @@ mod operator;
 mod queries;
 mod service;
 mod tokens;
+mod updates;
 mod views;
 
 use std::sync::Arc;

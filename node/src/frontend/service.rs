@@ -64,7 +64,7 @@ impl PageToken {
 }
 
 impl Frontend {
-    async fn run_op(
+    pub(super) async fn run_op(
         &self,
         namespace: &NamespaceRecord,
         workflow_id: &str,
@@ -76,7 +76,7 @@ impl Frontend {
             .await?)
     }
 
-    async fn run_request(
+    pub(super) async fn run_request(
         &self,
         namespace: &NamespaceRecord,
         workflow_id: &str,
@@ -153,6 +153,43 @@ impl Frontend {
         })
     }
 
+    /// The shard op of a StartWorkflowExecution request (with an update: update-with-start).
+    pub(super) fn start_op(
+        &self,
+        namespace: &NamespaceRecord,
+        r: ws::StartWorkflowExecutionRequest,
+        update: Option<Box<temporalio_protos::temporal::api::update::v1::Request>>,
+    ) -> Result<Op, Status> {
+        let args = self.start_args(
+            namespace,
+            StartFields {
+                workflow_id: r.workflow_id,
+                request_id: r.request_id,
+                workflow_type: r.workflow_type.map(|t| t.name).unwrap_or_default(),
+                task_queue: r.task_queue.map(|q| q.name).unwrap_or_default(),
+                input: r.input,
+                execution_timeout: r.workflow_execution_timeout,
+                run_timeout: r.workflow_run_timeout,
+                task_timeout: r.workflow_task_timeout,
+                identity: r.identity,
+                retry_policy: r.retry_policy,
+                memo: r.memo,
+                search_attributes: r.search_attributes,
+                header: r.header,
+                start_delay: r.workflow_start_delay,
+                priority: r.priority,
+                user_metadata: r.user_metadata,
+            },
+        )?;
+        Ok(Op::Start {
+            args: Box::new(args),
+            reuse_policy: r.workflow_id_reuse_policy,
+            conflict_policy: r.workflow_id_conflict_policy,
+            signal_if_running: None,
+            update,
+        })
+    }
+
     /// Full history of a started workflow task (plus its transient events) as a poll response.
     fn workflow_task_response(
         &self,
@@ -186,6 +223,7 @@ impl Frontend {
             workflow_execution_task_queue: Some(proto::task_queue(&state.task_queue)),
             scheduled_time: Some(proto::timestamp(started.scheduled_time_ns)),
             started_time: Some(proto::timestamp(started.started_time_ns)),
+            messages: started.messages.clone(),
             ..Default::default()
         })
     }
@@ -273,7 +311,7 @@ impl Frontend {
         })
     }
 
-    fn poll_deadline(&self) -> tokio::time::Instant {
+    pub(super) fn poll_deadline(&self) -> tokio::time::Instant {
         tokio::time::Instant::now() + self.long_poll
     }
 
@@ -632,42 +670,17 @@ impl WorkflowService for Frontend {
     ) -> Rpc<ws::StartWorkflowExecutionResponse> {
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace)?;
-        let args = self.start_args(
-            &namespace,
-            StartFields {
-                workflow_id: r.workflow_id.clone(),
-                request_id: r.request_id,
-                workflow_type: r.workflow_type.map(|t| t.name).unwrap_or_default(),
-                task_queue: r.task_queue.map(|q| q.name).unwrap_or_default(),
-                input: r.input,
-                execution_timeout: r.workflow_execution_timeout,
-                run_timeout: r.workflow_run_timeout,
-                task_timeout: r.workflow_task_timeout,
-                identity: r.identity,
-                retry_policy: r.retry_policy,
-                memo: r.memo,
-                search_attributes: r.search_attributes,
-                header: r.header,
-                start_delay: r.workflow_start_delay,
-                priority: r.priority,
-                user_metadata: r.user_metadata,
-            },
-        )?;
-        let op = Op::Start {
-            args: Box::new(args),
-            reuse_policy: r.workflow_id_reuse_policy,
-            conflict_policy: r.workflow_id_conflict_policy,
-            signal_if_running: None,
-        };
-        match self.run_op(&namespace, &r.workflow_id, op).await? {
-            OpResult::Started { run_id, started } => {
-                Ok(Response::new(ws::StartWorkflowExecutionResponse {
-                    run_id,
-                    started,
-                    status: enums::WorkflowExecutionStatus::Running as i32,
-                    ..Default::default()
-                }))
-            }
+        let workflow_id = r.workflow_id.clone();
+        let op = self.start_op(&namespace, r, None)?;
+        match self.run_op(&namespace, &workflow_id, op).await? {
+            OpResult::Started {
+                run_id, started, ..
+            } => Ok(Response::new(ws::StartWorkflowExecutionResponse {
+                run_id,
+                started,
+                status: enums::WorkflowExecutionStatus::Running as i32,
+                ..Default::default()
+            })),
             OpResult::Reply { .. } => Err(Status::internal("unexpected reply to a start")),
         }
     }
@@ -721,9 +734,12 @@ impl WorkflowService for Frontend {
             reuse_policy: r.workflow_id_reuse_policy,
             conflict_policy: conflict,
             signal_if_running: Some(signal),
+            update: None,
         };
         match self.run_op(&namespace, &r.workflow_id, op).await? {
-            OpResult::Started { run_id, started } => Ok(Response::new(
+            OpResult::Started {
+                run_id, started, ..
+            } => Ok(Response::new(
                 ws::SignalWithStartWorkflowExecutionResponse {
                     run_id,
                     started,
@@ -827,6 +843,7 @@ impl WorkflowService for Frontend {
             scheduled_event_id,
             attempt,
             commands: r.commands,
+            messages: r.messages,
             identity: r.identity,
             binary_checksum: r.binary_checksum,
             sdk_metadata: r.sdk_metadata,
@@ -839,6 +856,12 @@ impl WorkflowService for Frontend {
         let (_, reply) = self
             .run_request(&namespace, &workflow_id, &run_id, request)
             .await?;
+        let reset_history_event_id = match reply {
+            Reply::WorkflowTaskDiscarded {
+                reset_history_event_id,
+            } => reset_history_event_id,
+            _ => 0,
+        };
         let workflow_task = match reply {
             Reply::WorkflowTaskStarted(started) => {
                 let shard = self.shard(&namespace.id, &workflow_id);
@@ -851,6 +874,7 @@ impl WorkflowService for Frontend {
         };
         Ok(Response::new(ws::RespondWorkflowTaskCompletedResponse {
             workflow_task,
+            reset_history_event_id,
             ..Default::default()
         }))
     }
@@ -1258,6 +1282,31 @@ impl WorkflowService for Frontend {
             return Err(Status::not_found("Query does not exist or has timed out."));
         }
         Ok(Response::new(ws::RespondQueryTaskCompletedResponse {}))
+    }
+
+    async fn execute_multi_operation(
+        &self,
+        request: Request<ws::ExecuteMultiOperationRequest>,
+    ) -> Rpc<ws::ExecuteMultiOperationResponse> {
+        Ok(Response::new(
+            self.update_with_start(request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_workflow_execution(
+        &self,
+        request: Request<ws::UpdateWorkflowExecutionRequest>,
+    ) -> Rpc<ws::UpdateWorkflowExecutionResponse> {
+        Ok(Response::new(
+            self.update_workflow(request.into_inner()).await?,
+        ))
+    }
+
+    async fn poll_workflow_execution_update(
+        &self,
+        request: Request<ws::PollWorkflowExecutionUpdateRequest>,
+    ) -> Rpc<ws::PollWorkflowExecutionUpdateResponse> {
+        Ok(Response::new(self.poll_update(request.into_inner()).await?))
     }
 
     async fn describe_workflow_execution(

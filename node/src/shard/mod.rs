@@ -15,12 +15,15 @@ use keel_raft::{ReadError, ShardGroup};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::engine::proto::update::Request as UpdateRequest;
 use crate::engine::proto::HistoryEvent;
-use crate::engine::{EngineError, Limits, MutableState, Reply, Request, Signal, StartArgs};
+use crate::engine::{
+    EngineError, Limits, MutableState, Reply, Request, Signal, StartArgs, UpdateStatus,
+};
 use crate::matching::Matching;
 
 /// Version byte of stored mutable states.
-const STATE_VERSION: u8 = 1;
+const STATE_VERSION: u8 = 2;
 
 /// The wall clock, behind a seam tests can replace.
 pub trait Clock: Send + Sync + 'static {
@@ -90,6 +93,8 @@ pub enum Op {
         conflict_policy: i32,
         /// SignalWithStart: the signal to deliver to a running current run instead.
         signal_if_running: Option<Signal>,
+        /// Update-with-start: the update to admit on the run answered (new or existing).
+        update: Option<Box<UpdateRequest>>,
     },
     /// A request for an existing run (`run_id` empty: the current run).
     Run {
@@ -109,6 +114,8 @@ pub enum OpResult {
         run_id: String,
         /// True when a new run was started (or this request had started it before).
         started: bool,
+        /// Update-with-start: where the update stands on that run.
+        update: Option<Box<UpdateStatus>>,
     },
     /// The engine's reply for a run request.
     Reply {

@@ -426,6 +426,7 @@ impl Writer {
                 reuse_policy,
                 conflict_policy,
                 signal_if_running,
+                update,
             } => {
                 let current = match self.current_run(&job.namespace_id, &job.workflow_id)? {
                     Some(run_id) => self.state(&RunKey {
@@ -443,6 +444,7 @@ impl Writer {
                         return Ok(OpResult::Started {
                             run_id: current.run_id.clone(),
                             started: false,
+                            update: None,
                         });
                     }
                 }
@@ -453,7 +455,26 @@ impl Writer {
                     *conflict_policy,
                 ) {
                     StartDecision::Existing { run_id, started } => {
-                        Ok(OpResult::Started { run_id, started })
+                        let update = match (update, &current) {
+                            (Some(update), Some(current)) => {
+                                let outcome = engine::handle(
+                                    current,
+                                    Request::Update(update.clone()),
+                                    now,
+                                    &limits,
+                                )?;
+                                if outcome.state != *current {
+                                    self.record(&outcome, writes, touched);
+                                }
+                                update_reply(outcome.reply)
+                            }
+                            _ => None,
+                        };
+                        Ok(OpResult::Started {
+                            run_id,
+                            started,
+                            update,
+                        })
                     }
                     StartDecision::AlreadyStarted {
                         run_id,
@@ -465,7 +486,21 @@ impl Writer {
                         message,
                     }),
                     StartDecision::New { terminate_current } => {
-                        let started = engine::new_run((**args).clone(), now, &limits)?;
+                        let mut started = engine::new_run((**args).clone(), now, &limits)?;
+                        let update = match update {
+                            Some(update) => {
+                                let admitted = engine::handle(
+                                    &started.state,
+                                    Request::Update(update.clone()),
+                                    now,
+                                    &limits,
+                                )?;
+                                started.state = admitted.state;
+                                started.events.extend(admitted.events);
+                                update_reply(admitted.reply)
+                            }
+                            None => None,
+                        };
                         if let (true, Some(current)) = (terminate_current, &current) {
                             let outcome = engine::handle(
                                 current,
@@ -493,10 +528,18 @@ impl Writer {
                         Ok(OpResult::Started {
                             run_id: args.run_id.clone(),
                             started: true,
+                            update,
                         })
                     }
                 }
             }
         }
+    }
+}
+
+fn update_reply(reply: Reply) -> Option<Box<engine::UpdateStatus>> {
+    match reply {
+        Reply::Update(status) => Some(status),
+        _ => None,
     }
 }
