@@ -139,10 +139,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .context("the metadata group (0) is not hosted on this node")?;
     let clock = Arc::new(SystemClock);
     let matching = Arc::new(Matching::default());
+    let namespaces = Arc::new(Namespaces::load(metadata)?);
     let context = Arc::new(ShardContext {
         matching: matching.clone(),
         clock: clock.clone(),
         limits: config.limits.clone(),
+        namespaces: namespaces.clone(),
+        shards: std::sync::OnceLock::new(),
     });
     let mut shards = Vec::new();
     for group in 1..=config.shards {
@@ -151,7 +154,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             .with_context(|| format!("shard group {group} is not hosted on this node"))?;
         shards.push(Shard::start(group, handle, context.clone()));
     }
-    let namespaces = Arc::new(Namespaces::load(metadata)?);
+    let _ = context
+        .shards
+        .set(shards.iter().map(Arc::downgrade).collect());
     if config.default_namespace {
         // In the background: the metadata group may need peers that only answer once this node
         // serves its Raft transport below.

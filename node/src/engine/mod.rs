@@ -3,6 +3,7 @@
 //! and any fresh ids. Validation failures return an [`EngineError`] and change nothing.
 
 mod activity;
+mod children;
 mod deadlines;
 pub mod proto;
 mod start;
@@ -13,6 +14,7 @@ mod update;
 mod workflow_task;
 
 pub(crate) use activity::retry_policy_proto;
+pub use children::{delivery_request_id, transfers, Report, Transfer};
 pub use deadlines::{deadlines, dispatchable, Deadline, TaskKind, TaskRef};
 pub use start::{decide_start, new_run, StartArgs, StartDecision};
 pub use state::{MutableState, RunStatus};
@@ -203,6 +205,8 @@ pub enum Request {
         reason: String,
         /// Caller identity.
         identity: String,
+        /// The workflow that asked, when another workflow asked.
+        external: Option<ExternalSource>,
     },
     /// TerminateWorkflowExecution.
     Terminate {
@@ -217,6 +221,8 @@ pub enum Request {
     Deadline(Deadline),
     /// UpdateWorkflowExecution: admit the update (or report the known one with its id).
     Update(Box<proto::update::Request>),
+    /// The result of a delivery to or from another run (children, external requests).
+    Report(Report),
 }
 
 /// A signal to deliver.
@@ -232,6 +238,17 @@ pub struct Signal {
     pub header: Option<common::Header>,
     /// Request id (deduplication); may be empty.
     pub request_id: String,
+    /// The workflow that sent it, when another workflow did.
+    pub external: Option<ExternalSource>,
+}
+
+/// The workflow behind a signal or cancel request from another workflow.
+#[derive(Clone, Debug, Default)]
+pub struct ExternalSource {
+    /// Its initiated event id.
+    pub initiated_event_id: i64,
+    /// The requesting run.
+    pub execution: common::WorkflowExecution,
 }
 
 /// How an activity report names its activity.
@@ -360,7 +377,11 @@ pub fn handle(
             identity,
         } => activity::report(&mut txn, target, report, identity)?,
         Request::Signal(signal) => signal_run(&mut txn, signal)?,
-        Request::Cancel { reason, identity } => request_cancel(&mut txn, reason, identity)?,
+        Request::Cancel {
+            reason,
+            identity,
+            external,
+        } => request_cancel(&mut txn, reason, identity, external)?,
         Request::Terminate {
             reason,
             details,
@@ -371,6 +392,7 @@ pub fn handle(
         }
         Request::Deadline(deadline) => deadlines::fire(&mut txn, deadline)?,
         Request::Update(request) => update::admit(&mut txn, *request)?,
+        Request::Report(report) => children::report(&mut txn, report)?,
     };
     Ok(txn.finish(reply))
 }
@@ -407,13 +429,19 @@ fn signal_run(txn: &mut Txn, signal: Signal) -> Result<Reply, EngineError> {
             identity: signal.identity,
             header: signal.header,
             request_id: signal.request_id,
+            external_workflow_execution: signal.external.map(|e| e.execution),
             ..Default::default()
         },
     ));
     Ok(Reply::Done)
 }
 
-fn request_cancel(txn: &mut Txn, reason: String, identity: String) -> Result<Reply, EngineError> {
+fn request_cancel(
+    txn: &mut Txn,
+    reason: String,
+    identity: String,
+    external: Option<ExternalSource>,
+) -> Result<Reply, EngineError> {
     // Like Temporal: cancelling a closed run, or asking twice, succeeds and changes nothing.
     if !txn.state.is_running() || txn.state.cancel_requested {
         return Ok(Reply::Done);
@@ -424,7 +452,8 @@ fn request_cancel(txn: &mut Txn, reason: String, identity: String) -> Result<Rep
             proto::history::WorkflowExecutionCancelRequestedEventAttributes {
                 cause: reason,
                 identity,
-                ..Default::default()
+                external_initiated_event_id: external.as_ref().map_or(0, |e| e.initiated_event_id),
+                external_workflow_execution: external.map(|e| e.execution),
             },
         ),
     );

@@ -50,6 +50,8 @@ pub struct StartArgs {
     pub signal: Option<Signal>,
     /// Set when the run continues an earlier one (a workflow retry).
     pub continuation: Option<Continuation>,
+    /// The parent, when this starts a child workflow.
+    pub parent: Option<super::state::ParentInfo>,
 }
 
 /// How a run continues the run before it.
@@ -251,7 +253,13 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
         updates: Vec::new(),
         finished_updates: continuation.finished_updates.clone(),
         update_count: 0,
+        successor_run_id: String::new(),
+        parent: args.parent.clone(),
+        parent_notified: false,
+        children: BTreeMap::new(),
+        external_requests: BTreeMap::new(),
     };
+    let parent = args.parent.clone();
     let mut txn = Txn::new(state, now_ns, limits);
     let first = txn.append(Attributes::WorkflowExecutionStartedEventAttributes(
         history::WorkflowExecutionStartedEventAttributes {
@@ -279,6 +287,19 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
             header: args.header,
             workflow_id: args.workflow_id,
             priority: args.priority,
+            parent_workflow_namespace: parent
+                .as_ref()
+                .map(|p| p.namespace.clone())
+                .unwrap_or_default(),
+            parent_workflow_namespace_id: parent
+                .as_ref()
+                .map(|p| p.namespace_id.clone())
+                .unwrap_or_default(),
+            parent_workflow_execution: parent.as_ref().map(|p| common::WorkflowExecution {
+                workflow_id: p.workflow_id.clone(),
+                run_id: p.run_id.clone(),
+            }),
+            parent_initiated_event_id: parent.as_ref().map_or(0, |p| p.initiated_event_id),
             ..Default::default()
         },
     ));

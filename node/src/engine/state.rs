@@ -79,6 +79,84 @@ impl WorkflowTaskInfo {
     }
 }
 
+/// A child workflow this run started (or is starting).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChildInfo {
+    /// Id of its StartChildWorkflowExecutionInitiated event.
+    pub initiated_event_id: i64,
+    /// The WorkflowTaskCompleted event of the command.
+    pub workflow_task_completed_event_id: i64,
+    /// Namespace name as the command gave it (empty: the parent's).
+    pub namespace: String,
+    /// Child workflow id.
+    pub workflow_id: String,
+    /// Child workflow type.
+    pub workflow_type: String,
+    /// Encoded `StartChildWorkflowExecutionCommandAttributes` (what to start).
+    pub command: Vec<u8>,
+    /// `ParentClosePolicy`.
+    pub parent_close_policy: i32,
+    /// The child's first run, once started.
+    pub started_run_id: Option<String>,
+    /// Id of the ChildWorkflowExecutionStarted event (0 until written).
+    pub started_event_id: i64,
+    /// The parent close policy was applied to it.
+    pub policy_applied: bool,
+}
+
+/// What an external request asks of another workflow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ExternalAction {
+    /// SignalExternalWorkflowExecution: encoded `Payloads` input and `Header`.
+    Signal {
+        /// Signal name.
+        signal_name: String,
+        /// Encoded `Payloads`.
+        input: Vec<u8>,
+        /// Encoded `Header`.
+        header: Vec<u8>,
+    },
+    /// RequestCancelExternalWorkflowExecution.
+    Cancel {
+        /// Reason.
+        reason: String,
+    },
+}
+
+/// A signal or cancel request to another workflow, not yet delivered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExternalRequest {
+    /// Namespace name as the command gave it (empty: this run's).
+    pub namespace: String,
+    /// Target workflow id.
+    pub workflow_id: String,
+    /// Target run id (empty: the current run).
+    pub run_id: String,
+    /// Control string, echoed into the result event.
+    pub control: String,
+    /// The WorkflowTaskCompleted event of the command.
+    pub workflow_task_completed_event_id: i64,
+    /// Only a child of this run may be the target.
+    pub child_workflow_only: bool,
+    /// What to do.
+    pub action: ExternalAction,
+}
+
+/// The parent of a child workflow run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParentInfo {
+    /// Parent namespace id.
+    pub namespace_id: String,
+    /// Parent namespace name.
+    pub namespace: String,
+    /// Parent workflow id.
+    pub workflow_id: String,
+    /// Parent run id.
+    pub run_id: String,
+    /// Id of the parent's StartChildWorkflowExecutionInitiated event.
+    pub initiated_event_id: i64,
+}
+
 /// An update admitted and not yet completed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UpdateInfo {
@@ -246,6 +324,16 @@ pub struct MutableState {
     pub finished_updates: BTreeMap<String, FinishedUpdate>,
     /// Updates this run admitted.
     pub update_count: u32,
+    /// The run that follows this closed one (continue-as-new, retry), if any.
+    pub successor_run_id: String,
+    /// Parent, when this run belongs to a child workflow.
+    pub parent: Option<ParentInfo>,
+    /// The parent has been told how this run closed.
+    pub parent_notified: bool,
+    /// Child workflows by initiated event id.
+    pub children: BTreeMap<i64, ChildInfo>,
+    /// External signals and cancels not yet delivered, by initiated event id.
+    pub external_requests: BTreeMap<i64, ExternalRequest>,
 }
 
 impl MutableState {

@@ -53,6 +53,7 @@ fn start_successor(txn: &mut Txn, run_id: &str, delay_ms: i64, failure: Option<f
     }
     // The retry policy was validated when the first run started, so this cannot fail.
     txn.successor = new_run(args, txn.now, txn.limits).ok();
+    txn.state.successor_run_id = run_id.to_string();
 }
 
 /// The start of a run that continues the run in `txn` with everything inherited.
@@ -83,6 +84,7 @@ fn inherited_args(txn: &Txn, run_id: &str) -> StartArgs {
             initiator: enums::ContinueAsNewInitiator::Workflow as i32,
             finished_updates: state.finished_updates.clone(),
         }),
+        parent: state.parent.clone(),
         ..Default::default()
     }
 }
@@ -142,7 +144,7 @@ pub(crate) fn continue_as_new(
         RunStatus::ContinuedAsNew,
         Attributes::WorkflowExecutionContinuedAsNewEventAttributes(
             history::WorkflowExecutionContinuedAsNewEventAttributes {
-                new_execution_run_id: run_id,
+                new_execution_run_id: run_id.clone(),
                 workflow_type: Some(proto::common::WorkflowType {
                     name: args.workflow_type,
                 }),
@@ -163,6 +165,7 @@ pub(crate) fn continue_as_new(
         ),
     );
     txn.successor = Some(successor);
+    txn.state.successor_run_id = run_id;
     Ok(())
 }
 

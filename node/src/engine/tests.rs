@@ -413,6 +413,7 @@ fn random_request(rng: &mut Rng, state: &MutableState, now: i64) -> Request {
             None => Request::Cancel {
                 reason: "r".into(),
                 identity: "c".into(),
+                external: None,
             },
         },
         5 => Request::FailWorkflowTask {
@@ -811,4 +812,126 @@ fn continue_as_new_closes_the_run_into_a_successor_that_inherits_what_is_unset()
         next.workflow_task.is_some(),
         "the new run has its first task"
     );
+}
+
+fn start_child_command() -> command::Command {
+    command::Command {
+        command_type: enums::CommandType::StartChildWorkflowExecution as i32,
+        attributes: Some(
+            command::command::Attributes::StartChildWorkflowExecutionCommandAttributes(
+                command::StartChildWorkflowExecutionCommandAttributes {
+                    workflow_id: "child".into(),
+                    workflow_type: Some(common::WorkflowType {
+                        name: "Child".into(),
+                    }),
+                    ..Default::default()
+                },
+            ),
+        ),
+        ..Default::default()
+    }
+}
+
+fn report(state: &MutableState, report: Report, at: i64) -> Result<Outcome, EngineError> {
+    handle(state, Request::Report(report), at, &Limits::default())
+}
+
+#[test]
+fn a_child_is_started_and_closed_through_reports_taken_once() {
+    let state = start();
+    let (state, started) = take_workflow_task(&state, 2 * SEC);
+    let outcome = complete(&state, &started, vec![start_child_command()], 3 * SEC);
+    assert_eq!(
+        types(&outcome.events),
+        [
+            "WorkflowTaskCompleted",
+            "StartChildWorkflowExecutionInitiated"
+        ]
+    );
+    let initiated = outcome.events[1].event_id;
+    let state = outcome.state;
+    assert_eq!(
+        transfers(&state),
+        [Transfer::StartChild {
+            initiated_event_id: initiated
+        }]
+    );
+    let started_report = Report::ChildStarted {
+        initiated_event_id: initiated,
+        run_id: "child-run".into(),
+        namespace: ("default".into(), "ns".into()),
+    };
+    let outcome = report(&state, started_report.clone(), 4 * SEC).expect("taken");
+    assert_eq!(
+        types(&outcome.events),
+        ["ChildWorkflowExecutionStarted", "WorkflowTaskScheduled"]
+    );
+    let state = outcome.state;
+    assert!(transfers(&state).is_empty(), "nothing more to deliver");
+    assert!(
+        matches!(
+            report(&state, started_report, 5 * SEC),
+            Err(EngineError::NoChange)
+        ),
+        "a repeated report changes nothing"
+    );
+    let close = Report::ChildClosed {
+        initiated_event_id: initiated,
+        run_id: "child-run".into(),
+        namespace: ("default".into(), "ns".into()),
+        close: Box::new(Attributes::WorkflowExecutionCompletedEventAttributes(
+            Default::default(),
+        )),
+    };
+    let outcome = report(&state, close.clone(), 6 * SEC).expect("taken");
+    assert_eq!(types(&outcome.events), ["ChildWorkflowExecutionCompleted"]);
+    match &outcome.events[0].attributes {
+        Some(Attributes::ChildWorkflowExecutionCompletedEventAttributes(a)) => {
+            assert_eq!(a.initiated_event_id, initiated);
+            assert_eq!(a.started_event_id, initiated + 1);
+        }
+        other => panic!("expected the child's completion, got {other:?}"),
+    }
+    assert!(matches!(
+        report(&outcome.state, close, 7 * SEC),
+        Err(EngineError::NoChange)
+    ));
+}
+
+#[test]
+fn a_closed_parent_owes_its_started_children_the_close_policy() {
+    let state = start();
+    let (state, started) = take_workflow_task(&state, 2 * SEC);
+    let outcome = complete(&state, &started, vec![start_child_command()], 3 * SEC);
+    let initiated = outcome.events[1].event_id;
+    let state = report(
+        &outcome.state,
+        Report::ChildStarted {
+            initiated_event_id: initiated,
+            run_id: "child-run".into(),
+            namespace: ("default".into(), "ns".into()),
+        },
+        4 * SEC,
+    )
+    .expect("taken")
+    .state;
+    let (state, started) = take_workflow_task(&state, 5 * SEC);
+    let closed = complete(&state, &started, vec![complete_workflow()], 6 * SEC).state;
+    assert_eq!(
+        transfers(&closed),
+        [Transfer::ApplyParentClosePolicy {
+            initiated_event_id: initiated
+        }],
+        "TERMINATE is the default policy"
+    );
+    let applied = report(
+        &closed,
+        Report::ParentClosePolicyApplied {
+            initiated_event_id: initiated,
+        },
+        7 * SEC,
+    )
+    .expect("taken");
+    assert!(applied.events.is_empty());
+    assert!(transfers(&applied.state).is_empty());
 }

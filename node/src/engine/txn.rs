@@ -105,6 +105,7 @@ impl<'a> Txn<'a> {
     pub(crate) fn flush_buffered(&mut self) {
         let buffered = std::mem::take(&mut self.state.buffered_events);
         let mut started_ids = std::collections::BTreeMap::new();
+        let mut child_started = std::collections::BTreeMap::new();
         for bytes in buffered {
             let Ok(mut event) = HistoryEvent::decode(bytes.as_slice()) else {
                 continue;
@@ -131,7 +132,20 @@ impl<'a> Txn<'a> {
                     a.started_event_id =
                         started_ids.get(&a.scheduled_event_id).copied().unwrap_or(0)
                 }
-                _ => {}
+                Some(Attributes::ChildWorkflowExecutionStartedEventAttributes(a)) => {
+                    child_started.insert(a.initiated_event_id, event.event_id);
+                    if let Some(child) = self.state.children.get_mut(&a.initiated_event_id) {
+                        child.started_event_id = event.event_id;
+                    }
+                }
+                Some(attributes) => {
+                    if let Some((initiated, started)) = child_close_ids(attributes) {
+                        if *started == 0 {
+                            *started = child_started.get(&initiated).copied().unwrap_or(0);
+                        }
+                    }
+                }
+                None => {}
             }
             self.push(event);
         }
@@ -278,5 +292,27 @@ impl<'a> Txn<'a> {
         self.state.close_event_id = self.append(attributes);
         self.state.status = status;
         self.state.close_time_ns = Some(self.now);
+    }
+}
+
+/// The initiated id and (mutable) started id of a child's close event in the parent.
+fn child_close_ids(attributes: &mut Attributes) -> Option<(i64, &mut i64)> {
+    match attributes {
+        Attributes::ChildWorkflowExecutionCompletedEventAttributes(a) => {
+            Some((a.initiated_event_id, &mut a.started_event_id))
+        }
+        Attributes::ChildWorkflowExecutionFailedEventAttributes(a) => {
+            Some((a.initiated_event_id, &mut a.started_event_id))
+        }
+        Attributes::ChildWorkflowExecutionCanceledEventAttributes(a) => {
+            Some((a.initiated_event_id, &mut a.started_event_id))
+        }
+        Attributes::ChildWorkflowExecutionTerminatedEventAttributes(a) => {
+            Some((a.initiated_event_id, &mut a.started_event_id))
+        }
+        Attributes::ChildWorkflowExecutionTimedOutEventAttributes(a) => {
+            Some((a.initiated_event_id, &mut a.started_event_id))
+        }
+        _ => None,
     }
 }

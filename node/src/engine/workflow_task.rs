@@ -433,6 +433,25 @@ fn apply_command(
                 .map_err(|e| (Cause::BadContinueAsNewAttributes, e))?;
             Ok(false)
         }
+        Cmd::StartChildWorkflowExecutionCommandAttributes(a) => {
+            super::children::start_child(txn, a, completed_id)
+                .map_err(|e| (Cause::BadStartChildExecutionAttributes, e))?;
+            Ok(false)
+        }
+        Cmd::SignalExternalWorkflowExecutionCommandAttributes(a) => {
+            super::children::signal_external(txn, a, completed_id)
+                .map_err(|e| (Cause::BadSignalWorkflowExecutionAttributes, e))?;
+            Ok(false)
+        }
+        Cmd::RequestCancelExternalWorkflowExecutionCommandAttributes(a) => {
+            super::children::cancel_external(txn, a, completed_id).map_err(|e| {
+                (
+                    Cause::BadRequestCancelExternalWorkflowExecutionAttributes,
+                    e,
+                )
+            })?;
+            Ok(false)
+        }
         Cmd::CancelWorkflowExecutionCommandAttributes(a) => {
             txn.close(
                 RunStatus::Canceled,
@@ -502,13 +521,8 @@ fn apply_command(
 
 fn command_name(command: &Cmd) -> &'static str {
     match command {
-        Cmd::StartChildWorkflowExecutionCommandAttributes(_) => "StartChildWorkflowExecution",
-        Cmd::SignalExternalWorkflowExecutionCommandAttributes(_) => {
-            "SignalExternalWorkflowExecution"
-        }
-        Cmd::RequestCancelExternalWorkflowExecutionCommandAttributes(_) => {
-            "RequestCancelExternalWorkflowExecution"
-        }
+        Cmd::ScheduleNexusOperationCommandAttributes(_) => "ScheduleNexusOperation",
+        Cmd::RequestCancelNexusOperationCommandAttributes(_) => "RequestCancelNexusOperation",
         _ => "given",
     }
 }

@@ -101,6 +101,11 @@ impl Frontend {
         namespace: &NamespaceRecord,
         fields: StartFields,
     ) -> Result<StartArgs, Status> {
+        if !fields.cron_schedule.is_empty() {
+            return Err(Status::unimplemented(
+                "Keel does not support cron schedules yet; start without CronSchedule.",
+            ));
+        }
         check_id("WorkflowId", &fields.workflow_id, true)?;
         check_id("RequestId", &fields.request_id, false)?;
         if fields.workflow_type.is_empty() {
@@ -150,6 +155,7 @@ impl Frontend {
             user_metadata: fields.user_metadata,
             signal: None,
             continuation: None,
+            parent: None,
         })
     }
 
@@ -179,6 +185,7 @@ impl Frontend {
                 start_delay: r.workflow_start_delay,
                 priority: r.priority,
                 user_metadata: r.user_metadata,
+                cron_schedule: r.cron_schedule,
             },
         )?;
         Ok(Op::Start {
@@ -511,6 +518,7 @@ struct StartFields {
     start_delay: Option<prost_wkt_types::Duration>,
     priority: Option<common::Priority>,
     user_metadata: Option<temporalio_protos::temporal::api::sdk::v1::UserMetadata>,
+    cron_schedule: String,
 }
 
 #[tonic::async_trait]
@@ -701,6 +709,7 @@ impl WorkflowService for Frontend {
             identity: r.identity.clone(),
             header: r.header.clone(),
             request_id: r.request_id.clone(),
+            external: None,
         };
         let mut args = self.start_args(
             &namespace,
@@ -721,6 +730,7 @@ impl WorkflowService for Frontend {
                 start_delay: r.workflow_start_delay,
                 priority: r.priority,
                 user_metadata: r.user_metadata,
+                cron_schedule: r.cron_schedule,
             },
         )?;
         args.signal = Some(signal.clone());
@@ -1145,6 +1155,7 @@ impl WorkflowService for Frontend {
             identity: r.identity,
             header: r.header,
             request_id: r.request_id,
+            external: None,
         };
         self.run_request(
             &namespace,
@@ -1171,6 +1182,7 @@ impl WorkflowService for Frontend {
             Engine::Cancel {
                 reason: r.reason,
                 identity: r.identity,
+                external: None,
             },
         )
         .await?;

@@ -48,6 +48,15 @@ pub fn execution_info(state: &MutableState) -> workflow::WorkflowExecutionInfo {
             .close_time_ns
             .and_then(|close| proto::duration((close - state.start_time_ns) / 1_000_000)),
         first_run_id: state.first_execution_run_id.clone(),
+        parent_namespace_id: state
+            .parent
+            .as_ref()
+            .map(|p| p.namespace_id.clone())
+            .unwrap_or_default(),
+        parent_execution: state.parent.as_ref().map(|p| common::WorkflowExecution {
+            workflow_id: p.workflow_id.clone(),
+            run_id: p.run_id.clone(),
+        }),
         ..Default::default()
     }
 }

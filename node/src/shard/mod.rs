@@ -6,9 +6,11 @@
 
 pub mod applier;
 pub mod keys;
+mod transfer;
 mod writer;
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use keel_raft::{ReadError, ShardGroup};
@@ -141,6 +143,10 @@ pub struct ShardContext {
     pub clock: Arc<dyn Clock>,
     /// Engine limits.
     pub limits: Limits,
+    /// Namespaces (deliveries between runs resolve names).
+    pub namespaces: Arc<crate::namespaces::Namespaces>,
+    /// Every shard of this node, at index shard-1 (set once they exist).
+    pub shards: OnceLock<Vec<Weak<Shard>>>,
 }
 
 /// One shard group as the node serves it.
@@ -150,7 +156,11 @@ pub struct Shard {
     context: Arc<ShardContext>,
     writer: Mutex<Option<(u64, mpsc::Sender<Job>)>>,
     changes: watch::Sender<u64>,
+    deliveries: Mutex<HashSet<Delivery>>,
 }
+
+/// A delivery in progress: namespace id, run id and what.
+type Delivery = (String, String, crate::engine::Transfer);
 
 /// Most jobs queued for one writer.
 const WRITER_QUEUE: usize = 4096;
@@ -164,9 +174,36 @@ impl Shard {
             context,
             writer: Mutex::new(None),
             changes: watch::channel(0).0,
+            deliveries: Mutex::new(HashSet::new()),
         });
         tokio::spawn(writer::follow_leadership(Arc::downgrade(&shard)));
         shard
+    }
+
+    fn deliveries_lock(&self) -> MutexGuard<'_, HashSet<Delivery>> {
+        self.deliveries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True while this node runs the shard's writer (leads its group).
+    fn leads(&self) -> bool {
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// The shard of this node that owns a workflow id.
+    fn peer(&self, namespace_id: &str, workflow_id: &str) -> Result<Arc<Shard>, String> {
+        let shards = self
+            .context
+            .shards
+            .get()
+            .ok_or_else(|| "the node's shards are not registered yet".to_string())?;
+        let index = keys::shard_of(namespace_id, workflow_id, shards.len() as u64);
+        shards
+            .get(usize::try_from(index - 1).unwrap_or(0))
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| format!("shard {index} is not served here"))
     }
 
     fn unavailable(&self, reason: impl Into<String>) -> ShardError {

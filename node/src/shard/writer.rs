@@ -167,7 +167,7 @@ impl Writer {
         self.group()
             .scan_local(&start, &end, |_, value| {
                 if let Some(state) = super::decode_state(value) {
-                    if state.is_running() {
+                    if state.is_running() || !engine::transfers(&state).is_empty() {
                         states.push(state);
                     }
                 }
@@ -311,6 +311,13 @@ impl Writer {
         }
         for (at, deadline) in deadlines(state) {
             self.deadlines.insert((at, run.clone(), deadline));
+        }
+        for transfer in engine::transfers(state) {
+            tokio::spawn(super::transfer::deliver(
+                self.shard.clone(),
+                state.clone(),
+                transfer,
+            ));
         }
     }
 
