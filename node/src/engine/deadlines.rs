@@ -41,6 +41,13 @@ pub enum Deadline {
         /// Attempt.
         attempt: i32,
     },
+    /// A workflow task waited its sticky schedule-to-start timeout: it goes to the normal queue.
+    StickyTimeout {
+        /// Scheduled event id.
+        scheduled_event_id: i64,
+        /// Attempt.
+        attempt: i32,
+    },
     /// The run (or the whole execution) times out.
     RunTimeout,
     /// A delayed start schedules its first workflow task.
@@ -93,6 +100,15 @@ pub fn deadlines(state: &MutableState) -> Vec<(i64, Deadline)> {
         ));
     }
     if let Some(task) = &state.workflow_task {
+        if task.started.is_none() && !state.sticky_queue.is_empty() {
+            out.push((
+                task.scheduled_time_ns + state.sticky_timeout_ms.max(1) * NS_PER_MS,
+                Deadline::StickyTimeout {
+                    scheduled_event_id: task.scheduled_event_id,
+                    attempt: task.attempt,
+                },
+            ));
+        }
         if let Some(started) = &task.started {
             out.push((
                 started.time_ns + task.timeout_ms * NS_PER_MS,
@@ -142,9 +158,14 @@ pub fn dispatchable(state: &MutableState, now_ns: i64) -> Vec<TaskRef> {
     }
     if let Some(task) = &state.workflow_task {
         if task.started.is_none() {
+            let queue = if state.sticky_queue.is_empty() {
+                &state.task_queue
+            } else {
+                &state.sticky_queue
+            };
             out.push(TaskRef {
                 kind: TaskKind::Workflow,
-                task_queue: state.task_queue.clone(),
+                task_queue: queue.clone(),
                 scheduled_event_id: task.scheduled_event_id,
                 attempt: task.attempt,
             });
@@ -214,6 +235,7 @@ pub(crate) fn fire(txn: &mut Txn, deadline: Deadline) -> Result<Reply, EngineErr
                 Some(started) if started.time_ns + task.timeout_ms * NS_PER_MS <= now => {}
                 _ => return Err(EngineError::NoChange),
             }
+            txn.clear_sticky();
             if task.speculative {
                 super::workflow_task::materialize(txn, &mut task);
             }
@@ -231,6 +253,23 @@ pub(crate) fn fire(txn: &mut Txn, deadline: Deadline) -> Result<Reply, EngineErr
                 ));
             }
             txn.reschedule_workflow_task(attempt + 1);
+            Ok(Reply::Done)
+        }
+        Deadline::StickyTimeout {
+            scheduled_event_id,
+            attempt,
+        } => {
+            match &txn.state.workflow_task {
+                Some(t)
+                    if t.scheduled_event_id == scheduled_event_id
+                        && t.attempt == attempt
+                        && t.started.is_none()
+                        && !txn.state.sticky_queue.is_empty()
+                        && t.scheduled_time_ns + txn.state.sticky_timeout_ms * NS_PER_MS <= now => {
+                }
+                _ => return Err(EngineError::NoChange),
+            }
+            txn.clear_sticky();
             Ok(Reply::Done)
         }
         Deadline::RunTimeout => {

@@ -223,6 +223,8 @@ pub enum Request {
     Update(Box<proto::update::Request>),
     /// The result of a delivery to or from another run (children, external requests).
     Report(Report),
+    /// ResetStickyTaskQueue: workflow tasks go to the normal queue again.
+    ResetSticky,
 }
 
 /// A signal to deliver.
@@ -393,6 +395,13 @@ pub fn handle(
         Request::Deadline(deadline) => deadlines::fire(&mut txn, deadline)?,
         Request::Update(request) => update::admit(&mut txn, *request)?,
         Request::Report(report) => children::report(&mut txn, report)?,
+        Request::ResetSticky => {
+            if txn.state.sticky_queue.is_empty() {
+                return Err(EngineError::NoChange);
+            }
+            txn.clear_sticky();
+            Reply::Done
+        }
     };
     Ok(txn.finish(reply))
 }

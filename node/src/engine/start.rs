@@ -258,6 +258,9 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
         parent_notified: false,
         children: BTreeMap::new(),
         external_requests: BTreeMap::new(),
+        user_metadata: proto::encode_opt(args.user_metadata.as_ref()),
+        sticky_queue: String::new(),
+        sticky_timeout_ms: 0,
     };
     let parent = args.parent.clone();
     let mut txn = Txn::new(state, now_ns, limits);

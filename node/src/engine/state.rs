@@ -334,6 +334,13 @@ pub struct MutableState {
     pub children: BTreeMap<i64, ChildInfo>,
     /// External signals and cancels not yet delivered, by initiated event id.
     pub external_requests: BTreeMap<i64, ExternalRequest>,
+    /// Encoded `UserMetadata` (summary, details) of the start.
+    pub user_metadata: Vec<u8>,
+    /// The sticky queue of the worker that completed the last workflow task (empty: none);
+    /// workflow tasks go there first.
+    pub sticky_queue: String,
+    /// How long a task waits on the sticky queue before it goes to the normal one.
+    pub sticky_timeout_ms: i64,
 }
 
 impl MutableState {

@@ -266,6 +266,12 @@ impl<'a> Txn<'a> {
         }
     }
 
+    /// Workflow tasks go to the normal queue from now on.
+    pub(crate) fn clear_sticky(&mut self) {
+        self.state.sticky_queue.clear();
+        self.state.sticky_timeout_ms = 0;
+    }
+
     /// Writes buffered events and schedules workflow task attempt `attempt`.
     pub(crate) fn reschedule_workflow_task(&mut self, attempt: i32) {
         self.flush_buffered();

@@ -57,6 +57,8 @@ pub struct CompleteWorkflowTask {
     pub force_create_new_workflow_task: bool,
     /// Request id for the workflow task started through `return_new_workflow_task`.
     pub new_task_request_id: String,
+    /// The worker's sticky queue and its schedule-to-start timeout, if it keeps the run cached.
+    pub sticky: Option<(String, i64)>,
 }
 
 fn find_task(
@@ -180,6 +182,7 @@ pub(crate) fn fail(
         materialize(txn, &mut task);
     }
     let cause = Cause::try_from(cause).unwrap_or(Cause::Unspecified);
+    txn.clear_sticky();
     txn.end_workflow_task_attempt(cause, failure, identity);
     txn.reschedule_workflow_task(task.attempt + 1);
     Ok(Reply::Done)
@@ -255,6 +258,13 @@ pub(crate) fn complete(txn: &mut Txn, req: CompleteWorkflowTask) -> Result<Reply
     txn.state.workflow_task = None;
     txn.state.next_workflow_task_attempt = 1;
     txn.state.last_completed_started_event_id = started_id(&task);
+    match &req.sticky {
+        Some((queue, timeout_ms)) if !queue.is_empty() => {
+            txn.state.sticky_queue = queue.clone();
+            txn.state.sticky_timeout_ms = *timeout_ms;
+        }
+        _ => txn.clear_sticky(),
+    }
     let mut needs_task = req.force_create_new_workflow_task;
     for command in req.commands {
         if !txn.state.is_running() {

@@ -197,15 +197,23 @@ impl Frontend {
         })
     }
 
-    /// Full history of a started workflow task (plus its transient events) as a poll response.
+    /// A started workflow task as a poll response: the history (plus the task's transient
+    /// events), whole or, for a worker that has the run cached (`sticky`), from the event after
+    /// the last task it completed.
     fn workflow_task_response(
         &self,
         namespace: &NamespaceRecord,
         state: &MutableState,
         started: &StartedWorkflowTask,
+        sticky: bool,
     ) -> Result<ws::PollWorkflowTaskQueueResponse, Status> {
         let shard = self.shard(&namespace.id, &state.workflow_id);
-        let mut events = shard.read_events(state, 1, state.next_event_id, usize::MAX)?;
+        let from = if sticky {
+            started.previous_started_event_id + 1
+        } else {
+            1
+        };
+        let mut events = shard.read_events(state, from, state.next_event_id, usize::MAX)?;
         events.extend(started.transient_events.iter().cloned());
         let token = TaskToken::Workflow {
             namespace_id: namespace.id.clone(),
@@ -766,11 +774,12 @@ impl WorkflowService for Frontend {
     ) -> Rpc<ws::PollWorkflowTaskQueueResponse> {
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace)?;
-        let queue = r.task_queue.map(|q| q.name).unwrap_or_default();
-        check_id("TaskQueue", &queue, true)?;
+        let task_queue = r.task_queue.unwrap_or_default();
+        let sticky = task_queue.kind == enums::TaskQueueKind::Sticky as i32;
+        check_id("TaskQueue", &task_queue.name, true)?;
         let key = QueueKey {
             namespace_id: namespace.id.clone(),
-            name: queue,
+            name: task_queue.name,
             kind: TaskKind::Workflow,
         };
         let deadline = self.poll_deadline();
@@ -809,7 +818,7 @@ impl WorkflowService for Frontend {
                             shard.load_state(&namespace.id, &workflow_id, &run_id)?
                         {
                             return Ok(Response::new(
-                                self.workflow_task_response(&namespace, &state, &started)?,
+                                self.workflow_task_response(&namespace, &state, &started, sticky)?,
                             ));
                         }
                     }
@@ -862,6 +871,12 @@ impl WorkflowService for Frontend {
             return_new_workflow_task: r.return_new_workflow_task,
             force_create_new_workflow_task: r.force_create_new_workflow_task,
             new_task_request_id: new_id(),
+            sticky: r.sticky_attributes.map(|s| {
+                (
+                    s.worker_task_queue.map(|q| q.name).unwrap_or_default(),
+                    proto::duration_ms(s.schedule_to_start_timeout.as_ref()),
+                )
+            }),
         }));
         let (_, reply) = self
             .run_request(&namespace, &workflow_id, &run_id, request)
@@ -876,7 +891,10 @@ impl WorkflowService for Frontend {
             Reply::WorkflowTaskStarted(started) => {
                 let shard = self.shard(&namespace.id, &workflow_id);
                 match shard.load_state(&namespace.id, &workflow_id, &run_id)? {
-                    Some(state) => Some(self.workflow_task_response(&namespace, &state, &started)?),
+                    Some(state) => {
+                        let sticky = !state.sticky_queue.is_empty();
+                        Some(self.workflow_task_response(&namespace, &state, &started, sticky)?)
+                    }
                     None => None,
                 }
             }
@@ -1486,6 +1504,24 @@ impl WorkflowService for Frontend {
             stats,
             ..Default::default()
         }))
+    }
+
+    async fn reset_sticky_task_queue(
+        &self,
+        request: Request<ws::ResetStickyTaskQueueRequest>,
+    ) -> Rpc<ws::ResetStickyTaskQueueResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        let execution = r.execution.unwrap_or_default();
+        check_id("WorkflowId", &execution.workflow_id, true)?;
+        self.run_request(
+            &namespace,
+            &execution.workflow_id,
+            &execution.run_id,
+            Engine::ResetSticky,
+        )
+        .await?;
+        Ok(Response::new(ws::ResetStickyTaskQueueResponse {}))
     }
 
     async fn shutdown_worker(

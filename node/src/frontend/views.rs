@@ -119,11 +119,23 @@ pub fn describe(state: &MutableState) -> ws::DescribeWorkflowExecutionResponse {
             workflow_execution_timeout: proto::duration(state.execution_timeout_ms),
             workflow_run_timeout: proto::duration(state.run_timeout_ms),
             default_workflow_task_timeout: proto::duration(state.workflow_task_timeout_ms),
-            user_metadata: None,
+            user_metadata: proto::decode_opt(&state.user_metadata),
         }),
         workflow_execution_info: Some(execution_info(state)),
         pending_activities,
         pending_workflow_task,
+        pending_children: state
+            .children
+            .values()
+            .filter(|_| state.is_running())
+            .map(|c| workflow::PendingChildExecutionInfo {
+                workflow_id: c.workflow_id.clone(),
+                run_id: c.started_run_id.clone().unwrap_or_default(),
+                workflow_type_name: c.workflow_type.clone(),
+                initiated_id: c.initiated_event_id,
+                parent_close_policy: c.parent_close_policy,
+            })
+            .collect(),
         ..Default::default()
     }
 }
