@@ -5,6 +5,7 @@
 //! It must not reach into RocksDB or openraft directly: storage goes through keel-storage and
 //! replication through keel-raft.
 
+mod byte_runs;
 mod debug_kv;
 mod engine;
 mod frontend;

@@ -254,14 +254,15 @@ async def test_child_id_conflict(client: Client, task_queue: str) -> None:
     assert failed.initiated_event_id == 5
 
 
-async def test_fan_out(client: Client, task_queue: str) -> None:
+async def test_fan_out_of_a_hundred_children(client: Client, task_queue: str) -> None:
+    count = 100
     async with new_worker(client, task_queue, ALL):
-        handle = await client.start_workflow(FanOut.run, 20, id=new_id(), task_queue=task_queue)
-        assert await handle.result() == [f"child {i}" for i in range(20)]
+        handle = await client.start_workflow(FanOut.run, count, id=new_id(), task_queue=task_queue)
+        assert await handle.result() == [f"child {i}" for i in range(count)]
     types = await event_types(handle)
-    assert types.count("StartChildWorkflowExecutionInitiated") == 20
-    assert types.count("ChildWorkflowExecutionStarted") == 20
-    assert types.count("ChildWorkflowExecutionCompleted") == 20
+    assert types.count("StartChildWorkflowExecutionInitiated") == count
+    assert types.count("ChildWorkflowExecutionStarted") == count
+    assert types.count("ChildWorkflowExecutionCompleted") == count
     assert types[-1] == "WorkflowExecutionCompleted"
     events = await history_events(handle)
     child_ids = sorted(
@@ -269,7 +270,7 @@ async def test_fan_out(client: Client, task_queue: str) -> None:
         for e in events
         if e.HasField("child_workflow_execution_completed_event_attributes")
     )
-    assert child_ids == sorted(f"{handle.id}-{i}" for i in range(20))
+    assert child_ids == sorted(f"{handle.id}-{i}" for i in range(count))
 
 
 async def _child_after_parent_closes(client: Client, task_queue: str, policy: str):

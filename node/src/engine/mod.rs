@@ -220,7 +220,12 @@ pub enum Request {
     /// A deadline from [`deadlines`] passed.
     Deadline(Deadline),
     /// UpdateWorkflowExecution: admit the update (or report the known one with its id).
-    Update(Box<proto::update::Request>),
+    Update {
+        /// The update.
+        request: Box<proto::update::Request>,
+        /// When set, the run must belong to the chain that started with this run.
+        first_execution_run_id: String,
+    },
     /// The result of a delivery to or from another run (children, external requests).
     Report(Report),
     /// ResetStickyTaskQueue: workflow tasks go to the normal queue again.
@@ -393,7 +398,10 @@ pub fn handle(
             Reply::Done
         }
         Request::Deadline(deadline) => deadlines::fire(&mut txn, deadline)?,
-        Request::Update(request) => update::admit(&mut txn, *request)?,
+        Request::Update {
+            request,
+            first_execution_run_id,
+        } => update::admit(&mut txn, *request, &first_execution_run_id)?,
         Request::Report(report) => children::report(&mut txn, report)?,
         Request::ResetSticky => {
             if txn.state.sticky_queue.is_empty() {

@@ -303,6 +303,10 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
                 run_id: p.run_id.clone(),
             }),
             parent_initiated_event_id: parent.as_ref().map_or(0, |p| p.initiated_event_id),
+            root_workflow_execution: parent.as_ref().map(|p| common::WorkflowExecution {
+                workflow_id: p.root.0.clone(),
+                run_id: p.root.1.clone(),
+            }),
             ..Default::default()
         },
     ));

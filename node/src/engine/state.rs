@@ -93,6 +93,7 @@ pub struct ChildInfo {
     /// Child workflow type.
     pub workflow_type: String,
     /// Encoded `StartChildWorkflowExecutionCommandAttributes` (what to start).
+    #[serde(with = "serde_bytes")]
     pub command: Vec<u8>,
     /// `ParentClosePolicy`.
     pub parent_close_policy: i32,
@@ -112,8 +113,10 @@ pub enum ExternalAction {
         /// Signal name.
         signal_name: String,
         /// Encoded `Payloads`.
+        #[serde(with = "serde_bytes")]
         input: Vec<u8>,
         /// Encoded `Header`.
+        #[serde(with = "serde_bytes")]
         header: Vec<u8>,
     },
     /// RequestCancelExternalWorkflowExecution.
@@ -155,6 +158,8 @@ pub struct ParentInfo {
     pub run_id: String,
     /// Id of the parent's StartChildWorkflowExecutionInitiated event.
     pub initiated_event_id: i64,
+    /// The run at the top of the parent chain (workflow id, run id).
+    pub root: (String, String),
 }
 
 /// An update admitted and not yet completed.
@@ -163,6 +168,7 @@ pub struct UpdateInfo {
     /// Update id.
     pub update_id: String,
     /// Encoded `update::v1::Request`.
+    #[serde(with = "serde_bytes")]
     pub request: Vec<u8>,
     /// Id of its WorkflowExecutionUpdateAccepted event, once accepted.
     pub accepted_event_id: Option<i64>,
@@ -172,6 +178,7 @@ pub struct UpdateInfo {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FinishedUpdate {
     /// Encoded `update::v1::Outcome`.
+    #[serde(with = "serde_bytes")]
     pub outcome: Vec<u8>,
     /// Order of finishing (the oldest are forgotten first).
     pub seq: u64,
@@ -216,18 +223,23 @@ pub struct ActivityInfo {
     /// Retry policy.
     pub retry: RetryPolicy,
     /// Encoded `Payloads` input.
+    #[serde(with = "serde_bytes")]
     pub input: Vec<u8>,
     /// Encoded `Header`.
+    #[serde(with = "serde_bytes")]
     pub header: Vec<u8>,
     /// Encoded `Priority`.
+    #[serde(with = "serde_bytes")]
     pub priority: Vec<u8>,
     /// The running attempt.
     pub started: Option<ActivityStarted>,
     /// Last heartbeat of the running attempt.
     pub last_heartbeat_ns: Option<i64>,
     /// Encoded `Payloads` of the last heartbeat (kept across attempts).
+    #[serde(with = "serde_bytes")]
     pub heartbeat_details: Option<Vec<u8>>,
     /// Encoded `Failure` of the previous attempt.
+    #[serde(with = "serde_bytes")]
     pub last_failure: Option<Vec<u8>>,
     /// Id of the ActivityTaskCancelRequested event, once cancellation was requested.
     pub cancel_requested_event_id: Option<i64>,
@@ -286,12 +298,16 @@ pub struct MutableState {
     /// Attempt of this run (workflow retries), from 1.
     pub attempt: i32,
     /// Encoded `Memo`.
+    #[serde(with = "serde_bytes")]
     pub memo: Vec<u8>,
     /// Encoded `SearchAttributes`.
+    #[serde(with = "serde_bytes")]
     pub search_attributes: Vec<u8>,
     /// Encoded `Payloads` input of the run (a retry starts the next run with it).
+    #[serde(with = "serde_bytes")]
     pub input: Vec<u8>,
     /// Encoded `Header` of the start.
+    #[serde(with = "serde_bytes")]
     pub header: Vec<u8>,
     /// Start delay: the first workflow task is scheduled when this passes.
     pub first_task_backoff_until_ns: Option<i64>,
@@ -308,6 +324,7 @@ pub struct MutableState {
     /// Pending timers by timer id.
     pub timers: BTreeMap<String, TimerInfo>,
     /// Encoded `HistoryEvent`s that arrived while a workflow task ran (ids assigned on flush).
+    #[serde(with = "crate::byte_runs::strings")]
     pub buffered_events: Vec<Vec<u8>>,
     /// Signal request ids seen (deduplication).
     pub signal_request_ids: BTreeSet<String>,
@@ -335,6 +352,7 @@ pub struct MutableState {
     /// External signals and cancels not yet delivered, by initiated event id.
     pub external_requests: BTreeMap<i64, ExternalRequest>,
     /// Encoded `UserMetadata` (summary, details) of the start.
+    #[serde(with = "serde_bytes")]
     pub user_metadata: Vec<u8>,
     /// The sticky queue of the worker that completed the last workflow task (empty: none);
     /// workflow tasks go there first.

@@ -528,17 +528,20 @@ fn limits_take_temporals_dynamic_config_names() {
 }
 
 fn update_request(update_id: &str) -> Request {
-    Request::Update(Box::new(proto::update::Request {
-        meta: Some(proto::update::Meta {
-            update_id: update_id.into(),
-            identity: "client".into(),
-        }),
-        input: Some(proto::update::Input {
-            name: "add".into(),
+    Request::Update {
+        request: Box::new(proto::update::Request {
+            meta: Some(proto::update::Meta {
+                update_id: update_id.into(),
+                identity: "client".into(),
+            }),
+            input: Some(proto::update::Input {
+                name: "add".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
-        ..Default::default()
-    }))
+        first_execution_run_id: String::new(),
+    }
 }
 
 fn worker_message(

@@ -298,6 +298,7 @@ impl<'a> Txn<'a> {
         self.state.close_event_id = self.append(attributes);
         self.state.status = status;
         self.state.close_time_ns = Some(self.now);
+        super::update::fail_accepted_on_close(self);
     }
 }
 

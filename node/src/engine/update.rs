@@ -53,7 +53,19 @@ pub fn status(state: &super::MutableState, update_id: &str) -> Option<UpdateStat
 
 /// UpdateWorkflowExecution: admits the update (or finds it, when its id is known) and makes
 /// sure a workflow task will carry it to the worker.
-pub(crate) fn admit(txn: &mut Txn, request: update::Request) -> Result<Reply, EngineError> {
+pub(crate) fn admit(
+    txn: &mut Txn,
+    request: update::Request,
+    first_execution_run_id: &str,
+) -> Result<Reply, EngineError> {
+    if !first_execution_run_id.is_empty()
+        && first_execution_run_id != txn.state.first_execution_run_id
+    {
+        return Err(EngineError::NotFound(format!(
+            "workflow execution not found for workflow ID \"{}\" and first execution run ID \"{first_execution_run_id}\"",
+            txn.state.workflow_id
+        )));
+    }
     let update_id = request
         .meta
         .as_ref()
@@ -287,6 +299,45 @@ fn apply(txn: &mut Txn, message: &protocol::Message) -> Result<(), EngineError> 
         }
     }
     Ok(())
+}
+
+/// When the run closes, updates it accepted and did not complete fail, as in Temporal (their
+/// callers learn the workflow finished first); updates not yet accepted stay in flight, and
+/// their callers get "workflow execution already completed".
+pub(crate) fn fail_accepted_on_close(txn: &mut Txn) {
+    let accepted: Vec<String> = txn
+        .state
+        .updates
+        .iter()
+        .filter(|u| u.accepted_event_id.is_some())
+        .map(|u| u.update_id.clone())
+        .collect();
+    txn.state.updates.retain(|u| u.accepted_event_id.is_none());
+    for update_id in accepted {
+        let failure = proto::failure::Failure {
+            message:
+                "Workflow Update failed because the Workflow completed before the Update completed."
+                    .to_string(),
+            source: "Server".to_string(),
+            failure_info: Some(
+                proto::failure::failure::FailureInfo::ApplicationFailureInfo(
+                    proto::failure::ApplicationFailureInfo {
+                        r#type: "AcceptedUpdateCompletedWorkflow".to_string(),
+                        non_retryable: true,
+                        ..Default::default()
+                    },
+                ),
+            ),
+            ..Default::default()
+        };
+        finish(
+            txn,
+            &update_id,
+            update::Outcome {
+                value: Some(update::outcome::Value::Failure(failure)),
+            },
+        );
+    }
 }
 
 /// Records a finished update's outcome, keeping at most the limit's number of outcomes.

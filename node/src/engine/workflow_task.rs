@@ -537,13 +537,15 @@ fn command_name(command: &Cmd) -> &'static str {
     }
 }
 
-/// Upserts `upsert` into `current`; an empty payload (no data, no metadata) removes the key.
+/// Upserts `upsert` into `current`; an empty or null payload (no data and no metadata, or
+/// encoding `binary/null`) removes the key, as in Temporal.
 fn merge_payload_map(
     current: &mut std::collections::HashMap<String, common::Payload>,
     upsert: std::collections::HashMap<String, common::Payload>,
 ) {
     for (key, value) in upsert {
-        if value.data.is_empty() && value.metadata.is_empty() {
+        let null = value.metadata.get("encoding").map(Vec::as_slice) == Some(b"binary/null");
+        if null || (value.data.is_empty() && value.metadata.is_empty()) {
             current.remove(&key);
         } else {
             current.insert(key, value);

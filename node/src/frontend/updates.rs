@@ -44,6 +44,7 @@ fn poll_wait_stage(policy: Option<&update::WaitPolicy>) -> Stage {
 struct CheckedUpdate {
     workflow_id: String,
     run_id: String,
+    first_execution_run_id: String,
     update_id: String,
     wanted: Stage,
     request: Box<update::Request>,
@@ -73,7 +74,10 @@ impl Frontend {
                 &namespace,
                 &checked.workflow_id,
                 &checked.run_id,
-                Engine::Update(checked.request.clone()),
+                Engine::Update {
+                    request: checked.request.clone(),
+                    first_execution_run_id: checked.first_execution_run_id.clone(),
+                },
             )
             .await?;
         let Reply::Update(admitted) = reply else {
@@ -193,6 +197,7 @@ impl Frontend {
         Ok(CheckedUpdate {
             workflow_id: execution.workflow_id,
             run_id: execution.run_id,
+            first_execution_run_id: r.first_execution_run_id,
             update_id,
             wanted,
             request: Box::new(request),

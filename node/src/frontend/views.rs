@@ -57,6 +57,16 @@ pub fn execution_info(state: &MutableState) -> workflow::WorkflowExecutionInfo {
             workflow_id: p.workflow_id.clone(),
             run_id: p.run_id.clone(),
         }),
+        root_execution: Some(match &state.parent {
+            Some(parent) => common::WorkflowExecution {
+                workflow_id: parent.root.0.clone(),
+                run_id: parent.root.1.clone(),
+            },
+            None => common::WorkflowExecution {
+                workflow_id: state.workflow_id.clone(),
+                run_id: state.run_id.clone(),
+            },
+        }),
         ..Default::default()
     }
 }

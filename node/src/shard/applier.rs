@@ -16,8 +16,10 @@ pub struct WriteSet {
     /// Term of the leader that decided them; None for unconditional writes (debug KV).
     pub fence_term: Option<u64>,
     /// Keys to set.
+    #[serde(with = "crate::byte_runs::pairs")]
     pub puts: Vec<(Vec<u8>, Vec<u8>)>,
     /// Keys to remove.
+    #[serde(with = "crate::byte_runs::strings")]
     pub deletes: Vec<Vec<u8>>,
 }
 

@@ -187,6 +187,11 @@ async fn start_child(
             workflow_id: state.workflow_id.clone(),
             run_id: state.run_id.clone(),
             initiated_event_id: initiated,
+            root: state
+                .parent
+                .as_ref()
+                .map(|p| p.root.clone())
+                .unwrap_or_else(|| (state.workflow_id.clone(), state.run_id.clone())),
         }),
         ..Default::default()
     };

@@ -13,6 +13,7 @@ use super::applier::{WriteSet, APPLIED};
 use super::{
     encode_state, keys, Job, Op, OpResult, Shard, ShardError, MAX_BATCH, SETTLE_WAIT, WRITER_QUEUE,
 };
+use crate::engine::proto::enums::UpdateWorkflowExecutionLifecycleStage as UpdateStage;
 use crate::engine::{
     self, deadlines, decide_start, dispatchable, Deadline, EngineError, MutableState, Outcome,
     Reply, Request, StartDecision,
@@ -455,6 +456,22 @@ impl Writer {
                         });
                     }
                 }
+                // Update-with-start attaches to an update the workflow already knows: in a
+                // running run whatever its stage, in a closed one once it completed.
+                if let (Some(update), Some(current)) = (update, &current) {
+                    let update_id = update.meta.as_ref().map(|m| m.update_id.as_str());
+                    if let Some(status) =
+                        update_id.and_then(|id| engine::update_status(current, id))
+                    {
+                        if current.is_running() || status.stage == UpdateStage::Completed {
+                            return Ok(OpResult::Started {
+                                run_id: current.run_id.clone(),
+                                started: false,
+                                update: Some(Box::new(status)),
+                            });
+                        }
+                    }
+                }
                 match decide_start(
                     current.as_ref(),
                     &args.request_id,
@@ -466,7 +483,10 @@ impl Writer {
                             (Some(update), Some(current)) => {
                                 let outcome = engine::handle(
                                     current,
-                                    Request::Update(update.clone()),
+                                    Request::Update {
+                                        request: update.clone(),
+                                        first_execution_run_id: String::new(),
+                                    },
                                     now,
                                     &limits,
                                 )?;
@@ -498,7 +518,10 @@ impl Writer {
                             Some(update) => {
                                 let admitted = engine::handle(
                                     &started.state,
-                                    Request::Update(update.clone()),
+                                    Request::Update {
+                                        request: update.clone(),
+                                        first_execution_run_id: String::new(),
+                                    },
                                     now,
                                     &limits,
                                 )?;
