@@ -83,6 +83,10 @@ struct Tuning {
     /// `limit.historyCount.suggestContinueAsNew=50` (repeatable; see the README for the keys).
     #[arg(long = "dynamic-config-value", value_name = "KEY=VALUE")]
     dynamic_config: Vec<String>,
+    /// A Temporal dynamic-config YAML file (`KEY: [{value: V}]`, as Temporal's server reads
+    /// them); `--dynamic-config-value` overrides it.
+    #[arg(long = "dynamic-config-file", value_name = "FILE")]
+    dynamic_config_file: Option<PathBuf>,
     /// Longest a PollWorkflowTaskQueue/PollActivityTaskQueue call waits before an empty answer.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     long_poll_seconds: u64,
@@ -91,6 +95,15 @@ struct Tuning {
 impl Tuning {
     fn limits(&self) -> Result<engine::Limits, String> {
         let mut limits = engine::Limits::default();
+        if let Some(path) = &self.dynamic_config_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            for assignment in engine::dynamic_config_file(&text)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+            {
+                limits.set(&assignment)?;
+            }
+        }
         for assignment in &self.dynamic_config {
             limits.set(assignment)?;
         }

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import pytest
 
-from helpers import history_events, new_id, new_worker
+from helpers import history_events, new_id, new_worker, wait_for
 from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import RetryPolicy
@@ -159,9 +159,12 @@ async def test_database_entity_lifecycle(client: Client, task_queue: str) -> Non
 
         # The periodic tick continues the entity as new after three ticks; it keeps its state.
         first_run = handle.result_run_id
-        await asyncio.sleep(1.5)
+
+        async def continued() -> bool:
+            return (await handle.query(DatabaseEntity.status)).runs >= 2
+
+        await wait_for(continued, timeout=20, what="the entity to continue as new after three ticks")
         status = await handle.query(DatabaseEntity.status)
-        assert status.runs >= 2
         assert status.size == 4
         assert (await handle.describe()).run_id != first_run
 

@@ -106,6 +106,42 @@ impl Limits {
     }
 }
 
+/// One value of a Temporal dynamic-config file entry.
+#[derive(serde::Deserialize)]
+struct ConfigValue {
+    value: serde_yaml::Value,
+    #[serde(default)]
+    constraints: serde_yaml::Mapping,
+}
+
+/// Reads a Temporal dynamic-config YAML file (`KEY:` followed by a list of `value:` /
+/// `constraints:` entries) into `KEY=VALUE` assignments for [`Limits::set`]. Keel's limits are
+/// cluster-wide, so each key takes its unconstrained value; a key with only constrained values
+/// is an error rather than silently ignored.
+pub fn dynamic_config_file(text: &str) -> Result<Vec<String>, String> {
+    let entries: std::collections::BTreeMap<String, Vec<ConfigValue>> =
+        serde_yaml::from_str(text).map_err(|e| format!("not a dynamic-config file: {e}"))?;
+    entries
+        .into_iter()
+        .map(|(key, values)| {
+            let value = values
+                .iter()
+                .find(|v| v.constraints.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "{key} has no value without constraints; Keel's limits are cluster-wide"
+                    )
+                })?;
+            let text = match &value.value {
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::String(s) => s.clone(),
+                other => return Err(format!("{key} needs a number, not {other:?}")),
+            };
+            Ok(format!("{key}={text}"))
+        })
+        .collect()
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

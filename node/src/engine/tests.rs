@@ -938,3 +938,23 @@ fn a_closed_parent_owes_its_started_children_the_close_policy() {
     assert!(applied.events.is_empty());
     assert!(transfers(&applied.state).is_empty());
 }
+
+#[test]
+fn dynamic_config_files_take_temporals_format() {
+    let text = "limit.historyCount.suggestContinueAsNew:\n  - value: 50\nhistory.maxInFlightUpdates:\n  - value: 3\n    constraints:\n      namespace: other\n  - value: 20\n    constraints: {}\n";
+    let assignments = dynamic_config_file(text).expect("a valid file");
+    let mut limits = Limits::default();
+    for assignment in &assignments {
+        limits.set(assignment).expect("known keys");
+    }
+    assert_eq!(limits.suggest_continue_as_new_events, 50);
+    assert_eq!(
+        limits.max_in_flight_updates, 20,
+        "the unconstrained value applies"
+    );
+    assert!(dynamic_config_file(
+        "history.maxInFlightUpdates:\n  - value: 3\n    constraints:\n      namespace: x\n"
+    )
+    .is_err());
+    assert!(dynamic_config_file("not: [a, list, of, values]").is_err());
+}
