@@ -18,7 +18,7 @@ pub use children::{delivery_request_id, transfers, Report, Transfer};
 pub use deadlines::{deadlines, dispatchable, Deadline, TaskKind, TaskRef};
 pub use start::{decide_start, new_run, StartArgs, StartDecision};
 pub use state::{MutableState, RunStatus};
-pub use update::{status as update_status, UpdateStatus};
+pub use update::{completed_by_workflow, status as update_status, UpdateStatus};
 pub use workflow_task::{CompleteWorkflowTask, StartedWorkflowTask};
 
 use proto::{common, failure, HistoryEvent};

@@ -182,6 +182,9 @@ pub struct FinishedUpdate {
     pub outcome: Vec<u8>,
     /// Order of finishing (the oldest are forgotten first).
     pub seq: u64,
+    /// True when the workflow completed it (a WorkflowExecutionUpdateCompleted event), false
+    /// when it was rejected or failed by the run's close.
+    pub completed: bool,
 }
 
 /// The started part of an activity attempt.

@@ -275,6 +275,7 @@ fn apply(txn: &mut Txn, message: &protocol::Message) -> Result<(), EngineError> 
                         rejection.failure.unwrap_or_default(),
                     )),
                 },
+                false,
             );
         }
         Body::Response(response) => {
@@ -295,7 +296,7 @@ fn apply(txn: &mut Txn, message: &protocol::Message) -> Result<(), EngineError> 
                 },
             ));
             txn.state.updates.remove(position);
-            finish(txn, update_id, outcome);
+            finish(txn, update_id, outcome, true);
         }
     }
     Ok(())
@@ -336,12 +337,21 @@ pub(crate) fn fail_accepted_on_close(txn: &mut Txn) {
             update::Outcome {
                 value: Some(update::outcome::Value::Failure(failure)),
             },
+            false,
         );
     }
 }
 
+/// True when the workflow completed `update_id` (not rejected, not failed by the close).
+pub fn completed_by_workflow(state: &super::MutableState, update_id: &str) -> bool {
+    state
+        .finished_updates
+        .get(update_id)
+        .is_some_and(|f| f.completed)
+}
+
 /// Records a finished update's outcome, keeping at most the limit's number of outcomes.
-fn finish(txn: &mut Txn, update_id: &str, outcome: update::Outcome) {
+fn finish(txn: &mut Txn, update_id: &str, outcome: update::Outcome, completed: bool) {
     let finished = &mut txn.state.finished_updates;
     let seq = finished.values().map(|f| f.seq).max().unwrap_or(0) + 1;
     finished.insert(
@@ -349,6 +359,7 @@ fn finish(txn: &mut Txn, update_id: &str, outcome: update::Outcome) {
         FinishedUpdate {
             outcome: outcome.encode_to_vec(),
             seq,
+            completed,
         },
     );
     trim_finished(

@@ -13,7 +13,6 @@ use super::applier::{WriteSet, APPLIED};
 use super::{
     encode_state, keys, Job, Op, OpResult, Shard, ShardError, MAX_BATCH, SETTLE_WAIT, WRITER_QUEUE,
 };
-use crate::engine::proto::enums::UpdateWorkflowExecutionLifecycleStage as UpdateStage;
 use crate::engine::{
     self, deadlines, decide_start, dispatchable, Deadline, EngineError, MutableState, Outcome,
     Reply, Request, StartDecision,
@@ -457,13 +456,16 @@ impl Writer {
                     }
                 }
                 // Update-with-start attaches to an update the workflow already knows: in a
-                // running run whatever its stage, in a closed one once it completed.
+                // running run whatever its stage, in a closed one only if the workflow
+                // completed it.
                 if let (Some(update), Some(current)) = (update, &current) {
                     let update_id = update.meta.as_ref().map(|m| m.update_id.as_str());
                     if let Some(status) =
                         update_id.and_then(|id| engine::update_status(current, id))
                     {
-                        if current.is_running() || status.stage == UpdateStage::Completed {
+                        let completed =
+                            update_id.is_some_and(|id| engine::completed_by_workflow(current, id));
+                        if current.is_running() || completed {
                             return Ok(OpResult::Started {
                                 run_id: current.run_id.clone(),
                                 started: false,
