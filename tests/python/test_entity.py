@@ -21,6 +21,7 @@ from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 
 @dataclass
@@ -219,6 +220,16 @@ async def test_twenty_thousand_updates_and_signals_cross_runs_exactly_once(
     count = int(os.environ.get("KEEL_ENTITY_OPS", "20000")) // 2
     async with new_worker(client, task_queue, [Ledger], max_concurrent_workflow_tasks=4):
         handle = await client.start_workflow(Ledger.run, args=[[], []], id=new_id(), task_queue=task_queue)
+        async def record(seq: int) -> int:
+            # Temporal aborts updates whose workflow task failed (FAILED_PRECONDITION,
+            # WorkflowNotReady) and expects the caller to retry; the update id keeps it once.
+            while True:
+                try:
+                    return await handle.execute_update(Ledger.record, seq, id=f"u-{seq}")
+                except RPCError as err:
+                    if err.status != RPCStatusCode.FAILED_PRECONDITION:
+                        raise
+
         # In rounds: a run can continue as new only through a workflow task during which no
         # new signal or update arrived (Temporal's rule), so the senders pause between rounds.
         round_size = 500
@@ -227,7 +238,7 @@ async def test_twenty_thousand_updates_and_signals_cross_runs_exactly_once(
 
             async def send_updates() -> None:
                 for seq in seqs:
-                    assert await handle.execute_update(Ledger.record, seq, id=f"u-{seq}") == seq
+                    assert await record(seq) == seq
 
             async def send_signals() -> None:
                 for seq in range(start, min(start + round_size, count)):
