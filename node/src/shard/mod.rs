@@ -160,7 +160,7 @@ pub struct Shard {
 }
 
 /// A delivery in progress: namespace id, run id and what.
-type Delivery = (String, String, crate::engine::Transfer);
+pub(crate) type Delivery = (String, String, crate::engine::Transfer);
 
 /// Most jobs queued for one writer.
 const WRITER_QUEUE: usize = 4096;

@@ -28,9 +28,9 @@ enum Attempt {
     Retry(String),
 }
 
-/// Delivers `transfer` of the run in `state`, retrying until it is done or this node no longer
-/// leads the shard. Deliveries already running for the same run are not started twice.
-pub(crate) async fn deliver(shard: Arc<Shard>, state: MutableState, transfer: Transfer) {
+/// Starts delivering `transfer` of the run in `state`, unless that delivery is already running
+/// (checked before anything is copied: this runs after every commit that touches the run).
+pub(crate) fn start_delivery(shard: &Arc<Shard>, state: &MutableState, transfer: Transfer) {
     let key = (
         state.namespace_id.clone(),
         state.run_id.clone(),
@@ -39,6 +39,11 @@ pub(crate) async fn deliver(shard: Arc<Shard>, state: MutableState, transfer: Tr
     if !shard.deliveries_lock().insert(key.clone()) {
         return;
     }
+    tokio::spawn(deliver(shard.clone(), state.clone(), transfer, key));
+}
+
+/// Delivers `transfer`, retrying until it is done or this node no longer leads the shard.
+async fn deliver(shard: Arc<Shard>, state: MutableState, transfer: Transfer, key: super::Delivery) {
     let mut backoff = Duration::from_millis(50);
     loop {
         match attempt(&shard, &state, &transfer).await {

@@ -313,11 +313,7 @@ impl Writer {
             self.deadlines.insert((at, run.clone(), deadline));
         }
         for transfer in engine::transfers(state) {
-            tokio::spawn(super::transfer::deliver(
-                self.shard.clone(),
-                state.clone(),
-                transfer,
-            ));
+            super::transfer::start_delivery(&self.shard, state, transfer);
         }
     }
 
