@@ -13,6 +13,7 @@ import pytest_asyncio
 
 from helpers import (
     NAMESPACE,
+    Cli,
     REPO_ROOT,
     SERVER_KIND,
     Server,
@@ -69,6 +70,11 @@ async def custom_search_attributes(client: Client) -> None:
     """Registers the custom search attributes of helpers.CUSTOM_SEARCH_ATTRIBUTES on ``default``
     (a plain dev server has none), through the OperatorService as a user would."""
     await ensure_custom_search_attributes(client)
+
+
+@pytest.fixture
+def cli(server: Server) -> Cli:
+    return Cli(server)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ Run with ``scripts/python-tests`` (which sets up the venv), e.g.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -308,3 +309,26 @@ async def wait_for_event(
     return await wait_for(check, timeout=timeout, what=f"{event_type} in history")
 
 
+class Cli:
+    """The `temporal` CLI, run against a server with only explicit flags."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        # Only explicit flags: ignore the caller's TEMPORAL_* settings and config files.
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
+        self.env["TEMPORAL_CONFIG_FILE"] = os.devnull
+
+    async def run(self, *args: str, rc: int = 0) -> tuple[str, str]:
+        cmd = [temporal_cli(), *args, "--address", self.server.address]
+        # Run without blocking the event loop: the test's worker must keep running meanwhile.
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.env
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        stdout, stderr = out.decode(), err.decode()
+        assert proc.returncode == rc, f"{cmd} exited {proc.returncode}, wanted {rc}\nstdout: {stdout}\nstderr: {stderr}"
+        return stdout, stderr
+
+    async def json(self, *args: str) -> Any:
+        stdout, _ = await self.run(*args, "-o", "json")
+        return json.loads(stdout)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-from typing import Any
 
 import pytest
 
-from helpers import Server, new_id, new_worker, temporal_cli, wait_for
+from helpers import Cli, new_id, new_worker, wait_for
 from temporalio import workflow
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import CancelledError
@@ -37,34 +34,6 @@ class CliWorkflow:
     @workflow.query
     def items_so_far(self) -> list[str]:
         return self.items
-
-
-class Cli:
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        # Only explicit flags: ignore the caller's TEMPORAL_* settings and config files.
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
-        self.env["TEMPORAL_CONFIG_FILE"] = os.devnull
-
-    async def run(self, *args: str, rc: int = 0) -> tuple[str, str]:
-        cmd = [temporal_cli(), *args, "--address", self.server.address]
-        # Run without blocking the event loop: the test's worker must keep running meanwhile.
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.env
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
-        stdout, stderr = out.decode(), err.decode()
-        assert proc.returncode == rc, f"{cmd} exited {proc.returncode}, wanted {rc}\nstdout: {stdout}\nstderr: {stderr}"
-        return stdout, stderr
-
-    async def json(self, *args: str) -> Any:
-        stdout, _ = await self.run(*args, "-o", "json")
-        return json.loads(stdout)
-
-
-@pytest.fixture
-def cli(server: Server) -> Cli:
-    return Cli(server)
 
 
 async def test_cli_namespaces(cli: Cli) -> None:

@@ -153,9 +153,8 @@ pub(crate) fn start_child(
         ));
     }
     if !a.cron_schedule.is_empty() {
-        return Err(EngineError::Unsupported(
-            "Keel does not support cron schedules on child workflows yet.".into(),
-        ));
+        super::cron::CronSchedule::parse(&a.cron_schedule)
+            .map_err(|e| EngineError::InvalidArgument(format!("Invalid CronSchedule: {e}.")))?;
     }
     if a.task_queue.as_ref().is_none_or(|q| q.name.is_empty()) {
         a.task_queue = Some(proto::task_queue(&txn.state.task_queue));

@@ -282,12 +282,13 @@ pub(crate) fn fire(txn: &mut Txn, deadline: Deadline) -> Result<Reply, EngineErr
             } else {
                 enums::RetryState::RetryPolicyNotSet
             };
+            let new_execution_run_id = super::successor::start_cron_successor(txn, None, None);
             txn.close(
                 RunStatus::TimedOut,
                 Attributes::WorkflowExecutionTimedOutEventAttributes(
                     history::WorkflowExecutionTimedOutEventAttributes {
                         retry_state: retry_state as i32,
-                        new_execution_run_id: String::new(),
+                        new_execution_run_id,
                     },
                 ),
             );

@@ -4,8 +4,10 @@
 
 mod activity;
 mod children;
+pub mod cron;
 mod deadlines;
 pub mod proto;
+mod reset;
 mod start;
 pub mod state;
 mod successor;
@@ -16,6 +18,7 @@ mod workflow_task;
 pub(crate) use activity::retry_policy_proto;
 pub use children::{delivery_request_id, transfers, Report, Transfer};
 pub use deadlines::{deadlines, dispatchable, Deadline, TaskKind, TaskRef};
+pub use reset::{reset, ResetArgs};
 pub use start::{decide_start, new_run, StartArgs, StartDecision};
 pub use state::{MutableState, RunStatus};
 pub use update::{completed_by_workflow, status as update_status, UpdateStatus};

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::cron::CronSchedule;
 use super::proto::{self, common, enums, history, Attributes};
 use super::state::{MutableState, RunStatus};
 use super::txn::Txn;
@@ -52,6 +53,8 @@ pub struct StartArgs {
     pub continuation: Option<Continuation>,
     /// The parent, when this starts a child workflow.
     pub parent: Option<super::state::ParentInfo>,
+    /// Cron schedule (empty: none).
+    pub cron_schedule: String,
 }
 
 /// How a run continues the run before it.
@@ -193,7 +196,13 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
         }
         None => None,
     };
-    let delay_ms = proto::duration_ms(args.start_delay.as_ref());
+    let mut delay_ms = proto::duration_ms(args.start_delay.as_ref());
+    if !args.cron_schedule.is_empty() && args.continuation.is_none() {
+        // The first run of a cron workflow waits for the schedule's first time.
+        let schedule = CronSchedule::parse(&args.cron_schedule)
+            .map_err(|e| EngineError::InvalidArgument(format!("Invalid CronSchedule: {e}.")))?;
+        delay_ms = schedule.backoff_ms(now_ns, now_ns).unwrap_or(0);
+    }
     let ns = |ms: i64| ms * 1_000_000;
     let continuation = args.continuation.clone().unwrap_or_default();
     let execution_expiration = match args.continuation {
@@ -261,6 +270,8 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
         user_metadata: proto::encode_opt(args.user_metadata.as_ref()),
         sticky_queue: String::new(),
         sticky_timeout_ms: 0,
+        cron_schedule: args.cron_schedule.clone(),
+        reset_request_id: String::new(),
     };
     let parent = args.parent.clone();
     let mut txn = Txn::new(state, now_ns, limits);
@@ -285,6 +296,7 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
             attempt,
             workflow_execution_expiration_time: execution_expiration.map(proto::timestamp),
             first_workflow_task_backoff: proto::duration(delay_ms),
+            cron_schedule: args.cron_schedule.clone(),
             memo: args.memo,
             search_attributes: args.search_attributes,
             header: args.header,

@@ -362,6 +362,12 @@ pub struct MutableState {
     pub sticky_queue: String,
     /// How long a task waits on the sticky queue before it goes to the normal one.
     pub sticky_timeout_ms: i64,
+    /// Cron schedule (empty: none): when the run closes, the next run starts at the next
+    /// scheduled time.
+    pub cron_schedule: String,
+    /// Request id of the ResetWorkflowExecution that created this run (empty: none); a
+    /// retried reset answers this run.
+    pub reset_request_id: String,
 }
 
 impl MutableState {

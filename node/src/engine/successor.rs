@@ -4,6 +4,7 @@
 //! continue-as-new (the new run inherits what the command leaves unset).
 
 use super::activity;
+use super::cron::CronSchedule;
 use super::proto::{self, command, enums, failure, history, Attributes};
 use super::start::{new_run, Continuation, StartArgs};
 use super::state::RunStatus;
@@ -28,7 +29,7 @@ pub(crate) fn fail_run(txn: &mut Txn, failure: Option<failure::Failure>, complet
             start_successor(txn, &run_id, delay_ms, failure.clone());
             (enums::RetryState::InProgress, run_id)
         }
-        Err(state) => (state, String::new()),
+        Err(state) => (state, start_cron_successor(txn, None, failure.clone())),
     };
     txn.close(
         RunStatus::Failed,
@@ -85,8 +86,45 @@ fn inherited_args(txn: &Txn, run_id: &str) -> StartArgs {
             finished_updates: state.finished_updates.clone(),
         }),
         parent: state.parent.clone(),
+        cron_schedule: state.cron_schedule.clone(),
         ..Default::default()
     }
+}
+
+/// For a cron workflow's closing run: starts the next run at the schedule's next time after
+/// this run was due (none if that is past the execution timeout) and returns its id, or an
+/// empty string when no run follows.
+pub(crate) fn start_cron_successor(
+    txn: &mut Txn,
+    result: Option<proto::common::Payloads>,
+    failure: Option<failure::Failure>,
+) -> String {
+    if txn.state.cron_schedule.is_empty() {
+        return String::new();
+    }
+    let Ok(schedule) = CronSchedule::parse(&txn.state.cron_schedule) else {
+        return String::new();
+    };
+    let Some(delay_ms) = schedule.backoff_ms(txn.state.execution_time_ns, txn.now) else {
+        return String::new();
+    };
+    if let Some(expiration) = txn.state.execution_expiration_ns {
+        if txn.now + delay_ms * 1_000_000 >= expiration {
+            return String::new();
+        }
+    }
+    let run_id = successor_run_id(&txn.state.run_id, txn.state.attempt, txn.now);
+    let mut args = inherited_args(txn, &run_id);
+    args.start_delay = proto::duration(delay_ms);
+    if let Some(continuation) = args.continuation.as_mut() {
+        continuation.failure = failure;
+        continuation.last_completion_result = result;
+        continuation.initiator = enums::ContinueAsNewInitiator::CronSchedule as i32;
+    }
+    // The schedule and retry policy were validated when the first run started.
+    txn.successor = new_run(args, txn.now, txn.limits).ok();
+    txn.state.successor_run_id = run_id.clone();
+    run_id
 }
 
 /// ContinueAsNewWorkflowExecution: closes the run as continued-as-new and starts its
@@ -127,6 +165,9 @@ pub(crate) fn continue_as_new(
     }
     if a.retry_policy.is_some() {
         args.retry_policy = a.retry_policy.clone();
+    }
+    if !a.cron_schedule.is_empty() {
+        args.cron_schedule = a.cron_schedule.clone();
     }
     if a.memo.is_some() {
         args.memo = a.memo.clone();

@@ -958,3 +958,256 @@ fn dynamic_config_files_take_temporals_format() {
     .is_err());
     assert!(dynamic_config_file("not: [a, list, of, values]").is_err());
 }
+
+fn start_timer(timer_id: &str, ms: i64) -> command::Command {
+    command::Command {
+        command_type: enums::CommandType::StartTimer as i32,
+        attributes: Some(command::command::Attributes::StartTimerCommandAttributes(
+            command::StartTimerCommandAttributes {
+                timer_id: timer_id.into(),
+                start_to_fire_timeout: proto::duration(ms),
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+fn signal(name: &str, request_id: &str) -> Request {
+    Request::Signal(Signal {
+        name: name.into(),
+        request_id: request_id.into(),
+        ..Default::default()
+    })
+}
+
+/// A run's whole history as the shard would read it, built by driving the engine.
+struct Recorded {
+    state: MutableState,
+    events: Vec<proto::HistoryEvent>,
+}
+
+impl Recorded {
+    fn new() -> Recorded {
+        let args = StartArgs {
+            namespace_id: "ns".into(),
+            workflow_id: "wf".into(),
+            run_id: "run-1".into(),
+            request_id: "req-1".into(),
+            workflow_type: "Hello".into(),
+            task_queue: "q".into(),
+            ..Default::default()
+        };
+        let outcome = new_run(args, SEC, &Limits::default()).expect("start");
+        Recorded {
+            state: outcome.state,
+            events: outcome.events,
+        }
+    }
+
+    fn apply(&mut self, outcome: Outcome) -> Reply {
+        self.state = outcome.state;
+        self.events.extend(outcome.events);
+        outcome.reply
+    }
+
+    fn workflow_task(&mut self, commands: Vec<command::Command>, at: i64) {
+        let (state, started) = take_workflow_task(&self.state, at);
+        let started_outcome = step(
+            &self.state,
+            Request::RecordWorkflowTaskStarted {
+                scheduled_event_id: started.scheduled_event_id,
+                attempt: started.attempt,
+                request_id: format!("poll-{at}"),
+                identity: "worker".into(),
+            },
+            at,
+        );
+        self.events.extend(started_outcome.events);
+        let outcome = complete(&state, &started, commands, at);
+        self.apply(outcome);
+    }
+}
+
+fn reset_args(finish: i64) -> ResetArgs {
+    ResetArgs {
+        new_run_id: "run-2".into(),
+        request_id: "reset-1".into(),
+        reason: "bad deploy".into(),
+        workflow_task_finish_event_id: finish,
+        reapply_signals: true,
+    }
+}
+
+#[test]
+fn reset_keeps_pending_work_of_the_reset_point_and_reapplies_later_signals() {
+    let mut run = Recorded::new();
+    // Events 3-6: started, completed, activity scheduled, timer started (fires at 62 s).
+    run.workflow_task(vec![schedule_activity(), start_timer("t", 60_000)], 2 * SEC);
+    // 7-8: a signal and its workflow task; 9-10: that task.
+    run.apply(step(&run.state, signal("early", "s-1"), 3 * SEC));
+    run.workflow_task(vec![], 4 * SEC);
+    // 11-12: a signal after the reset point.
+    run.apply(step(&run.state, signal("late", "s-2"), 5 * SEC));
+    assert_eq!(run.events.len(), 12, "{:?}", types(&run.events));
+
+    let outcome = reset(
+        &run.state,
+        &run.events,
+        reset_args(10),
+        100 * SEC,
+        &Limits::default(),
+    )
+    .expect("reset accepted");
+    let new_types = types(&outcome.events);
+    assert_eq!(new_types[..9], types(&run.events[..9])[..]);
+    assert_eq!(
+        new_types[9..],
+        [
+            "WorkflowTaskFailed",
+            "WorkflowExecutionSignaled",
+            "WorkflowTaskScheduled"
+        ]
+    );
+    let ids: Vec<i64> = outcome.events.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids, (1..=12).collect::<Vec<_>>());
+    match &outcome.events[9].attributes {
+        Some(Attributes::WorkflowTaskFailedEventAttributes(a)) => {
+            assert_eq!(
+                a.cause,
+                enums::WorkflowTaskFailedCause::ResetWorkflow as i32
+            );
+            assert_eq!(
+                (a.base_run_id.as_str(), a.new_run_id.as_str()),
+                ("run-1", "run-2")
+            );
+            assert_eq!((a.scheduled_event_id, a.started_event_id), (8, 9));
+        }
+        other => panic!("expected WorkflowTaskFailed, got {other:?}"),
+    }
+    let state = &outcome.state;
+    assert_eq!(state.run_id, "run-2");
+    assert_eq!(state.first_execution_run_id, "run-1");
+    assert_eq!(state.reset_request_id, "reset-1");
+    assert_eq!(state.signal_count, 2);
+    assert_eq!(state.timers["t"].fire_at_ns, 62 * SEC);
+    assert_eq!(state.activities.len(), 1, "the activity is pending again");
+    let tasks = dispatchable(state, 100 * SEC);
+    assert_eq!(
+        tasks.iter().map(|t| t.kind).collect::<Vec<_>>(),
+        [TaskKind::Workflow, TaskKind::Activity]
+    );
+    assert_eq!(state.next_event_id, 13);
+
+    // Without reapplication the late signal stays behind.
+    let mut args = reset_args(10);
+    args.reapply_signals = false;
+    let outcome = reset(&run.state, &run.events, args, 100 * SEC, &Limits::default())
+        .expect("reset accepted");
+    assert_eq!(
+        types(&outcome.events)[9..],
+        ["WorkflowTaskFailed", "WorkflowTaskScheduled"]
+    );
+}
+
+#[test]
+fn reset_to_a_scheduled_task_starts_it_and_refuses_points_outside_a_task() {
+    let mut run = Recorded::new();
+    // A signal while the first task is only scheduled (event 3): reset to it. As in
+    // Temporal, the task gets a started event of the history service's, and the signal,
+    // being after the reset point, is reapplied.
+    run.apply(step(&run.state, signal("early", "s-1"), SEC));
+    run.workflow_task(vec![complete_workflow()], 2 * SEC);
+    let outcome = reset(
+        &run.state,
+        &run.events,
+        reset_args(3),
+        9 * SEC,
+        &Limits::default(),
+    )
+    .expect("reset accepted");
+    assert_eq!(
+        types(&outcome.events),
+        [
+            "WorkflowExecutionStarted",
+            "WorkflowTaskScheduled",
+            "WorkflowTaskStarted",
+            "WorkflowTaskFailed",
+            "WorkflowExecutionSignaled",
+            "WorkflowTaskScheduled"
+        ]
+    );
+    assert!(outcome.state.is_running());
+    assert_eq!(outcome.state.signal_count, 1);
+
+    let mut run = Recorded::new();
+    run.workflow_task(vec![start_timer("t", 60_000)], 2 * SEC);
+    run.apply(step(&run.state, signal("s", "s-1"), 3 * SEC));
+    for finish in [1, 6, 99] {
+        let refused = reset(
+            &run.state,
+            &run.events,
+            reset_args(finish),
+            9 * SEC,
+            &Limits::default(),
+        );
+        assert!(
+            matches!(refused, Err(EngineError::InvalidArgument(_))),
+            "reset to {finish}: {refused:?}"
+        );
+    }
+    let partial = reset(
+        &run.state,
+        &run.events[..3],
+        reset_args(4),
+        9 * SEC,
+        &Limits::default(),
+    );
+    assert!(matches!(partial, Err(EngineError::FailedPrecondition(_))));
+}
+
+#[test]
+fn cron_runs_wait_for_the_schedule_and_each_close_starts_the_next() {
+    // 00:00:30 on 1970-01-01; every minute: the first run is due at 00:01:00.
+    let args = StartArgs {
+        namespace_id: "ns".into(),
+        workflow_id: "wf".into(),
+        run_id: "run-1".into(),
+        workflow_type: "Hello".into(),
+        task_queue: "q".into(),
+        cron_schedule: "* * * * *".into(),
+        ..Default::default()
+    };
+    let outcome = new_run(args.clone(), 30 * SEC, &Limits::default()).expect("start");
+    assert_eq!(types(&outcome.events), ["WorkflowExecutionStarted"]);
+    assert_eq!(outcome.state.first_task_backoff_until_ns, Some(60 * SEC));
+    let state = step(
+        &outcome.state,
+        Request::Deadline(Deadline::StartBackoff),
+        60 * SEC,
+    )
+    .state;
+    let (state, started) = take_workflow_task(&state, 61 * SEC);
+    let closed = complete(&state, &started, vec![complete_workflow()], 62 * SEC);
+    let next = closed.successor.expect("a cron run follows");
+    assert_eq!(closed.state.successor_run_id, next.state.run_id);
+    match &next.events[0].attributes {
+        Some(Attributes::WorkflowExecutionStartedEventAttributes(a)) => {
+            assert_eq!(
+                a.initiator,
+                enums::ContinueAsNewInitiator::CronSchedule as i32
+            );
+            assert_eq!(a.cron_schedule, "* * * * *");
+            assert_eq!(a.first_workflow_task_backoff, proto::duration(58_000));
+            assert_eq!(a.continued_execution_run_id, "run-1");
+        }
+        other => panic!("expected WorkflowExecutionStarted, got {other:?}"),
+    }
+    assert_eq!(next.state.first_task_backoff_until_ns, Some(120 * SEC));
+
+    let mut bad = args;
+    bad.cron_schedule = "every minute".into();
+    assert!(matches!(
+        new_run(bad, SEC, &Limits::default()),
+        Err(EngineError::InvalidArgument(_))
+    ));
+}

@@ -55,7 +55,7 @@ impl<'a> Txn<'a> {
         id
     }
 
-    fn push(&mut self, event: HistoryEvent) {
+    pub(crate) fn push(&mut self, event: HistoryEvent) {
         self.state.next_event_id = event.event_id + 1;
         self.state.history_size_bytes += event.encoded_len() as i64;
         self.events.push(event);

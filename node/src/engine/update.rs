@@ -351,7 +351,7 @@ pub fn completed_by_workflow(state: &super::MutableState, update_id: &str) -> bo
 }
 
 /// Records a finished update's outcome, keeping at most the limit's number of outcomes.
-fn finish(txn: &mut Txn, update_id: &str, outcome: update::Outcome, completed: bool) {
+pub(crate) fn finish(txn: &mut Txn, update_id: &str, outcome: update::Outcome, completed: bool) {
     let finished = &mut txn.state.finished_updates;
     let seq = finished.values().map(|f| f.seq).max().unwrap_or(0) + 1;
     finished.insert(

@@ -422,13 +422,15 @@ fn apply_command(
             Ok(false)
         }
         Cmd::CompleteWorkflowExecutionCommandAttributes(a) => {
+            let new_execution_run_id =
+                super::successor::start_cron_successor(txn, a.result.clone(), None);
             txn.close(
                 RunStatus::Completed,
                 Attributes::WorkflowExecutionCompletedEventAttributes(
                     history::WorkflowExecutionCompletedEventAttributes {
                         result: a.result,
                         workflow_task_completed_event_id: completed_id,
-                        new_execution_run_id: String::new(),
+                        new_execution_run_id,
                     },
                 ),
             );
@@ -539,7 +541,7 @@ fn command_name(command: &Cmd) -> &'static str {
 
 /// Upserts `upsert` into `current`; an empty or null payload (no data and no metadata, or
 /// encoding `binary/null`) removes the key, as in Temporal.
-fn merge_payload_map(
+pub(crate) fn merge_payload_map(
     current: &mut std::collections::HashMap<String, common::Payload>,
     upsert: std::collections::HashMap<String, common::Payload>,
 ) {

@@ -102,9 +102,13 @@ impl Frontend {
         fields: StartFields,
     ) -> Result<StartArgs, Status> {
         if !fields.cron_schedule.is_empty() {
-            return Err(Status::unimplemented(
-                "Keel does not support cron schedules yet; start without CronSchedule.",
-            ));
+            if fields.start_delay.is_some() {
+                return Err(invalid(
+                    "CronSchedule and WorkflowStartDelay may not be used together.",
+                ));
+            }
+            crate::engine::cron::CronSchedule::parse(&fields.cron_schedule)
+                .map_err(|e| invalid(format!("Invalid CronSchedule: {e}.")))?;
         }
         check_id("WorkflowId", &fields.workflow_id, true)?;
         check_id("RequestId", &fields.request_id, false)?;
@@ -156,6 +160,7 @@ impl Frontend {
             signal: None,
             continuation: None,
             parent: None,
+            cron_schedule: fields.cron_schedule,
         })
     }
 
@@ -1522,6 +1527,48 @@ impl WorkflowService for Frontend {
         )
         .await?;
         Ok(Response::new(ws::ResetStickyTaskQueueResponse {}))
+    }
+
+    async fn reset_workflow_execution(
+        &self,
+        request: Request<ws::ResetWorkflowExecutionRequest>,
+    ) -> Rpc<ws::ResetWorkflowExecutionResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace)?;
+        let execution = r.workflow_execution.unwrap_or_default();
+        check_id("WorkflowId", &execution.workflow_id, true)?;
+        check_id("RequestId", &r.request_id, false)?;
+        if !r.post_reset_operations.is_empty() {
+            return Err(Status::unimplemented(
+                "Keel does not support post-reset operations yet; reset without them.",
+            ));
+        }
+        let exclude_signals = r
+            .reset_reapply_exclude_types
+            .contains(&(enums::ResetReapplyExcludeType::Signal as i32));
+        #[allow(deprecated)]
+        let reapply_none = r.reset_reapply_type == enums::ResetReapplyType::None as i32;
+        let args = crate::engine::ResetArgs {
+            new_run_id: new_run_id(),
+            request_id: if r.request_id.is_empty() {
+                new_id()
+            } else {
+                r.request_id
+            },
+            reason: r.reason,
+            workflow_task_finish_event_id: r.workflow_task_finish_event_id,
+            reapply_signals: !exclude_signals && !reapply_none,
+        };
+        let op = Op::Reset {
+            run_id: execution.run_id,
+            args,
+        };
+        match self.run_op(&namespace, &execution.workflow_id, op).await? {
+            OpResult::Started { run_id, .. } => {
+                Ok(Response::new(ws::ResetWorkflowExecutionResponse { run_id }))
+            }
+            OpResult::Reply { .. } => Err(Status::internal("unexpected reply to a reset")),
+        }
     }
 
     async fn shutdown_worker(

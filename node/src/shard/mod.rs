@@ -25,7 +25,7 @@ use crate::engine::{
 use crate::matching::Matching;
 
 /// Version byte of stored mutable states.
-const STATE_VERSION: u8 = 2;
+const STATE_VERSION: u8 = 3;
 
 /// The wall clock, behind a seam tests can replace.
 pub trait Clock: Send + Sync + 'static {
@@ -97,6 +97,14 @@ pub enum Op {
         signal_if_running: Option<Signal>,
         /// Update-with-start: the update to admit on the run answered (new or existing).
         update: Option<Box<UpdateRequest>>,
+    },
+    /// ResetWorkflowExecution of run `run_id` (empty: the current run). The current run, if
+    /// running, is terminated; the new run becomes current.
+    Reset {
+        /// The base run, or empty for the current run.
+        run_id: String,
+        /// The reset.
+        args: crate::engine::ResetArgs,
     },
     /// A request for an existing run (`run_id` empty: the current run).
     Run {

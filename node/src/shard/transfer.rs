@@ -186,6 +186,7 @@ async fn start_child(
         search_attributes: a.search_attributes,
         header: a.header,
         priority: a.priority,
+        cron_schedule: a.cron_schedule,
         parent: Some(ParentInfo {
             namespace_id: state.namespace_id.clone(),
             namespace: parent_namespace.0,

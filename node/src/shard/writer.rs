@@ -424,6 +424,7 @@ impl Writer {
                     Err(error) => Err(error.into()),
                 }
             }
+            Op::Reset { run_id, args } => self.reset(job, run_id, args, now, writes, touched),
             Op::Start {
                 args,
                 reuse_policy,
@@ -562,6 +563,83 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+impl Writer {
+    /// Creates the reset run of `run_id` (empty: the current run), terminating the current
+    /// run if it is running; a retried reset (same request id) answers the run it created.
+    fn reset(
+        &mut self,
+        job: &Job,
+        run_id: &str,
+        args: &engine::ResetArgs,
+        now: i64,
+        writes: &mut WriteSet,
+        touched: &mut Vec<RunKey>,
+    ) -> Result<OpResult, ShardError> {
+        let limits = self.shard.context.limits.clone();
+        let current_id = self
+            .current_run(&job.namespace_id, &job.workflow_id)?
+            .ok_or_else(|| super::run_not_found(&job.workflow_id, ""))?;
+        let run = |run_id: &str| RunKey {
+            namespace_id: job.namespace_id.clone(),
+            workflow_id: job.workflow_id.clone(),
+            run_id: run_id.to_string(),
+        };
+        let current = self
+            .state(&run(&current_id))?
+            .ok_or_else(|| super::run_not_found(&job.workflow_id, &current_id))?;
+        if !args.request_id.is_empty() && current.reset_request_id == args.request_id {
+            return Ok(OpResult::Started {
+                run_id: current.run_id,
+                started: false,
+                update: None,
+            });
+        }
+        let base_id = if run_id.is_empty() {
+            &current_id
+        } else {
+            run_id
+        };
+        let base = self
+            .state(&run(base_id))?
+            .ok_or_else(|| super::run_not_found(&job.workflow_id, base_id))?;
+        // The base run's events as committed; if this batch already changed the run, its
+        // newest events are not readable yet and the engine asks for a retry.
+        let events = self
+            .shard
+            .read_events(&base, 1, base.next_event_id, usize::MAX)?;
+        let reset = engine::reset(&base, &events, args.clone(), now, &limits)?;
+        if current.is_running() {
+            let outcome = engine::handle(
+                &current,
+                Request::Terminate {
+                    reason: args.reason.clone(),
+                    details: None,
+                    // As Temporal writes it, whoever asked for the reset.
+                    identity: "history-resetter".to_string(),
+                },
+                now,
+                &limits,
+            )?;
+            self.record(&outcome, writes, touched);
+        }
+        self.record(&reset, writes, touched);
+        let new_run = reset.state.run_id.clone();
+        writes.puts.push((
+            keys::current(&job.namespace_id, &job.workflow_id),
+            new_run.clone().into_bytes(),
+        ));
+        self.currents.insert(
+            (job.namespace_id.clone(), job.workflow_id.clone()),
+            new_run.clone(),
+        );
+        Ok(OpResult::Started {
+            run_id: new_run,
+            started: true,
+            update: None,
+        })
     }
 }
 
