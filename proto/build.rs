@@ -13,7 +13,11 @@ const TEMPORAL_SERVICES: [&str; 3] = [
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["keel/raft/v1/transport.proto", "keel/debug/v1/kv.proto"];
+    let files = [
+        "keel/raft/v1/transport.proto",
+        "keel/debug/v1/kv.proto",
+        "keel/admin/v1/cluster.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed=protos/{file}");
     }

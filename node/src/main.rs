@@ -5,7 +5,9 @@
 //! It must not reach into RocksDB or openraft directly: storage goes through keel-storage and
 //! replication through keel-raft.
 
+mod admin;
 mod byte_runs;
+mod config_file;
 mod debug_kv;
 mod engine;
 mod frontend;
@@ -21,6 +23,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::config_file::NodeFile;
 use crate::server::{NodeConfig, PeerSpec};
 
 /// Keel: a Temporal-compatible durable-execution server with replicated embedded storage.
@@ -47,32 +50,51 @@ enum Command {
         #[command(flatten)]
         tuning: Tuning,
     },
-    /// Run one node of a cluster.
+    /// Run one node of a cluster (settings from --config FILE, overridden by flags).
     Node {
+        /// A YAML file with the node's settings (see deploy/keel-node.example.yaml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// This node's id (unique in the cluster, > 0).
         #[arg(long)]
-        node_id: u64,
+        node_id: Option<u64>,
         /// The cluster's id; every node and data dir of a cluster carries the same one.
         #[arg(long)]
-        cluster_id: String,
+        cluster_id: Option<String>,
         /// Address (host:port) to listen on for peers and clients.
         #[arg(long)]
-        listen: String,
+        listen: Option<String>,
         /// Every member of the initial cluster, this node included, as ID=HOST:PORT (repeat or
         /// separate with commas).
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',')]
         peer: Vec<PeerSpec>,
         /// Directory for the node's RocksDB and snapshot files.
         #[arg(long)]
-        data_dir: PathBuf,
-        /// Number of shard groups (fixed when the cluster is created).
-        #[arg(long, default_value_t = 16)]
-        shards: u64,
+        data_dir: Option<PathBuf>,
+        /// Number of shard groups (fixed when the cluster is created; default 16).
+        #[arg(long)]
+        shards: Option<u64>,
         /// Serve the test-only replicated key/value RPC (keel.debug.v1.DebugKv).
         #[arg(long)]
         debug_kv: bool,
         #[command(flatten)]
         tuning: Tuning,
+    },
+    /// Inspect a running cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Nodes and whether they are up; per Raft group its leader, term, log and applied index,
+    /// and each replica's lag behind the leader.
+    Status {
+        /// Any node of the cluster (host:port of its client port).
+        #[arg(long, default_value = "127.0.0.1:7233")]
+        address: String,
     },
 }
 
@@ -87,14 +109,19 @@ struct Tuning {
     /// them); `--dynamic-config-value` overrides it.
     #[arg(long = "dynamic-config-file", value_name = "FILE")]
     dynamic_config_file: Option<PathBuf>,
-    /// Longest a PollWorkflowTaskQueue/PollActivityTaskQueue call waits before an empty answer.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-    long_poll_seconds: u64,
+    /// Longest a PollWorkflowTaskQueue/PollActivityTaskQueue call waits before an empty answer
+    /// (default 60).
+    #[arg(long, value_name = "SECONDS")]
+    long_poll_seconds: Option<u64>,
 }
 
 impl Tuning {
-    fn limits(&self) -> Result<engine::Limits, String> {
+    /// The limits from the config file's values (`file`), the dynamic-config file, then flags.
+    fn limits(&self, file: &[String]) -> Result<engine::Limits, String> {
         let mut limits = engine::Limits::default();
+        for assignment in file {
+            limits.set(assignment)?;
+        }
         if let Some(path) = &self.dynamic_config_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -121,7 +148,31 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("keel: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = match cli.command {
+        Command::Cluster {
+            command: ClusterCommand::Status { address },
+        } => {
+            return match runtime.block_on(admin::cluster_status(&address)) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("keel: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Dev {
             port,
             data_dir,
@@ -141,14 +192,15 @@ fn main() -> ExitCode {
                 shards,
                 debug_kv: true,
                 default_namespace: true,
-                limits: match tuning.limits() {
+                limits: match tuning.limits(&[]) {
                     Ok(limits) => limits,
                     Err(error) => return usage_error(&error),
                 },
-                long_poll: std::time::Duration::from_secs(tuning.long_poll_seconds.max(1)),
+                long_poll: long_poll(tuning.long_poll_seconds),
             }
         }
         Command::Node {
+            config,
             node_id,
             cluster_id,
             listen,
@@ -157,30 +209,51 @@ fn main() -> ExitCode {
             shards,
             debug_kv,
             tuning,
-        } => NodeConfig {
-            node_id,
-            cluster_id,
-            listen,
-            peers: peer,
-            data_dir,
-            shards,
-            debug_kv,
-            default_namespace: true,
-            limits: match tuning.limits() {
-                Ok(limits) => limits,
+        } => {
+            let file = match config.as_deref().map(NodeFile::read).transpose() {
+                Ok(file) => file.unwrap_or_default(),
                 Err(error) => return usage_error(&error),
-            },
-            long_poll: std::time::Duration::from_secs(tuning.long_poll_seconds.max(1)),
-        },
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("keel: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
+            };
+            let assignments = match file.dynamic_config_assignments() {
+                Ok(assignments) => assignments,
+                Err(error) => return usage_error(&error),
+            };
+            let missing = |what: &str| format!("--{what} is required (as a flag or in --config)");
+            let Some(node_id) = node_id.or(file.node_id) else {
+                return usage_error(&missing("node-id"));
+            };
+            let Some(cluster_id) = cluster_id.or(file.cluster_id.clone()) else {
+                return usage_error(&missing("cluster-id"));
+            };
+            let Some(listen) = listen.or(file.listen.clone()) else {
+                return usage_error(&missing("listen"));
+            };
+            let Some(data_dir) = data_dir.or(file.data_dir.clone()) else {
+                return usage_error(&missing("data-dir"));
+            };
+            let peers = if peer.is_empty() {
+                file.peer_specs()
+            } else {
+                peer
+            };
+            if peers.is_empty() {
+                return usage_error(&missing("peer"));
+            }
+            NodeConfig {
+                node_id,
+                cluster_id,
+                listen,
+                peers,
+                data_dir,
+                shards: shards.or(file.shards).unwrap_or(16),
+                debug_kv,
+                default_namespace: true,
+                limits: match tuning.limits(&assignments) {
+                    Ok(limits) => limits,
+                    Err(error) => return usage_error(&error),
+                },
+                long_poll: long_poll(tuning.long_poll_seconds.or(file.long_poll_seconds)),
+            }
         }
     };
     match runtime.block_on(server::run(config)) {
@@ -190,6 +263,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn long_poll(seconds: Option<u64>) -> std::time::Duration {
+    std::time::Duration::from_secs(seconds.unwrap_or(60).max(1))
 }
 
 fn usage_error(message: &str) -> ExitCode {

@@ -14,6 +14,7 @@ use keel_raft::{GroupConfig, GroupRegistry, LinkFaults, NodeId, RaftTransportSer
 use keel_storage::{keys, Cf, NodeIdentity, Store};
 use tonic::codec::CompressionEncoding;
 
+use crate::admin::ClusterAdminService;
 use crate::debug_kv::DebugKvService;
 use crate::engine::Limits;
 use crate::frontend::{Frontend, Queries};
@@ -22,6 +23,7 @@ use crate::matching::Matching;
 use crate::namespaces::{NamespaceError, NamespaceRecord, Namespaces};
 use crate::shard::applier::WriteSetApplier;
 use crate::shard::{Shard, ShardContext, SystemClock};
+use keel_proto::admin::cluster_admin_server::ClusterAdminServer;
 use keel_proto::temporal_services::health::health_server::HealthServer;
 use keel_proto::temporal_services::operatorservice::operator_service_server::OperatorServiceServer;
 use keel_proto::temporal_services::workflowservice::workflow_service_server::WorkflowServiceServer;
@@ -207,6 +209,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .add_service(workflow)
         .add_service(operator)
         .add_service(HealthServer::new(HealthService))
+        .add_service(ClusterAdminServer::new(ClusterAdminService {
+            node_id: config.node_id,
+            cluster_id: config.cluster_id.clone(),
+            registry: registry.clone(),
+        }))
         .add_optional_service(debug_kv)
         .serve_with_shutdown(listen, shutdown_signal())
         .await

@@ -9,6 +9,11 @@ pub mod raft {
     tonic::include_proto!("keel.raft.v1");
 }
 
+/// Cluster administration for `keel cluster status` (`keel.admin.v1`).
+pub mod admin {
+    tonic::include_proto!("keel.admin.v1");
+}
+
 /// Test-only replicated key/value service (`keel.debug.v1`).
 pub mod debug {
     tonic::include_proto!("keel.debug.v1");

@@ -83,6 +83,19 @@ impl KeelProcess {
         }
     }
 
+    /// A node started from the YAML file `config` (`keel node --config`), which must name the
+    /// node's `id`, `addr` and data dir `root/node-ID`; not started.
+    pub fn from_config(id: u64, addr: &str, config: &Path, root: &Path) -> KeelProcess {
+        KeelProcess {
+            id,
+            addr: addr.to_string(),
+            log: root.join(format!("node-{id}.log")),
+            data_dir: root.join(format!("node-{id}")),
+            args: vec!["node".to_string(), format!("--config={}", config.display())],
+            child: None,
+        }
+    }
+
     /// Starts the process (stderr appended to [`KeelProcess::log`]).
     pub fn start(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()

@@ -423,3 +423,104 @@ async fn a_bootstrap_interrupted_by_a_crash_is_finished_at_the_next_start() -> a
     node.kill9().await?;
     Ok(())
 }
+
+/// `keel cluster status --address ADDR`: (exit code, stdout + stderr).
+fn cluster_status(addr: &str) -> anyhow::Result<(i32, String)> {
+    let out = std::process::Command::new(keel_tests::process::keel_binary()?)
+        .args(["cluster", "status", "--address", addr])
+        .output()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Ok((out.status.code().unwrap_or(-1), text))
+}
+
+/// The leader column of every group row of a `keel cluster status` report.
+fn group_leaders(report: &str) -> Vec<String> {
+    report
+        .lines()
+        .filter(|l| l.starts_with("metadata") || l.starts_with("shard "))
+        .filter_map(|l| {
+            let columns: Vec<&str> = l.split_whitespace().collect();
+            let at = if l.starts_with("shard ") { 2 } else { 1 };
+            columns.get(at).map(|s| s.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_from_config_files_reports_its_status_and_moves_leaders_off_a_dead_node(
+) -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let addrs: Vec<String> = (0..3)
+        .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+        .collect::<Result<_, _>>()?;
+    let peers: String = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("  - id: {}\n    address: {a}\n", i + 1))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let id = i as u64 + 1;
+        let config = root.path().join(format!("node-{id}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "node_id: {id}\ncluster_id: status-test\nlisten: {addr}\ndata_dir: {}\nshards: {SHARDS}\npeers:\n{peers}",
+                root.path().join(format!("node-{id}")).display()
+            ),
+        )?;
+        let mut node = KeelProcess::from_config(id, addr, &config, root.path());
+        node.start()?;
+        nodes.push(node);
+    }
+    let reproduce = "cargo test --workspace --test process_cluster -- a_cluster_from_config_files";
+    let wait = |what: &'static str, addr: String, ok: fn(&str) -> bool| async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (code, report) = cluster_status(&addr)?;
+            if code == 0 && ok(&report) {
+                return anyhow::Ok(report);
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("waited 30 s for {what}; last report:\n{report}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let formed = wait("every group to elect a leader", addrs[1].clone(), |r| {
+        let leaders = group_leaders(r);
+        r.matches(" up").count() == 3
+            && leaders.len() == SHARDS as usize + 1
+            && leaders.iter().all(|l| l != "none")
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}\nreproduce: {reproduce}", logs(&nodes)))?;
+    assert!(formed.contains("cluster status-test (3 nodes)"), "{formed}");
+
+    nodes[1].kill9().await?;
+    let killed = Instant::now();
+    let moved = wait(
+        "the groups node 2 led to elect new leaders",
+        addrs[0].clone(),
+        |r| {
+            let leaders = group_leaders(r);
+            r.contains("down (")
+                && leaders.len() == SHARDS as usize + 1
+                && leaders.iter().all(|l| l != "none" && l != "2")
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}\nreproduce: {reproduce}", logs(&nodes)))?;
+    eprintln!(
+        "leaders moved off the killed node {:?} after SIGKILL:\n{moved}",
+        killed.elapsed()
+    );
+    let (code, refused) = cluster_status(&addrs[1])?;
+    assert_eq!(
+        code, 1,
+        "status of a dead node's address must fail: {refused}"
+    );
+    assert!(refused.contains(&addrs[1]), "{refused}");
+    Ok(())
+}
