@@ -389,10 +389,18 @@ pub(crate) fn encode_state(state: &MutableState) -> Vec<u8> {
     out
 }
 
-/// Decodes [`encode_state`] output.
+/// Decodes [`encode_state`] output, and states of version 2.
 pub(crate) fn decode_state(bytes: &[u8]) -> Option<MutableState> {
     match bytes.split_first() {
         Some((&STATE_VERSION, rest)) => bincode::deserialize(rest).ok(),
+        // Version 2 lacked the last two fields (`cron_schedule`, `reset_request_id`): strings,
+        // empty for those runs, which bincode writes as a zero u64 length each.
+        Some((&2, rest)) => {
+            let mut upgraded = Vec::with_capacity(rest.len() + 16);
+            upgraded.extend_from_slice(rest);
+            upgraded.extend_from_slice(&[0; 16]);
+            bincode::deserialize(&upgraded).ok()
+        }
         _ => None,
     }
 }
@@ -402,3 +410,31 @@ pub(crate) const MAX_BATCH: usize = 256;
 
 /// How long a replaced leader's writer waits for its last entry's fate.
 pub(crate) const SETTLE_WAIT: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_of_version_2_decode_with_empty_new_fields() {
+        let state = crate::engine::new_run(
+            crate::engine::StartArgs {
+                namespace_id: "ns".into(),
+                workflow_id: "wf".into(),
+                run_id: "run".into(),
+                workflow_type: "T".into(),
+                task_queue: "q".into(),
+                ..Default::default()
+            },
+            1,
+            &Limits::default(),
+        )
+        .map(|outcome| outcome.state)
+        .unwrap_or_else(|e| panic!("start: {e}"));
+        let current = encode_state(&state);
+        assert_eq!(decode_state(&current), Some(state.clone()));
+        let mut version_2 = current[..current.len() - 16].to_vec();
+        version_2[0] = 2;
+        assert_eq!(decode_state(&version_2), Some(state));
+    }
+}
