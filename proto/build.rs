@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "keel/raft/v1/transport.proto",
         "keel/debug/v1/kv.proto",
         "keel/admin/v1/cluster.proto",
+        "keel/shard/v1/forwarding.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed=protos/{file}");

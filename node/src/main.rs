@@ -16,6 +16,7 @@ mod matching;
 mod namespaces;
 mod server;
 mod shard;
+mod wire;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -22,7 +22,9 @@ use crate::health::HealthService;
 use crate::matching::Matching;
 use crate::namespaces::{NamespaceError, NamespaceRecord, Namespaces};
 use crate::shard::applier::WriteSetApplier;
+use crate::shard::forwarding::ShardForwardingService;
 use crate::shard::{Shard, ShardContext, SystemClock};
+use keel_proto::shard::shard_forwarding_server::ShardForwardingServer;
 use keel_proto::admin::cluster_admin_server::ClusterAdminServer;
 use keel_proto::temporal_services::health::health_server::HealthServer;
 use keel_proto::temporal_services::operatorservice::operator_service_server::OperatorServiceServer;
@@ -148,6 +150,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         limits: config.limits.clone(),
         namespaces: namespaces.clone(),
         shards: std::sync::OnceLock::new(),
+        peers: Default::default(),
     });
     let mut shards = Vec::new();
     for group in 1..=config.shards {
@@ -169,6 +172,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             }
         });
     }
+    let forwarding = ShardForwardingServer::new(ShardForwardingService {
+        shards: shards.iter().map(Arc::downgrade).collect(),
+    })
+    .max_decoding_message_size(MAX_CLIENT_MESSAGE)
+    .max_encoding_message_size(MAX_CLIENT_MESSAGE);
     let frontend = Frontend {
         namespaces,
         shards,
@@ -208,6 +216,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .add_service(transport)
         .add_service(workflow)
         .add_service(operator)
+        .add_service(forwarding)
         .add_service(HealthServer::new(HealthService))
         .add_service(ClusterAdminServer::new(ClusterAdminService {
             node_id: config.node_id,

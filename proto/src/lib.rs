@@ -14,6 +14,11 @@ pub mod admin {
     tonic::include_proto!("keel.admin.v1");
 }
 
+/// Forwarding of shard work between nodes (`keel.shard.v1`).
+pub mod shard {
+    tonic::include_proto!("keel.shard.v1");
+}
+
 /// Test-only replicated key/value service (`keel.debug.v1`).
 pub mod debug {
     tonic::include_proto!("keel.debug.v1");

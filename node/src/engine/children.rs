@@ -35,7 +35,7 @@ pub enum Transfer {
 
 /// The result of a delivery, reported to the run that owed it (or, for a child's close, to
 /// its parent).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Report {
     /// The child started (or was found started by this very request).
     ChildStarted {
@@ -62,6 +62,7 @@ pub enum Report {
         /// The child's namespace name and id.
         namespace: (String, String),
         /// The child's close event.
+        #[serde(with = "crate::wire::attributes")]
         close: Box<Attributes>,
     },
     /// The parent took this child run's close.

@@ -9,7 +9,7 @@ use super::txn::Txn;
 use super::{activity, EngineError, Reply};
 
 /// A point in time at which a run may need a decision.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Deadline {
     /// A user timer fires.
     UserTimer {

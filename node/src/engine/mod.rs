@@ -162,7 +162,7 @@ impl Default for Limits {
 }
 
 /// Why the engine refused a request. Nothing was changed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum EngineError {
     /// The task, activity or run the request names does not exist (or no longer).
     #[error("{0}")]
@@ -188,7 +188,7 @@ pub enum EngineError {
 }
 
 /// A request the engine decides on, for one existing run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Request {
     /// A poller took the workflow task scheduled at `scheduled_event_id`.
     RecordWorkflowTaskStarted {
@@ -212,7 +212,8 @@ pub enum Request {
         /// Failure cause.
         cause: i32,
         /// Failure details.
-        failure: Option<failure::Failure>,
+        #[serde(with = "crate::wire::opt")]
+    failure: Option<failure::Failure>,
         /// Worker identity.
         identity: String,
     },
@@ -252,7 +253,8 @@ pub enum Request {
         /// Reason.
         reason: String,
         /// Details.
-        details: Option<common::Payloads>,
+        #[serde(with = "crate::wire::opt")]
+    details: Option<common::Payloads>,
         /// Caller identity.
         identity: String,
     },
@@ -261,7 +263,8 @@ pub enum Request {
     /// UpdateWorkflowExecution: admit the update (or report the known one with its id).
     Update {
         /// The update.
-        request: Box<proto::update::Request>,
+        #[serde(with = "crate::wire::message")]
+    request: Box<proto::update::Request>,
         /// When set, the run must belong to the chain that started with this run.
         first_execution_run_id: String,
     },
@@ -272,15 +275,17 @@ pub enum Request {
 }
 
 /// A signal to deliver.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Signal {
     /// Signal name.
     pub name: String,
     /// Input.
+    #[serde(with = "crate::wire::opt")]
     pub input: Option<common::Payloads>,
     /// Caller identity.
     pub identity: String,
     /// Header.
+    #[serde(with = "crate::wire::opt")]
     pub header: Option<common::Header>,
     /// Request id (deduplication); may be empty.
     pub request_id: String,
@@ -289,16 +294,17 @@ pub struct Signal {
 }
 
 /// The workflow behind a signal or cancel request from another workflow.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ExternalSource {
     /// Its initiated event id.
     pub initiated_event_id: i64,
     /// The requesting run.
+    #[serde(with = "crate::wire::message")]
     pub execution: common::WorkflowExecution,
 }
 
 /// How an activity report names its activity.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum ActivityTarget {
     /// From a task token: the attempt must still be the current, started one.
     Token {
@@ -312,26 +318,28 @@ pub enum ActivityTarget {
 }
 
 /// What an activity worker reports. (A transient value, moved once: its size does not matter.)
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[allow(clippy::large_enum_variant)]
 pub enum ActivityReport {
     /// RecordActivityTaskHeartbeat.
-    Heartbeat(Option<common::Payloads>),
+    Heartbeat(#[serde(with = "crate::wire::opt")] Option<common::Payloads>),
     /// RespondActivityTaskCompleted.
-    Completed(Option<common::Payloads>),
+    Completed(#[serde(with = "crate::wire::opt")] Option<common::Payloads>),
     /// RespondActivityTaskFailed.
     Failed {
         /// The failure.
+        #[serde(with = "crate::wire::opt")]
         failure: Option<failure::Failure>,
         /// Heartbeat details to keep for the next attempt.
+        #[serde(with = "crate::wire::opt")]
         last_heartbeat_details: Option<common::Payloads>,
     },
     /// RespondActivityTaskCanceled.
-    Canceled(Option<common::Payloads>),
+    Canceled(#[serde(with = "crate::wire::opt")] Option<common::Payloads>),
 }
 
 /// What the engine answers besides the events.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Reply {
     /// Done; nothing to return.
     Done,

@@ -16,7 +16,7 @@ use super::txn::Txn;
 use super::{activity, update, EngineError, Limits, Outcome, Reply};
 
 /// What a reset asks for.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ResetArgs {
     /// The new run's id (chosen by the caller).
     pub new_run_id: String,

@@ -9,7 +9,7 @@ use super::txn::Txn;
 use super::{activity, EngineError, Limits, Outcome, Reply, Signal};
 
 /// Everything a new run starts from (StartWorkflowExecution or SignalWithStart).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct StartArgs {
     /// Namespace id.
     pub namespace_id: String,
@@ -24,28 +24,39 @@ pub struct StartArgs {
     /// Task queue name.
     pub task_queue: String,
     /// Input.
+    #[serde(with = "crate::wire::opt")]
     pub input: Option<common::Payloads>,
     /// Execution timeout.
+    #[serde(with = "crate::wire::opt")]
     pub execution_timeout: Option<prost_wkt_types::Duration>,
     /// Run timeout.
+    #[serde(with = "crate::wire::opt")]
     pub run_timeout: Option<prost_wkt_types::Duration>,
     /// Workflow task timeout.
+    #[serde(with = "crate::wire::opt")]
     pub task_timeout: Option<prost_wkt_types::Duration>,
     /// Caller identity.
     pub identity: String,
     /// Retry policy.
+    #[serde(with = "crate::wire::opt")]
     pub retry_policy: Option<common::RetryPolicy>,
     /// Memo.
+    #[serde(with = "crate::wire::opt")]
     pub memo: Option<common::Memo>,
     /// Search attributes.
+    #[serde(with = "crate::wire::opt")]
     pub search_attributes: Option<common::SearchAttributes>,
     /// Header.
+    #[serde(with = "crate::wire::opt")]
     pub header: Option<common::Header>,
     /// Start delay.
+    #[serde(with = "crate::wire::opt")]
     pub start_delay: Option<prost_wkt_types::Duration>,
     /// Priority.
+    #[serde(with = "crate::wire::opt")]
     pub priority: Option<common::Priority>,
     /// User metadata (summary, details).
+    #[serde(with = "crate::wire::opt")]
     pub user_metadata: Option<temporalio_protos::temporal::api::sdk::v1::UserMetadata>,
     /// Signal delivered with the start (SignalWithStart).
     pub signal: Option<Signal>,
@@ -58,7 +69,7 @@ pub struct StartArgs {
 }
 
 /// How a run continues the run before it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Continuation {
     /// The run it continues.
     pub previous_run_id: String,
@@ -67,8 +78,10 @@ pub struct Continuation {
     /// This run's attempt.
     pub attempt: i32,
     /// Why the previous run failed.
+    #[serde(with = "crate::wire::opt")]
     pub failure: Option<proto::failure::Failure>,
     /// The previous run's result handed on (continue-as-new, cron).
+    #[serde(with = "crate::wire::opt")]
     pub last_completion_result: Option<common::Payloads>,
     /// When the whole execution times out (kept across runs).
     pub execution_expiration_ns: Option<i64>,

@@ -16,11 +16,13 @@ use super::{EngineError, Reply};
 use enums::UpdateWorkflowExecutionLifecycleStage as Stage;
 
 /// Where an update stands, as UpdateWorkflowExecution and PollWorkflowExecutionUpdate report it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UpdateStatus {
     /// Lifecycle stage reached.
+    #[serde(with = "crate::wire::proto_enum")]
     pub stage: Stage,
     /// The outcome once completed (or rejected).
+    #[serde(with = "crate::wire::opt")]
     pub outcome: Option<update::Outcome>,
 }
 

@@ -9,7 +9,7 @@ use command::command::Attributes as Cmd;
 use enums::WorkflowTaskFailedCause as Cause;
 
 /// A started workflow task, as a poll response needs it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StartedWorkflowTask {
     /// Scheduled event id (task token).
     pub scheduled_event_id: i64,
@@ -24,32 +24,39 @@ pub struct StartedWorkflowTask {
     /// When it was started.
     pub started_time_ns: i64,
     /// Events of a transient task, appended to the stored history in the poll response.
+    #[serde(with = "crate::wire::vec")]
     pub transient_events: Vec<HistoryEvent>,
     /// Update requests the task carries.
+    #[serde(with = "crate::wire::vec")]
     pub messages: Vec<protocol::Message>,
 }
 
 /// RespondWorkflowTaskCompleted, with the task token already decoded.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct CompleteWorkflowTask {
     /// From the task token.
     pub scheduled_event_id: i64,
     /// From the task token.
     pub attempt: i32,
     /// The worker's commands, in order.
+    #[serde(with = "crate::wire::vec")]
     pub commands: Vec<command::Command>,
     /// The worker's protocol messages (update acceptances, rejections, responses).
+    #[serde(with = "crate::wire::vec")]
     pub messages: Vec<protocol::Message>,
     /// Worker identity.
     pub identity: String,
     /// Binary checksum.
     pub binary_checksum: String,
     /// SDK metadata, copied into WorkflowTaskCompleted.
+    #[serde(with = "crate::wire::opt")]
     pub sdk_metadata:
         Option<temporalio_protos::temporal::api::sdk::v1::WorkflowTaskCompletedMetadata>,
     /// Metering metadata, copied into WorkflowTaskCompleted.
+    #[serde(with = "crate::wire::opt")]
     pub metering_metadata: Option<common::MeteringMetadata>,
     /// Worker version stamp.
+    #[serde(with = "crate::wire::opt")]
     pub worker_version: Option<common::WorkerVersionStamp>,
     /// Start the next workflow task right away and return it.
     pub return_new_workflow_task: bool,

@@ -5,6 +5,7 @@
 //! deadlines. A new writer rebuilds its tasks and deadlines from the shard's applied state.
 
 pub mod applier;
+pub mod forwarding;
 pub mod keys;
 mod transfer;
 mod writer;
@@ -47,7 +48,7 @@ impl Clock for SystemClock {
 }
 
 /// Why a shard request failed.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ShardError {
     /// The engine refused the request; nothing was written.
     #[error(transparent)]
@@ -82,7 +83,7 @@ pub enum ShardError {
 }
 
 /// A request to a shard's writer. (A transient value, moved once: its size does not matter.)
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[allow(clippy::large_enum_variant)]
 pub enum Op {
     /// StartWorkflowExecution or SignalWithStartWorkflowExecution.
@@ -96,6 +97,7 @@ pub enum Op {
         /// SignalWithStart: the signal to deliver to a running current run instead.
         signal_if_running: Option<Signal>,
         /// Update-with-start: the update to admit on the run answered (new or existing).
+        #[serde(with = "crate::wire::opt")]
         update: Option<Box<UpdateRequest>>,
     },
     /// ResetWorkflowExecution of run `run_id` (empty: the current run). The current run, if
@@ -116,7 +118,7 @@ pub enum Op {
 }
 
 /// What a shard request produced.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum OpResult {
     /// A start: the run answered and whether this request started it.
     Started {
@@ -155,6 +157,8 @@ pub struct ShardContext {
     pub namespaces: Arc<crate::namespaces::Namespaces>,
     /// Every shard of this node, at index shard-1 (set once they exist).
     pub shards: OnceLock<Vec<Weak<Shard>>>,
+    /// Clients of the other nodes (forwarding to shard leaders).
+    pub peers: forwarding::PeerClients,
 }
 
 /// One shard group as the node serves it.
@@ -185,6 +189,7 @@ impl Shard {
             deliveries: Mutex::new(HashSet::new()),
         });
         tokio::spawn(writer::follow_leadership(Arc::downgrade(&shard)));
+        tokio::spawn(tick_on_apply(Arc::downgrade(&shard)));
         shard
     }
 
@@ -221,8 +226,23 @@ impl Shard {
         }
     }
 
-    /// Runs `op` through the shard's writer and waits for its committed result.
+    /// Runs `op` through the shard's writer, on this node or on the node that leads the shard,
+    /// and waits for its committed result.
     pub async fn submit(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        op: Op,
+    ) -> Result<OpResult, ShardError> {
+        if self.leads() {
+            self.submit_local(namespace_id, workflow_id, op).await
+        } else {
+            self.forward(namespace_id, workflow_id, &op).await
+        }
+    }
+
+    /// Runs `op` through this node's writer of the shard; Unavailable if it has none.
+    async fn submit_local(
         &self,
         namespace_id: &str,
         workflow_id: &str,
@@ -260,12 +280,17 @@ impl Shard {
         self.unavailable(error.to_string())
     }
 
-    /// Confirms leadership and waits until everything committed is applied here.
+    /// Waits until everything committed before the call is applied here: on the leader by
+    /// confirming its leadership, on a follower through the leader's read index.
     pub async fn barrier(&self) -> Result<(), ShardError> {
-        self.group
-            .ensure_linearizable()
-            .await
-            .map_err(|e| self.read_error(e))
+        if self.group.is_leader() {
+            self.group
+                .ensure_linearizable()
+                .await
+                .map_err(|e| self.read_error(e))
+        } else {
+            self.follower_barrier().await
+        }
     }
 
     /// The current run id of a workflow id (applied state).
@@ -365,9 +390,32 @@ impl Shard {
             .map_err(|e| self.read_error(e))
     }
 
-    /// Ticks after every committed batch (for long polls on history).
+    /// Ticks whenever this replica applies more of the shard's log (for long polls on history
+    /// and updates).
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+}
+
+/// Ticks [`Shard::changes`] whenever this replica applies more of the shard's log (on leaders
+/// and followers alike). Ends when the shard is dropped.
+async fn tick_on_apply(shard: Weak<Shard>) {
+    let Some(mut metrics) = shard.upgrade().map(|s| s.group.metrics()) else {
+        return;
+    };
+    let mut applied = None;
+    loop {
+        let now_applied = metrics.borrow_and_update().last_applied;
+        if now_applied != applied {
+            applied = now_applied;
+            match shard.upgrade() {
+                Some(shard) => shard.changes.send_modify(|tick| *tick += 1),
+                None => return,
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 

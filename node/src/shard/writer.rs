@@ -275,7 +275,6 @@ impl Writer {
                 }
                 return false;
             }
-            self.shard.changes.send_modify(|tick| *tick += 1);
         }
         for run in touched {
             if let Some(state) = self.states.get(&run).cloned() {

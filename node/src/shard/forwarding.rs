@@ -1,0 +1,198 @@
+//! Forwarding between nodes: a node that does not lead a shard submits the shard's ops to the
+//! node that does (`keel.shard.v1.ShardForwarding/Submit`), and before a read asks the leader
+//! for its applied index and waits until its own replica has applied that far (`ReadIndex`), so
+//! any node serves any request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use keel_proto::shard::shard_forwarding_client::ShardForwardingClient;
+use keel_proto::shard::shard_forwarding_server::ShardForwarding;
+use keel_proto::shard::{ReadIndexReply, ReadIndexRequest, SubmitReply, SubmitRequest};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::{Op, OpResult, Shard, ShardError};
+
+/// Longest a forwarded op or read-index call waits for the leader's answer (an op's outcome is
+/// then unknown, as for any timeout).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Clients of the other nodes, by address.
+#[derive(Default)]
+pub struct PeerClients {
+    clients: Mutex<HashMap<String, ShardForwardingClient<Channel>>>,
+}
+
+impl PeerClients {
+    fn client(&self, address: &str) -> Result<ShardForwardingClient<Channel>, String> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(address) {
+            return Ok(client.clone());
+        }
+        let channel = Channel::from_shared(format!("http://{address}"))
+            .map_err(|e| format!("bad peer address {address:?}: {e}"))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        let client = ShardForwardingClient::new(channel)
+            .max_decoding_message_size(128 << 20)
+            .max_encoding_message_size(128 << 20);
+        clients.insert(address.to_string(), client.clone());
+        Ok(client)
+    }
+}
+
+impl Shard {
+    /// The address of this shard's leader when another node leads it.
+    fn remote_leader(&self) -> Result<String, ShardError> {
+        let metrics = self.group.metrics().borrow().clone();
+        let Some(leader) = metrics.current_leader else {
+            return Err(self.unavailable("it has no leader right now; retry"));
+        };
+        if leader == metrics.id {
+            return Err(self.unavailable("its leadership is changing on this node; retry"));
+        }
+        let address = metrics
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == leader)
+            .map(|(_, node)| node.addr.clone());
+        address.ok_or_else(|| self.unavailable(format!("its leader, node {leader}, has no address")))
+    }
+
+    /// Submits `op` to the node that leads this shard.
+    pub(super) async fn forward(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        op: &Op,
+    ) -> Result<OpResult, ShardError> {
+        let address = self.remote_leader()?;
+        let mut client = self
+            .context
+            .peers
+            .client(&address)
+            .map_err(|e| self.unavailable(e))?;
+        let op = bincode::serialize(op)
+            .map_err(|e| self.unavailable(format!("cannot encode the request: {e}")))?;
+        let request = SubmitRequest {
+            shard: self.id,
+            namespace_id: namespace_id.to_string(),
+            workflow_id: workflow_id.to_string(),
+            op,
+        };
+        let reply = tokio::time::timeout(FORWARD_TIMEOUT, client.submit(request))
+            .await
+            .map_err(|_| {
+                self.unavailable(format!(
+                    "its leader at {address} did not answer within {FORWARD_TIMEOUT:?}; the outcome is unknown"
+                ))
+            })?
+            .map_err(|status| {
+                self.unavailable(format!(
+                    "forwarding to its leader at {address} failed ({}); the outcome is unknown",
+                    status.message()
+                ))
+            })?
+            .into_inner();
+        bincode::deserialize::<Result<OpResult, ShardError>>(&reply.result).map_err(|e| {
+            self.unavailable(format!("undecodable answer from {address}: {e}; the outcome is unknown"))
+        })?
+    }
+
+    /// On a follower: waits until this replica has applied everything the leader had committed
+    /// when asked.
+    pub(super) async fn follower_barrier(&self) -> Result<(), ShardError> {
+        let address = self.remote_leader()?;
+        let mut client = self
+            .context
+            .peers
+            .client(&address)
+            .map_err(|e| self.unavailable(e))?;
+        let index = tokio::time::timeout(
+            FORWARD_TIMEOUT,
+            client.read_index(ReadIndexRequest { shard: self.id }),
+        )
+        .await
+        .map_err(|_| self.unavailable(format!("its leader at {address} did not answer")))?
+        .map_err(|status| {
+            self.unavailable(format!(
+                "its leader at {address} did not confirm a read: {}",
+                status.message()
+            ))
+        })?
+        .into_inner()
+        .applied_index;
+        let mut metrics = self.group.metrics();
+        let caught_up = tokio::time::timeout(FORWARD_TIMEOUT, async {
+            loop {
+                if metrics.borrow_and_update().last_applied.map_or(0, |l| l.index) >= index {
+                    return true;
+                }
+                if metrics.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await;
+        match caught_up {
+            Ok(true) => Ok(()),
+            _ => Err(self.unavailable(format!(
+                "this replica did not apply up to the leader's index {index} in time"
+            ))),
+        }
+    }
+}
+
+/// The forwarding service of one node.
+pub struct ShardForwardingService {
+    /// The node's shards, at index shard-1.
+    pub shards: Vec<Weak<Shard>>,
+}
+
+impl ShardForwardingService {
+    fn shard(&self, id: u64) -> Result<Arc<Shard>, Status> {
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| self.shards.get(i))
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| Status::not_found(format!("shard {id} is not hosted on this node")))
+    }
+}
+
+#[tonic::async_trait]
+impl ShardForwarding for ShardForwardingService {
+    async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitReply>, Status> {
+        let r = request.into_inner();
+        let shard = self.shard(r.shard)?;
+        let op: Op = bincode::deserialize(&r.op)
+            .map_err(|e| Status::invalid_argument(format!("undecodable forwarded op: {e}")))?;
+        // Only this node's own writer: a forwarded op is never forwarded again.
+        let result = shard.submit_local(&r.namespace_id, &r.workflow_id, op).await;
+        let result = bincode::serialize(&result)
+            .map_err(|e| Status::internal(format!("cannot encode the result: {e}")))?;
+        Ok(Response::new(SubmitReply { result }))
+    }
+
+    async fn read_index(
+        &self,
+        request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexReply>, Status> {
+        let shard = self.shard(request.into_inner().shard)?;
+        shard
+            .group
+            .ensure_linearizable()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let applied_index = shard
+            .group
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        Ok(Response::new(ReadIndexReply { applied_index }))
+    }
+}
