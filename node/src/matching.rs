@@ -1,5 +1,7 @@
-//! Matching: hands dispatchable tasks to long-polling workers. Soft state only: tasks are
-//! durable in their runs' mutable state, and a shard's new leader offers them again, so this
+//! Matching: hands dispatchable tasks to long-polling workers. In a cluster it runs on one node,
+//! the leader of the metadata group ([`MatchingOwner`]): shard leaders send it their offers and
+//! other nodes forward polls and queries to it. Soft state only: tasks are durable in their
+//! runs' mutable state, and shard leaders offer them again when the owner changes, so this
 //! index may be lost at any time. Offers are deduplicated while queued; a task handed out twice
 //! is harmless because recording it as started is idempotent in the owning shard.
 
@@ -12,7 +14,7 @@ use tokio::sync::oneshot;
 use crate::engine::{TaskKind, TaskRef};
 
 /// One task queue of one namespace, for one kind of task.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct QueueKey {
     /// Namespace id.
     pub namespace_id: String,
@@ -23,7 +25,7 @@ pub struct QueueKey {
 }
 
 /// A task of a run, as matching holds it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct RunTask {
     /// Workflow id.
     pub workflow_id: String,
@@ -40,6 +42,45 @@ pub enum MatchTask {
     Run(RunTask),
     /// A query (workflow queues only), by query id.
     Query(u64),
+}
+
+/// Where matching runs: on the leader of the metadata group.
+pub struct MatchingOwner {
+    metadata: keel_raft::ShardGroup,
+}
+
+impl MatchingOwner {
+    /// Matching follows the leadership of `metadata` (group 0).
+    pub fn new(metadata: keel_raft::ShardGroup) -> MatchingOwner {
+        MatchingOwner { metadata }
+    }
+
+    /// None when this node runs matching; else the address of the node that does.
+    pub fn remote(&self) -> Result<Option<String>, String> {
+        let metrics = self.metadata.metrics().borrow().clone();
+        match metrics.current_leader {
+            Some(leader) if leader == metrics.id => Ok(None),
+            Some(leader) => {
+                let address = metrics
+                    .membership_config
+                    .nodes()
+                    .find(|(id, _)| **id == leader)
+                    .map(|(_, node)| node.addr.clone());
+                address
+                    .map(Some)
+                    .ok_or_else(|| format!("the matching node {leader} has no address"))
+            }
+            None => Err("the metadata group has no leader, so no node runs matching; retry".into()),
+        }
+    }
+
+    /// Changes whenever the metadata group's leadership may have moved.
+    pub fn changes(
+        &self,
+    ) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<keel_raft::NodeId, keel_raft::BasicNode>>
+    {
+        self.metadata.metrics()
+    }
 }
 
 #[derive(Default)]

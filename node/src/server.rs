@@ -19,13 +19,13 @@ use crate::debug_kv::DebugKvService;
 use crate::engine::Limits;
 use crate::frontend::{Frontend, Queries};
 use crate::health::HealthService;
-use crate::matching::Matching;
+use crate::matching::{Matching, MatchingOwner};
 use crate::namespaces::{NamespaceError, NamespaceRecord, Namespaces};
 use crate::shard::applier::WriteSetApplier;
 use crate::shard::forwarding::ShardForwardingService;
 use crate::shard::{Shard, ShardContext, SystemClock};
-use keel_proto::shard::shard_forwarding_server::ShardForwardingServer;
 use keel_proto::admin::cluster_admin_server::ClusterAdminServer;
+use keel_proto::shard::shard_forwarding_server::ShardForwardingServer;
 use keel_proto::temporal_services::health::health_server::HealthServer;
 use keel_proto::temporal_services::operatorservice::operator_service_server::OperatorServiceServer;
 use keel_proto::temporal_services::workflowservice::workflow_service_server::WorkflowServiceServer;
@@ -143,7 +143,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .context("the metadata group (0) is not hosted on this node")?;
     let clock = Arc::new(SystemClock);
     let matching = Arc::new(Matching::default());
-    let namespaces = Arc::new(Namespaces::load(metadata)?);
+    let namespaces = Arc::new(Namespaces::load(metadata.clone())?);
     let context = Arc::new(ShardContext {
         matching: matching.clone(),
         clock: clock.clone(),
@@ -151,6 +151,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         namespaces: namespaces.clone(),
         shards: std::sync::OnceLock::new(),
         peers: Default::default(),
+        owner: MatchingOwner::new(metadata.clone()),
     });
     let mut shards = Vec::new();
     for group in 1..=config.shards {
@@ -174,6 +175,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
     let forwarding = ShardForwardingServer::new(ShardForwardingService {
         shards: shards.iter().map(Arc::downgrade).collect(),
+        matching: matching.clone(),
     })
     .max_decoding_message_size(MAX_CLIENT_MESSAGE)
     .max_encoding_message_size(MAX_CLIENT_MESSAGE);
@@ -186,6 +188,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         limits: config.limits.clone(),
         long_poll: config.long_poll,
         cluster_id: config.cluster_id.clone(),
+        owner: MatchingOwner::new(metadata.clone()),
+        matching_clients: Default::default(),
     };
     tracing::info!(
         node = config.node_id,

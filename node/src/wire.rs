@@ -15,7 +15,9 @@ pub mod message {
     }
 
     /// Deserializes.
-    pub fn deserialize<'de, M: Message + Default, D: Deserializer<'de>>(d: D) -> Result<M, D::Error> {
+    pub fn deserialize<'de, M: Message + Default, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<M, D::Error> {
         let bytes = ByteBuf::deserialize(d)?;
         M::decode(bytes.as_slice()).map_err(D::Error::custom)
     }
@@ -29,7 +31,10 @@ pub mod opt {
     use serde_bytes::ByteBuf;
 
     /// Serializes.
-    pub fn serialize<M: Message, S: Serializer>(message: &Option<M>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<M: Message, S: Serializer>(
+        message: &Option<M>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         message
             .as_ref()
             .map(|m| ByteBuf::from(m.encode_to_vec()))
@@ -79,7 +84,10 @@ pub mod proto_enum {
     use serde::{Deserialize, Deserializer, Serializer};
 
     /// Serializes.
-    pub fn serialize<E: Copy + Into<i32>, S: Serializer>(value: &E, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<E: Copy + Into<i32>, S: Serializer>(
+        value: &E,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_i32((*value).into())
     }
 

@@ -9,7 +9,9 @@ use super::txn::Txn;
 use super::{activity, EngineError, Reply};
 
 /// A point in time at which a run may need a decision.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Deadline {
     /// A user timer fires.
     UserTimer {
@@ -55,7 +57,9 @@ pub enum Deadline {
 }
 
 /// Kind of a dispatchable task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum TaskKind {
     /// A workflow task.
     Workflow,
@@ -64,7 +68,7 @@ pub enum TaskKind {
 }
 
 /// A task that matching should hand to a poller.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TaskRef {
     /// Workflow or activity task.
     pub kind: TaskKind,

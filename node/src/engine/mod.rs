@@ -213,7 +213,7 @@ pub enum Request {
         cause: i32,
         /// Failure details.
         #[serde(with = "crate::wire::opt")]
-    failure: Option<failure::Failure>,
+        failure: Option<failure::Failure>,
         /// Worker identity.
         identity: String,
     },
@@ -254,7 +254,7 @@ pub enum Request {
         reason: String,
         /// Details.
         #[serde(with = "crate::wire::opt")]
-    details: Option<common::Payloads>,
+        details: Option<common::Payloads>,
         /// Caller identity.
         identity: String,
     },
@@ -264,7 +264,7 @@ pub enum Request {
     Update {
         /// The update.
         #[serde(with = "crate::wire::message")]
-    request: Box<proto::update::Request>,
+        request: Box<proto::update::Request>,
         /// When set, the run must belong to the chain that started with this run.
         first_execution_run_id: String,
     },

@@ -5,6 +5,7 @@
 mod errors;
 mod operator;
 mod queries;
+mod routing;
 mod service;
 mod tokens;
 mod updates;
@@ -45,6 +46,10 @@ pub struct Frontend {
     pub long_poll: Duration,
     /// Cluster id, for GetClusterInfo.
     pub cluster_id: String,
+    /// Where matching runs.
+    pub owner: crate::matching::MatchingOwner,
+    /// Clients of the node that runs matching.
+    pub matching_clients: routing::MatchingClients,
 }
 
 impl Frontend {

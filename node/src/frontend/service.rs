@@ -10,6 +10,7 @@ use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 use tonic::{Request, Response, Status};
 
 use super::errors::{invalid, query_failed};
+use super::routing::forwarded;
 use super::tokens::TaskToken;
 use super::views::{self, ListFilter};
 use super::{check_id, Frontend};
@@ -248,7 +249,7 @@ impl Frontend {
         })
     }
 
-    fn query_task_response(
+    async fn query_task_response(
         &self,
         namespace: &NamespaceRecord,
         query_id: u64,
@@ -257,6 +258,7 @@ impl Frontend {
             return Ok(None);
         };
         let shard = self.shard(&namespace.id, &task.workflow_id);
+        shard.catch_up().await?;
         let Some(state) = shard.load_state(&namespace.id, &task.workflow_id, &task.run_id)? else {
             return Ok(None);
         };
@@ -777,6 +779,11 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<ws::PollWorkflowTaskQueueRequest>,
     ) -> Rpc<ws::PollWorkflowTaskQueueResponse> {
+        if let Some(mut node) = self.matching_node(&request)? {
+            return node
+                .poll_workflow_task_queue(forwarded(request.into_inner()))
+                .await;
+        }
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace)?;
         let task_queue = r.task_queue.unwrap_or_default();
@@ -799,7 +806,7 @@ impl WorkflowService for Frontend {
             };
             match task {
                 MatchTask::Query(query_id) => {
-                    if let Some(response) = self.query_task_response(&namespace, query_id)? {
+                    if let Some(response) = self.query_task_response(&namespace, query_id).await? {
                         return Ok(Response::new(response));
                     }
                 }
@@ -819,6 +826,7 @@ impl WorkflowService for Frontend {
                         .await;
                     if let Ok((_, Reply::WorkflowTaskStarted(started))) = started {
                         let shard = self.shard(&namespace.id, &workflow_id);
+                        shard.catch_up().await?;
                         if let Some(state) =
                             shard.load_state(&namespace.id, &workflow_id, &run_id)?
                         {
@@ -895,6 +903,7 @@ impl WorkflowService for Frontend {
         let workflow_task = match reply {
             Reply::WorkflowTaskStarted(started) => {
                 let shard = self.shard(&namespace.id, &workflow_id);
+                shard.catch_up().await?;
                 match shard.load_state(&namespace.id, &workflow_id, &run_id)? {
                     Some(state) => {
                         let sticky = !state.sticky_queue.is_empty();
@@ -947,6 +956,11 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<ws::PollActivityTaskQueueRequest>,
     ) -> Rpc<ws::PollActivityTaskQueueResponse> {
+        if let Some(mut node) = self.matching_node(&request)? {
+            return node
+                .poll_activity_task_queue(forwarded(request.into_inner()))
+                .await;
+        }
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace)?;
         let queue = r.task_queue.map(|q| q.name).unwrap_or_default();
@@ -981,6 +995,7 @@ impl WorkflowService for Frontend {
                 .await
             {
                 let shard = self.shard(&namespace.id, &workflow_id);
+                shard.catch_up().await?;
                 if let Some(state) = shard.load_state(&namespace.id, &workflow_id, &run_id)? {
                     if let Some(response) = self.activity_task_response(
                         &namespace,
@@ -1243,6 +1258,9 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<ws::QueryWorkflowRequest>,
     ) -> Rpc<ws::QueryWorkflowResponse> {
+        if let Some(mut node) = self.matching_node(&request)? {
+            return node.query_workflow(forwarded(request.into_inner())).await;
+        }
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace)?;
         let execution = r.execution.unwrap_or_default();
@@ -1309,6 +1327,11 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<ws::RespondQueryTaskCompletedRequest>,
     ) -> Rpc<ws::RespondQueryTaskCompletedResponse> {
+        if let Some(mut node) = self.matching_node(&request)? {
+            return node
+                .respond_query_task_completed(forwarded(request.into_inner()))
+                .await;
+        }
         let r = request.into_inner();
         let TaskToken::Query { query_id } = TaskToken::decode(&r.task_token)? else {
             return Err(invalid("The task token is not a query task token."));
@@ -1475,6 +1498,11 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<ws::DescribeTaskQueueRequest>,
     ) -> Rpc<ws::DescribeTaskQueueResponse> {
+        if let Some(mut node) = self.matching_node(&request)? {
+            return node
+                .describe_task_queue(forwarded(request.into_inner()))
+                .await;
+        }
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace)?;
         let name = r.task_queue.map(|q| q.name).unwrap_or_default();
@@ -1575,6 +1603,9 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<ws::ShutdownWorkerRequest>,
     ) -> Rpc<ws::ShutdownWorkerResponse> {
+        if let Some(mut node) = self.matching_node(&request)? {
+            return node.shutdown_worker(forwarded(request.into_inner())).await;
+        }
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace)?;
         self.matching.forget_poller(&namespace.id, &r.identity);

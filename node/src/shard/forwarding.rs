@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use keel_proto::shard::shard_forwarding_client::ShardForwardingClient;
 use keel_proto::shard::shard_forwarding_server::ShardForwarding;
-use keel_proto::shard::{ReadIndexReply, ReadIndexRequest, SubmitReply, SubmitRequest};
+use keel_proto::shard::{
+    OfferReply, OfferRequest, ReadIndexReply, ReadIndexRequest, SubmitReply, SubmitRequest,
+};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::{Op, OpResult, Shard, ShardError};
+use crate::matching::{MatchTask, Matching, QueueKey, RunTask};
 
 /// Longest a forwarded op or read-index call waits for the leader's answer (an op's outcome is
 /// then unknown, as for any timeout).
@@ -59,7 +62,8 @@ impl Shard {
             .nodes()
             .find(|(id, _)| **id == leader)
             .map(|(_, node)| node.addr.clone());
-        address.ok_or_else(|| self.unavailable(format!("its leader, node {leader}, has no address")))
+        address
+            .ok_or_else(|| self.unavailable(format!("its leader, node {leader}, has no address")))
     }
 
     /// Submits `op` to the node that leads this shard.
@@ -98,7 +102,9 @@ impl Shard {
             })?
             .into_inner();
         bincode::deserialize::<Result<OpResult, ShardError>>(&reply.result).map_err(|e| {
-            self.unavailable(format!("undecodable answer from {address}: {e}; the outcome is unknown"))
+            self.unavailable(format!(
+                "undecodable answer from {address}: {e}; the outcome is unknown"
+            ))
         })?
     }
 
@@ -128,7 +134,12 @@ impl Shard {
         let mut metrics = self.group.metrics();
         let caught_up = tokio::time::timeout(FORWARD_TIMEOUT, async {
             loop {
-                if metrics.borrow_and_update().last_applied.map_or(0, |l| l.index) >= index {
+                if metrics
+                    .borrow_and_update()
+                    .last_applied
+                    .map_or(0, |l| l.index)
+                    >= index
+                {
                     return true;
                 }
                 if metrics.changed().await.is_err() {
@@ -146,10 +157,70 @@ impl Shard {
     }
 }
 
+/// How often a shard leader tries to hand a batch of tasks to the matching node before it
+/// leaves them to the next re-offer (when the matching node changes).
+const OFFER_ATTEMPTS: u32 = 5;
+
+/// Hands `tasks` to matching: this node's when it runs matching, else the matching node's
+/// (in the background, retried with backoff).
+pub(super) fn offer_tasks(shard: &Shard, tasks: Vec<(QueueKey, RunTask)>) {
+    if tasks.is_empty() {
+        return;
+    }
+    let context = &shard.context;
+    let address = match context.owner.remote() {
+        Ok(None) => {
+            for (key, task) in tasks {
+                context.matching.offer(key, MatchTask::Run(task));
+            }
+            return;
+        }
+        Ok(Some(address)) => address,
+        Err(reason) => {
+            // No matching node now: when one is elected, every shard leader offers again.
+            tracing::debug!(shard = shard.id, %reason, "tasks not offered");
+            return;
+        }
+    };
+    let body = match bincode::serialize(&tasks) {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::error!(shard = shard.id, %error, "cannot encode task offers");
+            return;
+        }
+    };
+    let client = context.peers.client(&address);
+    let shard_id = shard.id;
+    tokio::spawn(async move {
+        let Ok(mut client) = client else { return };
+        let mut backoff = Duration::from_millis(50);
+        for attempt in 1..=OFFER_ATTEMPTS {
+            let sent = tokio::time::timeout(
+                FORWARD_TIMEOUT,
+                client.offer(OfferRequest {
+                    tasks: body.clone(),
+                }),
+            )
+            .await;
+            match sent {
+                Ok(Ok(_)) => return,
+                Ok(Err(status)) if attempt == OFFER_ATTEMPTS => {
+                    tracing::warn!(shard = shard_id, %address, error = %status.message(), "task offers not delivered; they are offered again when the matching node changes");
+                }
+                _ => {}
+            }
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+    });
+}
+
 /// The forwarding service of one node.
 pub struct ShardForwardingService {
     /// The node's shards, at index shard-1.
     pub shards: Vec<Weak<Shard>>,
+    /// The node's matching (offers from shard leaders).
+    pub matching: Arc<Matching>,
 }
 
 impl ShardForwardingService {
@@ -165,16 +236,30 @@ impl ShardForwardingService {
 
 #[tonic::async_trait]
 impl ShardForwarding for ShardForwardingService {
-    async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitReply>, Status> {
+    async fn submit(
+        &self,
+        request: Request<SubmitRequest>,
+    ) -> Result<Response<SubmitReply>, Status> {
         let r = request.into_inner();
         let shard = self.shard(r.shard)?;
         let op: Op = bincode::deserialize(&r.op)
             .map_err(|e| Status::invalid_argument(format!("undecodable forwarded op: {e}")))?;
         // Only this node's own writer: a forwarded op is never forwarded again.
-        let result = shard.submit_local(&r.namespace_id, &r.workflow_id, op).await;
+        let result = shard
+            .submit_local(&r.namespace_id, &r.workflow_id, op)
+            .await;
         let result = bincode::serialize(&result)
             .map_err(|e| Status::internal(format!("cannot encode the result: {e}")))?;
         Ok(Response::new(SubmitReply { result }))
+    }
+
+    async fn offer(&self, request: Request<OfferRequest>) -> Result<Response<OfferReply>, Status> {
+        let tasks: Vec<(QueueKey, RunTask)> = bincode::deserialize(&request.into_inner().tasks)
+            .map_err(|e| Status::invalid_argument(format!("undecodable task offers: {e}")))?;
+        for (key, task) in tasks {
+            self.matching.offer(key, MatchTask::Run(task));
+        }
+        Ok(Response::new(OfferReply {}))
     }
 
     async fn read_index(

@@ -159,6 +159,8 @@ pub struct ShardContext {
     pub shards: OnceLock<Vec<Weak<Shard>>>,
     /// Clients of the other nodes (forwarding to shard leaders).
     pub peers: forwarding::PeerClients,
+    /// Where matching runs.
+    pub owner: crate::matching::MatchingOwner,
 }
 
 /// One shard group as the node serves it.
@@ -304,6 +306,17 @@ impl Shard {
             .read_local(&keys::current(namespace_id, workflow_id))
             .map_err(|e| self.read_error(e))?;
         Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// Waits until this replica has applied what the shard's leader answered so far: nothing
+    /// to wait for on the leader (its writer answers after applying), the leader's read index
+    /// on a follower.
+    pub async fn catch_up(&self) -> Result<(), ShardError> {
+        if self.leads() {
+            Ok(())
+        } else {
+            self.follower_barrier().await
+        }
     }
 
     /// A run's mutable state (applied state); `run_id` empty means the current run.

@@ -17,7 +17,7 @@ use crate::engine::{
     self, deadlines, decide_start, dispatchable, Deadline, EngineError, MutableState, Outcome,
     Reply, Request, StartDecision,
 };
-use crate::matching::{MatchTask, QueueKey, RunTask};
+use crate::matching::{QueueKey, RunTask};
 
 /// A run, as the writer keys its caches and deadlines.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,6 +100,8 @@ async fn run_writer(shard: Weak<Shard>, term: u64, mut jobs: mpsc::Receiver<Job>
         currents: HashMap::new(),
         deadlines: BTreeSet::new(),
     };
+    let mut owner = writer.shard.context.owner.changes();
+    let mut matching_node = owner.borrow_and_update().current_leader;
     'recover: loop {
         if let Err(error) = writer.recover().await {
             tracing::warn!(shard = writer.shard.id, term, %error, "shard writer stopped");
@@ -118,6 +120,15 @@ async fn run_writer(shard: Weak<Shard>, term: u64, mut jobs: mpsc::Receiver<Job>
                     Some(job) => batch.push(job),
                     None => return,
                 },
+                changed = owner.changed() => {
+                    let now_matching = owner.borrow_and_update().current_leader;
+                    if changed.is_ok() && now_matching.is_some() && now_matching != matching_node {
+                        // A new matching node knows no tasks: offer every open run's again.
+                        matching_node = now_matching;
+                        continue 'recover;
+                    }
+                    continue;
+                }
                 _ = async {
                     match sleep {
                         Some(d) => tokio::time::sleep(d).await,
@@ -175,9 +186,11 @@ impl Writer {
             })
             .map_err(|e| self.shard.read_error(e))?;
         let count = states.len();
+        let mut offers = Vec::new();
         for state in states {
-            self.after_commit(&state);
+            self.after_commit(&state, &mut offers);
         }
+        super::forwarding::offer_tasks(&self.shard, offers);
         tracing::info!(
             shard = self.shard.id,
             term = self.term,
@@ -276,11 +289,13 @@ impl Writer {
                 return false;
             }
         }
+        let mut offers = Vec::new();
         for run in touched {
             if let Some(state) = self.states.get(&run).cloned() {
-                self.after_commit(&state);
+                self.after_commit(&state, &mut offers);
             }
         }
+        super::forwarding::offer_tasks(&self.shard, offers);
         for (reply, result) in done {
             if let Some(reply) = reply {
                 let _ = reply.send(result);
@@ -289,8 +304,9 @@ impl Writer {
         true
     }
 
-    /// Offers the run's dispatchable tasks and arms its deadlines.
-    fn after_commit(&mut self, state: &MutableState) {
+    /// Collects the run's dispatchable tasks into `offers`, arms its deadlines and starts its
+    /// deliveries.
+    fn after_commit(&mut self, state: &MutableState, offers: &mut Vec<(QueueKey, RunTask)>) {
         let now = self.shard.context.clock.now_ns();
         let run = RunKey::of(state);
         for task in dispatchable(state, now) {
@@ -299,14 +315,14 @@ impl Writer {
                 name: task.task_queue.clone(),
                 kind: task.kind,
             };
-            self.shard.context.matching.offer(
+            offers.push((
                 key,
-                MatchTask::Run(RunTask {
+                RunTask {
                     workflow_id: state.workflow_id.clone(),
                     run_id: state.run_id.clone(),
                     task,
-                }),
-            );
+                },
+            ));
         }
         for (at, deadline) in deadlines(state) {
             self.deadlines.insert((at, run.clone(), deadline));
