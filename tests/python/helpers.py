@@ -101,6 +101,8 @@ class Server:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        # Arguments to the server binary instead of the dev-server ones (a `keel node`).
+        self.args: list[str] | None = None
 
     @property
     def address(self) -> str:
@@ -108,6 +110,8 @@ class Server:
 
     def command(self) -> list[str]:
         binary = server_binary()
+        if self.args is not None:
+            return [binary, *self.args]
         if self.kind == "keel":
             return [binary, "dev", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         return [
