@@ -9,6 +9,7 @@ mod admin;
 mod byte_runs;
 mod config_file;
 mod debug_kv;
+mod dev_cluster;
 mod engine;
 mod frontend;
 mod health;
@@ -25,6 +26,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config_file::NodeFile;
+use crate::dev_cluster::DevCluster;
 use crate::server::{NodeConfig, PeerSpec};
 
 /// Keel: a Temporal-compatible durable-execution server with replicated embedded storage.
@@ -37,11 +39,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a single-node server for development (one process, every Raft group has one member).
+    /// Run a server for development: one process (every Raft group has one member), or with
+    /// --nodes N a local cluster of N `keel node` processes.
     Dev {
-        /// Port to listen on (127.0.0.1).
+        /// Port to listen on (127.0.0.1); with --nodes N, node I listens on PORT+I-1.
         #[arg(long, default_value_t = 7233)]
         port: u16,
+        /// Start a local cluster of this many node processes (data under DATA_DIR/node-I).
+        #[arg(long, default_value_t = 1)]
+        nodes: u16,
         /// Directory for the node's RocksDB and snapshot files.
         #[arg(long, default_value = "./keel-data")]
         data_dir: PathBuf,
@@ -117,6 +123,22 @@ struct Tuning {
 }
 
 impl Tuning {
+    /// The flags that give a `keel node` these settings.
+    fn node_flags(&self) -> Vec<String> {
+        let mut flags: Vec<String> = self
+            .dynamic_config
+            .iter()
+            .map(|v| format!("--dynamic-config-value={v}"))
+            .collect();
+        if let Some(path) = &self.dynamic_config_file {
+            flags.push(format!("--dynamic-config-file={}", path.display()));
+        }
+        if let Some(seconds) = self.long_poll_seconds {
+            flags.push(format!("--long-poll-seconds={seconds}"));
+        }
+        flags
+    }
+
     /// The limits from the config file's values (`file`), the dynamic-config file, then flags.
     fn limits(&self, file: &[String]) -> Result<engine::Limits, String> {
         let mut limits = engine::Limits::default();
@@ -176,9 +198,32 @@ fn main() -> ExitCode {
         }
         Command::Dev {
             port,
+            nodes,
             data_dir,
             shards,
             tuning,
+        } if nodes > 1 => {
+            let cluster = DevCluster {
+                port,
+                data_dir,
+                shards,
+                nodes,
+                node_flags: tuning.node_flags(),
+            };
+            return match runtime.block_on(cluster.run()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("keel: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Dev {
+            port,
+            data_dir,
+            shards,
+            tuning,
+            ..
         } => {
             let listen = format!("127.0.0.1:{port}");
             NodeConfig {

@@ -1,0 +1,102 @@
+//! `keel dev --nodes N`: a real local cluster for trying failover on one machine. It starts N
+//! `keel node` processes (client ports PORT..PORT+N-1, data under DATA_DIR/node-I) and
+//! supervises them: a node that dies (say, one the user killed) stays down until restarted by
+//! hand with the command printed at start-up; SIGINT or SIGTERM stops them all.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tokio::process::{Child, Command};
+
+/// The cluster to start.
+pub struct DevCluster {
+    /// Client port of node 1.
+    pub port: u16,
+    /// Data of node I goes to `data_dir/node-I`.
+    pub data_dir: PathBuf,
+    /// Shard groups.
+    pub shards: u64,
+    /// Nodes (at least 2).
+    pub nodes: u16,
+    /// Flags passed on to every node (limits, long polls).
+    pub node_flags: Vec<String>,
+}
+
+impl DevCluster {
+    /// The `keel node` arguments of node `id` (from 1).
+    fn node_args(&self, id: u16) -> Vec<String> {
+        let address = |i: u16| format!("127.0.0.1:{}", self.port + i - 1);
+        let peers: Vec<String> = (1..=self.nodes)
+            .map(|i| format!("{i}={}", address(i)))
+            .collect();
+        let mut args = vec![
+            "node".to_string(),
+            format!("--node-id={id}"),
+            "--cluster-id=keel-dev".to_string(),
+            format!("--listen={}", address(id)),
+            format!("--peer={}", peers.join(",")),
+            format!(
+                "--data-dir={}",
+                self.data_dir.join(format!("node-{id}")).display()
+            ),
+            format!("--shards={}", self.shards),
+        ];
+        args.extend(self.node_flags.iter().cloned());
+        args
+    }
+
+    fn spawn(&self, exe: &Path, id: u16) -> anyhow::Result<Child> {
+        Command::new(exe)
+            .args(self.node_args(id))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start node {id} ({})", exe.display()))
+    }
+
+    /// Starts the nodes and waits for a signal (or for every node to exit).
+    pub async fn run(self) -> anyhow::Result<()> {
+        if self.nodes < 2 || u32::from(self.port) + u32::from(self.nodes) > 65_536 {
+            anyhow::bail!("--nodes must be at least 2 and the ports PORT..PORT+N-1 must exist");
+        }
+        let exe = std::env::current_exe().context("cannot find the keel binary")?;
+        let mut children = Vec::new();
+        for id in 1..=self.nodes {
+            let child = self.spawn(&exe, id)?;
+            eprintln!(
+                "keel dev: node {id} on 127.0.0.1:{} (pid {}); restart it with: {} {}",
+                self.port + id - 1,
+                child.id().unwrap_or(0),
+                exe.display(),
+                self.node_args(id).join(" ")
+            );
+            children.push(child);
+        }
+        eprintln!(
+            "keel dev: {} nodes; any of them serves clients; `keel cluster status --address 127.0.0.1:{}` shows leaders",
+            self.nodes, self.port
+        );
+        {
+            let all_exited = async {
+                for child in children.iter_mut() {
+                    let _ = child.wait().await;
+                }
+            };
+            tokio::select! {
+                _ = crate::server::shutdown_signal() => {}
+                _ = all_exited => anyhow::bail!("every node exited"),
+            }
+        }
+        for child in &children {
+            if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+                // SAFETY: kill(2) with a pid this process spawned and has not reaped.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+        }
+        for mut child in children {
+            let _ = child.wait().await;
+        }
+        Ok(())
+    }
+}
