@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use keel_proto::admin::cluster_admin_client::ClusterAdminClient;
 use keel_proto::admin::cluster_admin_server::ClusterAdmin;
-use keel_proto::admin::{GroupStatus, Member, Replica, StatusReply, StatusRequest};
+use keel_proto::admin::{
+    GroupStatus, Member, MembershipChange, MembershipChangeReply, Replica, StatusReply,
+    StatusRequest,
+};
 use keel_raft::{GroupRegistry, NodeId};
 use tonic::{Request, Response, Status};
 
@@ -47,7 +50,9 @@ impl ClusterAdmin for ClusterAdminService {
                             .collect()
                     })
                     .unwrap_or_default();
+                let voters = metrics.membership_config.membership().voter_ids().collect();
                 GroupStatus {
+                    voters,
                     group_id: group.id(),
                     leader: metrics.current_leader.unwrap_or(0),
                     term: metrics.current_term,
@@ -80,6 +85,41 @@ impl ClusterAdmin for ClusterAdminService {
             members,
             groups,
         }))
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<MembershipChange>,
+    ) -> Result<Response<MembershipChangeReply>, Status> {
+        let change = request.into_inner();
+        if change.node_id == 0 || (change.add && change.address.is_empty()) {
+            return Err(Status::invalid_argument(
+                "a membership change needs a node id > 0, and an address to add a node",
+            ));
+        }
+        let mut reply = MembershipChangeReply::default();
+        for group in self.registry.groups() {
+            if !group.is_leader() {
+                continue;
+            }
+            let has = group
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|id| id == change.node_id);
+            let result = match (change.add, has) {
+                (true, false) => group.add_voter(change.node_id, &change.address).await,
+                (false, true) => group.remove_voter(change.node_id).await,
+                _ => Ok(()),
+            };
+            match result {
+                Ok(()) => reply.changed.push(group.id()),
+                Err(error) => reply.errors.push(format!("group {}: {error}", group.id())),
+            }
+        }
+        Ok(Response::new(reply))
     }
 }
 
@@ -189,4 +229,99 @@ pub async fn cluster_status(address: &str) -> anyhow::Result<String> {
         )?;
     }
     Ok(out)
+}
+
+/// How long one membership call may take (adding a voter waits until it has caught up).
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `keel cluster add-node` / `remove-node`: asks every reachable member to change the groups it
+/// leads until every group's leader reports the new membership (leaderships may move meanwhile).
+pub async fn change_membership(address: &str, change: MembershipChange) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + CHANGE_TIMEOUT;
+    let verb = if change.add { "added" } else { "removed" };
+    if change.add {
+        // A voter that is not running would lower the number of failures the groups survive:
+        // the new node must answer, as a member of this cluster, under the id given.
+        let cluster = node_status(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("node {address}: {e}"))?
+            .cluster_id;
+        let joining = node_status(&change.address).await.map_err(|e| {
+            anyhow::anyhow!(
+                "the new node at {} does not answer ({e}); start it with `keel node --join` first",
+                change.address
+            )
+        })?;
+        if joining.cluster_id != cluster || joining.node_id != change.node_id {
+            anyhow::bail!(
+                "the node at {} is node {} of cluster {:?}, not node {} of {cluster:?}",
+                change.address,
+                joining.node_id,
+                joining.cluster_id,
+                change.node_id
+            );
+        }
+    }
+    loop {
+        let first = node_status(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("node {address}: {e}"))?;
+        let mut views = Vec::new();
+        let mut errors = Vec::new();
+        for member in &first.members {
+            if !change.add && member.node_id == change.node_id {
+                continue;
+            }
+            let Ok(view) = node_status(&member.address).await else {
+                continue;
+            };
+            let call = async {
+                let mut client =
+                    ClusterAdminClient::connect(format!("http://{}", member.address)).await?;
+                anyhow::Ok(client.change_membership(change.clone()).await?.into_inner())
+            };
+            match tokio::time::timeout(CHANGE_TIMEOUT, call).await {
+                Ok(Ok(reply)) => errors.extend(reply.errors),
+                Ok(Err(error)) => errors.push(format!("node {}: {error}", member.node_id)),
+                Err(_) => errors.push(format!("node {}: no answer", member.node_id)),
+            }
+            views.push(view);
+        }
+        // Done when every group's leader (as it reports itself) has the change.
+        let refreshed: Vec<StatusReply> = {
+            let mut out = Vec::new();
+            for view in &views {
+                let address = first
+                    .members
+                    .iter()
+                    .find(|m| m.node_id == view.node_id)
+                    .map(|m| m.address.clone())
+                    .unwrap_or_default();
+                if let Ok(fresh) = node_status(&address).await {
+                    out.push(fresh);
+                }
+            }
+            out
+        };
+        let groups = first.groups.len();
+        let done = refreshed
+            .iter()
+            .flat_map(|v| v.groups.iter().filter(move |g| g.leader == v.node_id))
+            .filter(|g| g.voters.contains(&change.node_id) == change.add)
+            .count();
+        if done == groups {
+            return Ok(format!(
+                "node {} {verb} in all {groups} groups\n",
+                change.node_id
+            ));
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "node {} {verb} in {done} of {groups} groups after {CHANGE_TIMEOUT:?}; errors: {}",
+                change.node_id,
+                errors.join("; ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

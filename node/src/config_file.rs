@@ -25,6 +25,8 @@ pub struct NodeFile {
     /// Every member of the initial cluster, this node included.
     #[serde(default)]
     pub peers: Vec<PeerEntry>,
+    /// A fresh node joining a running cluster (see `keel node --join`).
+    pub join: Option<bool>,
     /// Longest a poll waits before an empty answer, in seconds.
     pub long_poll_seconds: Option<u64>,
     /// Temporal dynamic-config values by key (`limit.blobSize.error: 2097152`).

@@ -28,6 +28,7 @@ use clap::{Parser, Subcommand};
 use crate::config_file::NodeFile;
 use crate::dev_cluster::DevCluster;
 use crate::server::{NodeConfig, PeerSpec};
+use keel_proto::admin::MembershipChange;
 
 /// Keel: a Temporal-compatible durable-execution server with replicated embedded storage.
 #[derive(Parser, Debug)]
@@ -84,6 +85,10 @@ enum Command {
         /// Serve the test-only replicated key/value RPC (keel.debug.v1.DebugKv).
         #[arg(long)]
         debug_kv: bool,
+        /// A fresh node joining a running cluster: initialize nothing and wait to be added with
+        /// `keel cluster add-node`.
+        #[arg(long)]
+        join: bool,
         #[command(flatten)]
         tuning: Tuning,
     },
@@ -102,6 +107,27 @@ enum ClusterCommand {
         /// Any node of the cluster (host:port of its client port).
         #[arg(long, default_value = "127.0.0.1:7233")]
         address: String,
+    },
+    /// Add a node (started with `keel node --join`) as a voter of every group.
+    AddNode {
+        /// Any node of the cluster.
+        #[arg(long, default_value = "127.0.0.1:7233")]
+        address: String,
+        /// The new node's id.
+        #[arg(long)]
+        node_id: u64,
+        /// The new node's address (host:port), as the others will reach it.
+        #[arg(long)]
+        node_address: String,
+    },
+    /// Remove a node (live or dead) from every group.
+    RemoveNode {
+        /// Any node of the cluster other than the one removed.
+        #[arg(long, default_value = "127.0.0.1:7233")]
+        address: String,
+        /// The node to remove.
+        #[arg(long)]
+        node_id: u64,
     },
 }
 
@@ -182,10 +208,35 @@ fn main() -> ExitCode {
         }
     };
     let config = match cli.command {
-        Command::Cluster {
-            command: ClusterCommand::Status { address },
-        } => {
-            return match runtime.block_on(admin::cluster_status(&address)) {
+        Command::Cluster { command } => {
+            let report = match command {
+                ClusterCommand::Status { address } => {
+                    runtime.block_on(admin::cluster_status(&address))
+                }
+                ClusterCommand::AddNode {
+                    address,
+                    node_id,
+                    node_address,
+                } => runtime.block_on(admin::change_membership(
+                    &address,
+                    MembershipChange {
+                        add: true,
+                        node_id,
+                        address: node_address,
+                    },
+                )),
+                ClusterCommand::RemoveNode { address, node_id } => {
+                    runtime.block_on(admin::change_membership(
+                        &address,
+                        MembershipChange {
+                            add: false,
+                            node_id,
+                            address: String::new(),
+                        },
+                    ))
+                }
+            };
+            return match report {
                 Ok(report) => {
                     print!("{report}");
                     ExitCode::SUCCESS
@@ -238,6 +289,7 @@ fn main() -> ExitCode {
                 shards,
                 debug_kv: true,
                 default_namespace: true,
+                join: false,
                 limits: match tuning.limits(&[]) {
                     Ok(limits) => limits,
                     Err(error) => return usage_error(&error),
@@ -254,6 +306,7 @@ fn main() -> ExitCode {
             data_dir,
             shards,
             debug_kv,
+            join,
             tuning,
         } => {
             let file = match config.as_deref().map(NodeFile::read).transpose() {
@@ -294,6 +347,7 @@ fn main() -> ExitCode {
                 shards: shards.or(file.shards).unwrap_or(16),
                 debug_kv,
                 default_namespace: true,
+                join: join || file.join.unwrap_or(false),
                 limits: match tuning.limits(&assignments) {
                     Ok(limits) => limits,
                     Err(error) => return usage_error(&error),

@@ -67,6 +67,9 @@ pub struct NodeConfig {
     pub debug_kv: bool,
     /// Create namespace `default` if missing (keel dev).
     pub default_namespace: bool,
+    /// A fresh node joining a running cluster: host every group but initialize none, and wait
+    /// for `keel cluster add-node`.
+    pub join: bool,
     /// Engine limits and defaults.
     pub limits: Limits,
     /// Longest a poll waits before an empty answer.
@@ -124,6 +127,17 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     )?;
     registry.open_hosted().await?;
     match recorded_shard_count(&store)? {
+        None if config.join => {
+            for group in 0..=config.shards {
+                registry.create(group).await?;
+            }
+            record_shard_count(&store, config.shards)?;
+            tracing::info!(
+                node = config.node_id,
+                shards = config.shards,
+                "joined as an empty member: add it with `keel cluster add-node`"
+            );
+        }
         None => {
             bootstrap(&registry, &members, config.node_id, config.shards).await?;
             record_shard_count(&store, config.shards)?;
