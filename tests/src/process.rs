@@ -96,6 +96,12 @@ impl KeelProcess {
         }
     }
 
+    /// The same node started with `--join` (a fresh member of a running cluster).
+    pub fn joining(mut self) -> KeelProcess {
+        self.args.push("--join".to_string());
+        self
+    }
+
     /// Starts the process (stderr appended to [`KeelProcess::log`]).
     pub fn start(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()

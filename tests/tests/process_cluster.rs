@@ -524,3 +524,107 @@ async fn a_cluster_from_config_files_reports_its_status_and_moves_leaders_off_a_
     assert!(refused.contains(&addrs[1]), "{refused}");
     Ok(())
 }
+
+/// Runs `keel cluster ARGS...`: (exit code, stdout + stderr).
+fn keel_cluster(args: &[&str]) -> anyhow::Result<(i32, String)> {
+    let out = std::process::Command::new(keel_tests::process::keel_binary()?)
+        .arg("cluster")
+        .args(args)
+        .output()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Ok((out.status.code().unwrap_or(-1), text))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_replaced_by_a_joining_one() -> anyhow::Result<()> {
+    let reproduce = "cargo test --workspace --test process_cluster -- a_dead_node_is_replaced";
+    let mut c = cluster("replace-test")?;
+    let fourth = format!("127.0.0.1:{}", free_port()?);
+    let peers = c
+        .addrs
+        .iter()
+        .chain([&fourth])
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    for node in &mut c.nodes {
+        node.start()?;
+    }
+    let mut client = KvClient::new(c.addrs.clone());
+    for group in 0..=SHARDS {
+        put_until_acked(&mut client, group, b"before", Duration::from_secs(30)).await?;
+    }
+    // A node the cluster has not added is refused.
+    let (code, refused) = keel_cluster(&[
+        "add-node",
+        "--address",
+        &c.addrs[0],
+        "--node-id",
+        "4",
+        "--node-address",
+        &fourth,
+    ])?;
+    assert_ne!(
+        code, 0,
+        "adding a node that is not running must fail: {refused}"
+    );
+    assert!(refused.contains("--join"), "{refused}");
+
+    let mut joining =
+        KeelProcess::new(4, &fourth, "replace-test", &peers, c._root.path(), SHARDS).joining();
+    joining.start()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let added = loop {
+        let (code, out) = keel_cluster(&[
+            "add-node",
+            "--address",
+            &c.addrs[0],
+            "--node-id",
+            "4",
+            "--node-address",
+            &fourth,
+        ])?;
+        if code == 0 || Instant::now() > deadline {
+            break (code, out);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(
+        added.0,
+        0,
+        "add-node failed: {}\n{}\nreproduce: {reproduce}",
+        added.1,
+        logs(&c.nodes)
+    );
+
+    c.nodes[1].kill9().await?;
+    let (code, removed) =
+        keel_cluster(&["remove-node", "--address", &c.addrs[0], "--node-id", "2"])?;
+    assert_eq!(
+        code, 0,
+        "remove-node failed: {removed}\nreproduce: {reproduce}"
+    );
+    let (_, status) = keel_cluster(&["status", "--address", &fourth])?;
+    assert!(
+        status.contains("(3 nodes)") && !status.contains(&c.addrs[1]),
+        "{status}"
+    );
+
+    // The new member serves: every group takes writes with node 2 gone, through node 4 too.
+    let mut client = KvClient::new(vec![fourth.clone(), c.addrs[0].clone(), c.addrs[2].clone()]);
+    for group in 0..=SHARDS {
+        put_until_acked(&mut client, group, b"after", Duration::from_secs(30)).await?;
+        let read = client
+            .get(group, b"before", Duration::from_secs(30))
+            .await?;
+        assert_eq!(
+            read.as_deref(),
+            Some(&b"before"[..]),
+            "group {group}\nreproduce: {reproduce}"
+        );
+    }
+    joining.kill9().await?;
+    Ok(())
+}
