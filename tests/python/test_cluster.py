@@ -27,6 +27,8 @@ pytestmark = pytest.mark.skipif(SERVER_KIND != "keel", reason="runs a Keel clust
 
 WORKFLOWS = int(os.environ.get("KEEL_CLUSTER_WORKFLOWS", "500"))
 SHARDS = 8
+# How long the killed node stays down.
+DOWN_SECONDS = 5.0
 
 
 @activity.defn
@@ -99,24 +101,45 @@ async def run_through_a_node_loss(nodes: list[Server], victim: Server) -> None:
     running = [asyncio.create_task(worker.run()) for worker in workers]
     prefix = f"cluster-{uuid.uuid4()}"
     try:
+        async def finish(handle) -> tuple[float, int]:
+            result = await handle.result()
+            return time.monotonic(), result
+
+        async def kill_then_restart() -> tuple[float, float]:
+            await victim.stop(kill=True)
+            killed = time.monotonic()
+            await asyncio.sleep(DOWN_SECONDS)
+            await victim.start()
+            return killed, time.monotonic()
+
         started = time.monotonic()
         handles = []
+        waits = []
+        outage = None
         for i in range(WORKFLOWS):
-            handles.append(
-                await client.start_workflow(ActivityTimerSignal.run, i, id=f"{prefix}-{i}", task_queue=task_queue)
+            handle = await client.start_workflow(
+                ActivityTimerSignal.run, i, id=f"{prefix}-{i}", task_queue=task_queue
             )
-            if i == WORKFLOWS // 3:
-                await victim.stop(kill=True)
-                killed_at = time.monotonic()
-        for handle in handles:
             await handle.signal(ActivityTimerSignal.give, 1)
-        await victim.start()
-        restarted_after = time.monotonic() - killed_at
-        results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 240)
+            handles.append(handle)
+            waits.append(asyncio.create_task(finish(handle)))
+            if i == WORKFLOWS // 3:
+                outage = asyncio.create_task(kill_then_restart())
+        assert outage is not None
+        killed_at, restarted_at = await outage
+        finished = await asyncio.wait_for(asyncio.gather(*waits), 240)
+        results = [result for _, result in finished]
         elapsed = time.monotonic() - started
+
+        def rate(since: float, until: float) -> str:
+            done = sum(1 for at, _ in finished if since <= at < until)
+            return f"{done / max(until - since, 1e-3):.0f}/s"
+
+        end = max(at for at, _ in finished)
         print(
-            f"{WORKFLOWS} workflows in {elapsed:.1f} s through the loss of node {victim.address} "
-            f"(restarted after {restarted_after:.1f} s)"
+            f"\n{WORKFLOWS} workflows in {elapsed:.1f} s through the loss of node {victim.address}: "
+            f"completions {rate(started, killed_at)} before the kill, {rate(killed_at, restarted_at)} "
+            f"while it was down ({restarted_at - killed_at:.1f} s), {rate(restarted_at, end + 1e-3)} after"
         )
         assert results == [2 * i + 1 for i in range(WORKFLOWS)]
         for handle in handles:
