@@ -88,6 +88,17 @@ impl Connections {
     }
 }
 
+/// Deadline sent with long polls; Temporal refuses long polls without one, and answers an empty
+/// poll a little before it.
+const LONG_POLL_DEADLINE: Duration = Duration::from_secs(70);
+
+/// `message` as a long-poll request, carrying a deadline.
+pub fn long_poll<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(LONG_POLL_DEADLINE);
+    request
+}
+
 /// Statuses a server returns when busy or briefly unable to serve.
 pub fn is_transient(code: Code) -> bool {
     matches!(

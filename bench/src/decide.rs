@@ -110,14 +110,14 @@ impl HistorySummary {
                 | EventType::ChildWorkflowExecutionFailed
                 | EventType::ChildWorkflowExecutionCanceled
                 | EventType::ChildWorkflowExecutionTimedOut
-                | EventType::ChildWorkflowExecutionTerminated => {
-                    if summary.failure.is_none() {
-                        summary.failure = Some(format!(
-                            "event {} is {}",
-                            event.event_id,
-                            event_type.as_str_name()
-                        ));
-                    }
+                | EventType::ChildWorkflowExecutionTerminated
+                    if summary.failure.is_none() =>
+                {
+                    summary.failure = Some(format!(
+                        "event {} is {}",
+                        event.event_id,
+                        event_type.as_str_name()
+                    ));
                 }
                 _ => {}
             }

@@ -20,7 +20,7 @@ use keel_proto::temporal::api::{
 use tonic::Code;
 
 use crate::{
-    connection::Connections,
+    connection::{long_poll, Connections},
     decide::{WorkflowPlan, SIGNAL_NAME, UPDATE_NAME, WORKFLOW_TYPE},
 };
 
@@ -88,11 +88,7 @@ impl Driver {
         signals: u32,
         updates: u32,
     ) -> Result<()> {
-        let signals_per_update = if updates == 0 {
-            u32::MAX
-        } else {
-            (signals / updates).max(1)
-        };
+        let signals_per_update = signals.checked_div(updates).unwrap_or(u32::MAX).max(1);
         let mut updates_sent = 0;
         for index in 0..signals {
             self.signal(execution).await?;
@@ -184,7 +180,11 @@ impl Driver {
                 .connections
                 .call("wait for result", &[], |mut client| {
                     let request = request.clone();
-                    async move { client.get_workflow_execution_history(request).await }
+                    async move {
+                        client
+                            .get_workflow_execution_history(long_poll(request))
+                            .await
+                    }
                 })
                 .await?;
             if let Some(close) = page.history.and_then(|h| h.events.into_iter().last()) {

@@ -64,14 +64,11 @@ pub fn svg(title: &str, buckets: &[Bucket]) -> String {
     out
 }
 
+/// A line: its colour, its legend name and its (seconds, value) points.
+type Series<'a> = (&'a str, &'a str, &'a [(f64, f64)]);
+
 /// One chart: axes, a y scale from 0 to a round maximum, and a polyline per series.
-fn panel(
-    out: &mut String,
-    top: f64,
-    y_label: &str,
-    end_s: f64,
-    series: &[(&str, &str, &[(f64, f64)])],
-) {
+fn panel(out: &mut String, top: f64, y_label: &str, end_s: f64, series: &[Series<'_>]) {
     let plot_width = WIDTH - LEFT - RIGHT;
     let max_y = round_up(
         series

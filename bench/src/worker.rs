@@ -18,7 +18,7 @@ use keel_proto::temporal::api::{
 };
 
 use crate::{
-    connection::{describe, Connections},
+    connection::{describe, long_poll, Connections},
     decide::{decide, HistorySummary, TaskContext, WorkflowPlan},
     recorder::Recorder,
 };
@@ -57,7 +57,7 @@ impl Worker {
             let task = match self
                 .connections
                 .client()
-                .poll_workflow_task_queue(request)
+                .poll_workflow_task_queue(long_poll(request))
                 .await
             {
                 Ok(response) => response.into_inner(),
@@ -160,7 +160,7 @@ impl Worker {
             let task = match self
                 .connections
                 .client()
-                .poll_activity_task_queue(request)
+                .poll_activity_task_queue(long_poll(request))
                 .await
             {
                 Ok(response) => response.into_inner(),
