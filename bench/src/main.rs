@@ -47,7 +47,7 @@ struct Args {
     namespace: String,
     #[arg(long, value_enum)]
     scenario: Scenario,
-    /// Stop after this many measured workflows (default: run by duration).
+    /// Stop after starting this many workflows after warm-up (default: run by duration).
     #[arg(long, conflicts_with = "duration")]
     workflows: Option<u64>,
     /// Start measured workflows for this many seconds (default 10 unless --workflows).
@@ -144,14 +144,15 @@ struct Report {
     concurrency: Option<usize>,
     rate_per_s: Option<f64>,
     warmup_s: f64,
-    /// Measured workflows that completed.
+    /// Workflows that completed after warm-up (measured; a run by count also measures warm-up
+    /// workflows still running when warm-up ended).
     completed: u64,
     /// Measured workflows that failed, timed out or were skipped.
     errors: u64,
     /// From the end of warm-up to the last measured completion.
     elapsed_s: f64,
     throughput_per_s: f64,
-    /// Start call to close event seen, measured workflows.
+    /// Start call to close event seen, of the measured workflows.
     latency_ms: Percentiles,
     /// Every workflow that completed, warm-up included (for per-workflow server costs).
     workflows_total: u64,

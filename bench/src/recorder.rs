@@ -12,7 +12,7 @@ use std::{
 use crate::stats::Sample;
 
 /// Everything a run measures. The measurement window opens at `window_start` (after warm-up);
-/// only workflows started inside it count toward `completed`, `errors` and the samples.
+/// only workflows finished inside it count toward `completed`, `errors` and the samples.
 pub struct Recorder {
     pub window_start: Instant,
     pub in_flight: AtomicU64,
@@ -48,14 +48,17 @@ impl Recorder {
         }
     }
 
-    pub fn is_measured(&self, started_at: Instant) -> bool {
-        started_at >= self.window_start
+    /// Whether `at` is inside the measurement window (warm-up is over).
+    pub fn is_measured(&self, at: Instant) -> bool {
+        at >= self.window_start
     }
 
     /// Records a workflow that started at `started_at` and has just finished with `outcome`.
+    /// It is measured if it finished inside the window, wherever it started: a run by duration
+    /// whose workflows outlast it still measures something.
     pub fn finished(&self, started_at: Instant, outcome: &anyhow::Result<()>) {
         let now = Instant::now();
-        let measured = self.is_measured(started_at);
+        let measured = self.is_measured(now);
         match outcome {
             Ok(()) => {
                 self.completed_total.fetch_add(1, Ordering::Relaxed);
