@@ -282,6 +282,9 @@ impl Frontend {
     ) -> Result<UpdateStatus, Status> {
         let shard = self.shard(&namespace.id, workflow_id);
         let mut changes = shard.changes();
+        // The update was admitted through the shard's leader: on a follower, read only once
+        // this replica has applied that far.
+        shard.catch_up().await?;
         loop {
             changes.borrow_and_update();
             let state = shard
