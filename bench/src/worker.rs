@@ -72,9 +72,15 @@ impl Worker {
                 continue; // The long poll expired.
             }
             self.recorder.workflow_tasks.fetch_add(1, Ordering::Relaxed);
-            if let Err(error) = self.answer_workflow_task(task).await {
-                self.recorder.worker_error(&format!("{error:#}"));
-            }
+            // Answer on another task and poll again at once, as SDK workers do: a poll should be
+            // waiting whenever the server has a task, or Temporal writes the task to its backlog
+            // (persistence) instead of handing it over, and its latency grows with the answer's.
+            let worker = self.clone();
+            tokio::spawn(async move {
+                if let Err(error) = worker.answer_workflow_task(task).await {
+                    worker.recorder.worker_error(&format!("{error:#}"));
+                }
+            });
         }
     }
 
@@ -181,17 +187,21 @@ impl Worker {
                 namespace: self.namespace.clone(),
                 ..Default::default()
             };
-            if let Err(status) = self
-                .connections
-                .client()
-                .respond_activity_task_completed(response)
-                .await
-            {
-                self.recorder.worker_error(&format!(
-                    "respond activity task completed: {}",
-                    describe(&status)
-                ));
-            }
+            // Complete on another task and poll again at once (see poll_workflow_tasks).
+            let worker = self.clone();
+            tokio::spawn(async move {
+                if let Err(status) = worker
+                    .connections
+                    .client()
+                    .respond_activity_task_completed(response)
+                    .await
+                {
+                    worker.recorder.worker_error(&format!(
+                        "respond activity task completed: {}",
+                        describe(&status)
+                    ));
+                }
+            });
         }
     }
 }
