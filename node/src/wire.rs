@@ -125,3 +125,78 @@ pub mod attributes {
             .ok_or_else(|| D::Error::custom("history event without attributes"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::proto::{command, common, history, Attributes, HistoryEvent};
+    use crate::engine::{CompleteWorkflowTask, Reply, Report, Request, StartedWorkflowTask};
+    use crate::shard::{Op, OpResult, ShardError};
+
+    fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug>(value: &T) {
+        let bytes = bincode::serialize(value).unwrap_or_else(|e| panic!("encode {value:?}: {e}"));
+        let back: T =
+            bincode::deserialize(&bytes).unwrap_or_else(|e| panic!("decode {value:?}: {e}"));
+        assert_eq!(format!("{back:?}"), format!("{value:?}"));
+    }
+
+    #[test]
+    fn forwarded_ops_and_results_survive_the_trip() {
+        let complete = CompleteWorkflowTask {
+            scheduled_event_id: 2,
+            attempt: 1,
+            commands: vec![command::Command {
+                command_type: 1,
+                attributes: Some(command::command::Attributes::StartTimerCommandAttributes(
+                    command::StartTimerCommandAttributes {
+                        timer_id: "t".into(),
+                        start_to_fire_timeout: crate::engine::proto::duration(1500),
+                    },
+                )),
+                ..Default::default()
+            }],
+            sticky: Some(("sticky".into(), 5000)),
+            ..Default::default()
+        };
+        round_trip(&Op::Run {
+            run_id: "run".into(),
+            request: Request::CompleteWorkflowTask(Box::new(complete)),
+        });
+        round_trip(&Op::Run {
+            run_id: String::new(),
+            request: Request::Report(Report::ChildClosed {
+                initiated_event_id: 5,
+                run_id: "child".into(),
+                namespace: ("default".into(), "namespace-id".into()),
+                close: Box::new(Attributes::ChildWorkflowExecutionCompletedEventAttributes(
+                    history::ChildWorkflowExecutionCompletedEventAttributes {
+                        result: Some(common::Payloads::default()),
+                        initiated_event_id: 5,
+                        ..Default::default()
+                    },
+                )),
+            }),
+        });
+        let started = StartedWorkflowTask {
+            scheduled_event_id: 2,
+            started_event_id: 3,
+            attempt: 2,
+            previous_started_event_id: 0,
+            scheduled_time_ns: 1,
+            started_time_ns: 2,
+            transient_events: vec![HistoryEvent {
+                event_id: 3,
+                ..Default::default()
+            }],
+            messages: Vec::new(),
+        };
+        let result: Result<OpResult, ShardError> = Ok(OpResult::Reply {
+            run_id: "run".into(),
+            reply: Reply::WorkflowTaskStarted(Box::new(started)),
+        });
+        round_trip(&result);
+        round_trip(&Err::<OpResult, _>(ShardError::Unavailable {
+            shard: 3,
+            reason: "no leader".into(),
+        }));
+    }
+}
