@@ -57,19 +57,10 @@ impl MatchingOwner {
 
     /// None when this node runs matching; else the address of the node that does.
     pub fn remote(&self) -> Result<Option<String>, String> {
-        let metrics = self.metadata.metrics().borrow().clone();
-        match metrics.current_leader {
-            Some(leader) if leader == metrics.id => Ok(None),
-            Some(leader) => {
-                let address = metrics
-                    .membership_config
-                    .nodes()
-                    .find(|(id, _)| **id == leader)
-                    .map(|(_, node)| node.addr.clone());
-                address
-                    .map(Some)
-                    .ok_or_else(|| format!("the matching node {leader} has no address"))
-            }
+        match self.metadata.leader_address() {
+            Some((leader, _)) if leader == self.metadata.node_id() => Ok(None),
+            Some((_, Some(address))) => Ok(Some(address)),
+            Some((leader, None)) => Err(format!("the matching node {leader} has no address")),
             None => Err("the metadata group has no leader, so no node runs matching; retry".into()),
         }
     }

@@ -212,6 +212,25 @@ impl ShardGroup {
         self.inner.raft.metrics().borrow().current_leader
     }
 
+    /// The leader this node knows of, with its address from the group's membership: None when
+    /// no leader is known; the address is None when the membership does not list it.
+    pub fn leader_address(&self) -> Option<(NodeId, Option<String>)> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        let address = metrics
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == leader)
+            .map(|(_, node)| node.addr.clone());
+        Some((leader, address))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node
+    }
+
     /// True if this node currently leads the group.
     pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.inner.node)

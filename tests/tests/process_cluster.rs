@@ -426,12 +426,7 @@ async fn a_bootstrap_interrupted_by_a_crash_is_finished_at_the_next_start() -> a
 
 /// `keel cluster status --address ADDR`: (exit code, stdout + stderr).
 fn cluster_status(addr: &str) -> anyhow::Result<(i32, String)> {
-    let out = std::process::Command::new(keel_tests::process::keel_binary()?)
-        .args(["cluster", "status", "--address", addr])
-        .output()?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    Ok((out.status.code().unwrap_or(-1), text))
+    keel_cluster(&["status", "--address", addr])
 }
 
 /// The leader column of every group row of a `keel cluster status` report.

@@ -50,20 +50,16 @@ impl PeerClients {
 impl Shard {
     /// The address of this shard's leader when another node leads it.
     fn remote_leader(&self) -> Result<String, ShardError> {
-        let metrics = self.group.metrics().borrow().clone();
-        let Some(leader) = metrics.current_leader else {
-            return Err(self.unavailable("it has no leader right now; retry"));
-        };
-        if leader == metrics.id {
-            return Err(self.unavailable("its leadership is changing on this node; retry"));
+        match self.group.leader_address() {
+            None => Err(self.unavailable("it has no leader right now; retry")),
+            Some((leader, _)) if leader == self.group.node_id() => {
+                Err(self.unavailable("its leadership is changing on this node; retry"))
+            }
+            Some((_, Some(address))) => Ok(address),
+            Some((leader, None)) => {
+                Err(self.unavailable(format!("its leader, node {leader}, has no address")))
+            }
         }
-        let address = metrics
-            .membership_config
-            .nodes()
-            .find(|(id, _)| **id == leader)
-            .map(|(_, node)| node.addr.clone());
-        address
-            .ok_or_else(|| self.unavailable(format!("its leader, node {leader}, has no address")))
     }
 
     /// Submits `op` to the node that leads this shard.
