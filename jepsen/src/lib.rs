@@ -2,5 +2,7 @@
 //! network namespaces, nemeses, workloads through real clients, history checkers, a report).
 //!
 //! It must not link the server's internals: it drives `keel` as a binary and talks to it only
-//! through public gRPC APIs. Nothing is built here yet (see the project's jepsen issue); the
-//! crate exists so the workspace has its agreed layout.
+//! through public gRPC APIs. The checkers read nothing but the history file, so a saved history
+//! can be checked again without a cluster.
+
+pub mod history;
