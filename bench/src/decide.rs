@@ -156,9 +156,11 @@ pub fn decide(
                 // An activity is still running; this task was for something else.
             } else if summary.activities_completed < activities {
                 let activity_id = (summary.activities_completed + 1).to_string();
-                decision
-                    .commands
-                    .push(schedule_activity(&activity_id, task.task_queue));
+                decision.commands.push(schedule_activity(
+                    &activity_id,
+                    ACTIVITY_TYPE,
+                    task.task_queue,
+                ));
             } else {
                 decision.complete();
             }
@@ -167,7 +169,7 @@ pub fn decide(
             if summary.timers_fired > 0 {
                 decision.complete();
             } else if summary.timers_started == 0 {
-                decision.commands.push(start_timer(seconds));
+                decision.commands.push(start_timer("1", seconds));
             }
         }
         WorkflowPlan::Fanout { children } => {
@@ -182,7 +184,7 @@ pub fn decide(
         WorkflowPlan::Entity { signals, updates } => {
             let mut updates_completed = summary.updates_completed;
             for message in messages {
-                if let Some((acceptance, response)) = answer_update(message) {
+                if let Some((acceptance, response)) = answer_update(message, Payloads::default()) {
                     for answer in [acceptance, response] {
                         decision.commands.push(protocol_message_command(&answer.id));
                         decision.messages.push(answer);
@@ -201,15 +203,7 @@ pub fn decide(
 impl Decision {
     fn complete(&mut self) {
         self.completes = true;
-        self.commands.push(Command {
-            command_type: CommandType::CompleteWorkflowExecution as i32,
-            attributes: Some(
-                CommandAttributes::CompleteWorkflowExecutionCommandAttributes(
-                    command::CompleteWorkflowExecutionCommandAttributes { result: None },
-                ),
-            ),
-            ..Default::default()
-        });
+        self.commands.push(complete_workflow(None));
     }
 
     fn fail(&mut self, why: &str) {
@@ -229,14 +223,29 @@ impl Decision {
     }
 }
 
-fn duration(seconds: f64) -> prost_wkt_types::Duration {
+/// The command that completes the workflow with `result`.
+pub fn complete_workflow(result: Option<Payloads>) -> Command {
+    Command {
+        command_type: CommandType::CompleteWorkflowExecution as i32,
+        attributes: Some(
+            CommandAttributes::CompleteWorkflowExecutionCommandAttributes(
+                command::CompleteWorkflowExecutionCommandAttributes { result },
+            ),
+        ),
+        ..Default::default()
+    }
+}
+
+/// `seconds` as a protobuf duration.
+pub fn duration(seconds: f64) -> prost_wkt_types::Duration {
     prost_wkt_types::Duration {
         seconds: seconds.trunc() as i64,
         nanos: (seconds.fract() * 1e9) as i32,
     }
 }
 
-fn task_queue(name: &str) -> TaskQueue {
+/// The normal task queue `name`.
+pub fn task_queue(name: &str) -> TaskQueue {
     TaskQueue {
         name: name.to_string(),
         kind: TaskQueueKind::Normal as i32,
@@ -244,14 +253,15 @@ fn task_queue(name: &str) -> TaskQueue {
     }
 }
 
-fn schedule_activity(activity_id: &str, queue: &str) -> Command {
+/// The command that schedules activity `activity_id` of `activity_type` on `queue`.
+pub fn schedule_activity(activity_id: &str, activity_type: &str, queue: &str) -> Command {
     Command {
         command_type: CommandType::ScheduleActivityTask as i32,
         attributes: Some(CommandAttributes::ScheduleActivityTaskCommandAttributes(
             command::ScheduleActivityTaskCommandAttributes {
                 activity_id: activity_id.to_string(),
                 activity_type: Some(ActivityType {
-                    name: ACTIVITY_TYPE.to_string(),
+                    name: activity_type.to_string(),
                 }),
                 task_queue: Some(task_queue(queue)),
                 start_to_close_timeout: Some(duration(ACTIVITY_TIMEOUT_S as f64)),
@@ -262,12 +272,13 @@ fn schedule_activity(activity_id: &str, queue: &str) -> Command {
     }
 }
 
-fn start_timer(seconds: f64) -> Command {
+/// The command that starts timer `timer_id` for `seconds`.
+pub fn start_timer(timer_id: &str, seconds: f64) -> Command {
     Command {
         command_type: CommandType::StartTimer as i32,
         attributes: Some(CommandAttributes::StartTimerCommandAttributes(
             command::StartTimerCommandAttributes {
-                timer_id: "1".to_string(),
+                timer_id: timer_id.to_string(),
                 start_to_fire_timeout: Some(duration(seconds)),
             },
         )),
@@ -300,7 +311,8 @@ fn start_child(task: &TaskContext<'_>, index: u32) -> Command {
     }
 }
 
-fn protocol_message_command(message_id: &str) -> Command {
+/// The command that places protocol message `message_id` among the task's commands.
+pub fn protocol_message_command(message_id: &str) -> Command {
     Command {
         command_type: CommandType::ProtocolMessage as i32,
         attributes: Some(CommandAttributes::ProtocolMessageCommandAttributes(
@@ -312,13 +324,19 @@ fn protocol_message_command(message_id: &str) -> Command {
     }
 }
 
-/// Acceptance and successful response for an update request message; `None` for other messages.
-fn answer_update(message: &Message) -> Option<(Message, Message)> {
+/// The update request a protocol message carries; `None` for other messages.
+pub fn update_request(message: &Message) -> Option<update::Request> {
     let body = message.body.as_ref()?;
     if body.type_url.rsplit('/').next() != Some(UPDATE_REQUEST_TYPE) {
         return None;
     }
-    let request = update::Request::decode(body.value.as_slice()).ok();
+    update::Request::decode(body.value.as_slice()).ok()
+}
+
+/// Acceptance and successful response (answering `result`) for an update request message;
+/// `None` for other messages.
+pub fn answer_update(message: &Message, result: Payloads) -> Option<(Message, Message)> {
+    let request = Some(update_request(message)?);
     let sequencing_event_id = match message.sequencing_id {
         Some(SequencingId::EventId(event_id)) => event_id,
         _ => 0,
@@ -333,7 +351,7 @@ fn answer_update(message: &Message) -> Option<(Message, Message)> {
     let response = update::Response {
         meta,
         outcome: Some(update::Outcome {
-            value: Some(outcome::Value::Success(Payloads::default())),
+            value: Some(outcome::Value::Success(result)),
         }),
     };
     Some((

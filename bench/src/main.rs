@@ -4,16 +4,6 @@
 //! measures. This crate owns the scenarios, the load shapes, the measurements and their report
 //! (text, JSON, SVG); it knows nothing of Keel's internals and works against any endpoint.
 
-mod connection;
-mod decide;
-mod driver;
-mod load;
-mod pacing;
-mod plot;
-mod recorder;
-mod stats;
-mod worker;
-
 use std::{
     collections::BTreeMap,
     path::PathBuf,
@@ -26,12 +16,16 @@ use clap::{Parser, ValueEnum};
 use keel_proto::temporal::api::workflowservice::v1::DescribeNamespaceRequest;
 use serde::Serialize;
 
-use crate::{
+use keel_bench::{
+    connection,
     connection::Connections,
     decide::WorkflowPlan,
     driver::Driver,
+    load,
     load::{Arrivals, Load, Stop},
+    plot,
     recorder::Recorder,
+    stats,
     stats::{Bucket, Percentiles},
     worker::Worker,
 };
