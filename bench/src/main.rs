@@ -322,8 +322,19 @@ async fn run(args: Args) -> Result<()> {
             shape_text(&report)
         );
         let buckets: Vec<Bucket> = stats::time_series(&samples, 1.0);
-        std::fs::write(path, plot::svg(&title, &buckets))
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(
+            path,
+            plot::svg(
+                &plot::Labels {
+                    title: &title,
+                    rate: "workflows/s",
+                    time: "seconds since warm-up ended",
+                },
+                &buckets,
+                &[],
+            ),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
     }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

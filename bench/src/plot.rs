@@ -11,8 +11,24 @@ const RIGHT: f64 = 20.0;
 const TOP: f64 = 40.0;
 const GAP: f64 = 60.0;
 
-/// The SVG document for `buckets`, titled `title`.
-pub fn svg(title: &str, buckets: &[Bucket]) -> String {
+/// A time window to shade in both panels (e.g. a fault), with its label.
+pub struct Shade {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub label: String,
+}
+
+/// What the axes say.
+pub struct Labels<'a> {
+    pub title: &'a str,
+    /// The throughput panel's unit, e.g. `workflows/s`.
+    pub rate: &'a str,
+    /// The time axis, e.g. `seconds since warm-up ended`.
+    pub time: &'a str,
+}
+
+/// The SVG document for `buckets`, with `shades` drawn behind the lines.
+pub fn svg(labels: &Labels<'_>, buckets: &[Bucket], shades: &[Shade]) -> String {
     let height = TOP + 2.0 * PANEL_HEIGHT + GAP + 40.0;
     let mut out = String::new();
     let _ = writeln!(
@@ -23,9 +39,16 @@ pub fn svg(title: &str, buckets: &[Bucket]) -> String {
     let _ = writeln!(
         out,
         r#"<text x="{LEFT}" y="22" font-size="15">{}</text>"#,
-        escape(title)
+        escape(labels.title)
     );
-    let end_s = buckets.last().map(|b| b.start_s + 1.0).unwrap_or(1.0);
+    let end_s = buckets
+        .last()
+        .map(|b| b.start_s + 1.0)
+        .unwrap_or(1.0)
+        .max(shades.iter().map(|s| s.end_s).fold(0.0, f64::max));
+    for top in [TOP, TOP + PANEL_HEIGHT + GAP] {
+        shade(&mut out, top, end_s, shades);
+    }
     let throughput: Vec<(f64, f64)> = buckets
         .iter()
         .map(|b| (b.start_s, b.throughput_per_s))
@@ -33,7 +56,7 @@ pub fn svg(title: &str, buckets: &[Bucket]) -> String {
     panel(
         &mut out,
         TOP,
-        "workflows/s",
+        labels.rate,
         end_s,
         &[("#1f77b4", "throughput", &throughput)],
     );
@@ -56,9 +79,10 @@ pub fn svg(title: &str, buckets: &[Bucket]) -> String {
     );
     let _ = writeln!(
         out,
-        r#"<text x="{}" y="{}" text-anchor="middle">seconds since warm-up ended</text>"#,
+        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
         LEFT + (WIDTH - LEFT - RIGHT) / 2.0,
-        height - 8.0
+        height - 8.0,
+        escape(labels.time)
     );
     out.push_str("</svg>\n");
     out
@@ -66,6 +90,23 @@ pub fn svg(title: &str, buckets: &[Bucket]) -> String {
 
 /// A line: its colour, its legend name and its (seconds, value) points.
 type Series<'a> = (&'a str, &'a str, &'a [(f64, f64)]);
+
+/// Grey bands for `shades` over a panel, each labelled at its top.
+fn shade(out: &mut String, top: f64, end_s: f64, shades: &[Shade]) {
+    let plot_width = WIDTH - LEFT - RIGHT;
+    let x = |s: f64| LEFT + s.clamp(0.0, end_s) / end_s * plot_width;
+    for band in shades {
+        let _ = writeln!(
+            out,
+            r##"<rect x="{:.1}" y="{top}" width="{:.1}" height="{PANEL_HEIGHT}" fill="#f4c7c3" opacity="0.5"/><text x="{:.1}" y="{:.1}" font-size="9" fill="#a33">{}</text>"##,
+            x(band.start_s),
+            (x(band.end_s) - x(band.start_s)).max(1.0),
+            x(band.start_s) + 2.0,
+            top + PANEL_HEIGHT - 4.0,
+            escape(&band.label)
+        );
+    }
+}
 
 /// One chart: axes, a y scale from 0 to a round maximum, and a polyline per series.
 fn panel(out: &mut String, top: f64, y_label: &str, end_s: f64, series: &[Series<'_>]) {
@@ -190,10 +231,28 @@ mod tests {
                 p99_ms: 8.0,
             },
         ];
-        let svg = svg("hello <keel>", &buckets);
+        let labels = Labels {
+            title: "hello <keel>",
+            rate: "workflows/s",
+            time: "seconds",
+        };
+        let svg = svg(&labels, &buckets, &[]);
         assert!(svg.starts_with("<svg"));
         assert!(svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 3);
         assert!(svg.contains("hello &lt;keel&gt;"));
+        assert!(!svg.contains("#f4c7c3"));
+        let shaded = svg_with_fault(&labels, &buckets);
+        assert_eq!(shaded.matches("#f4c7c3").count(), 2, "one band per panel");
+        assert!(shaded.contains("kill n2"));
+    }
+
+    fn svg_with_fault(labels: &Labels<'_>, buckets: &[Bucket]) -> String {
+        let fault = Shade {
+            start_s: 0.5,
+            end_s: 1.5,
+            label: "kill n2".into(),
+        };
+        svg(labels, buckets, &[fault])
     }
 }
