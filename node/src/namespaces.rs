@@ -2,12 +2,13 @@
 //! Writes go through the metadata group's leader one at a time.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use keel_raft::ShardGroup;
 use serde::{Deserialize, Serialize};
 
 use crate::shard::applier::{WriteSet, APPLIED};
+use crate::shard::forwarding::{read_barrier, PeerClients};
 use crate::shard::keys;
 
 /// Version byte of stored namespace records.
@@ -52,15 +53,17 @@ pub enum NamespaceError {
 /// The namespace registry of a node.
 pub struct Namespaces {
     group: ShardGroup,
+    peers: Arc<PeerClients>,
     cache: RwLock<BTreeMap<String, NamespaceRecord>>,
     writes: tokio::sync::Mutex<()>,
 }
 
 impl Namespaces {
     /// Loads the records applied on this node.
-    pub fn load(group: ShardGroup) -> Result<Namespaces, NamespaceError> {
+    pub fn load(group: ShardGroup, peers: Arc<PeerClients>) -> Result<Namespaces, NamespaceError> {
         let namespaces = Namespaces {
             group,
+            peers,
             cache: RwLock::new(BTreeMap::new()),
             writes: tokio::sync::Mutex::new(()),
         };
@@ -100,6 +103,21 @@ impl Namespaces {
                 .get(name)
                 .cloned()
         })
+    }
+
+    /// The namespace named `name` as the metadata group holds it now: a miss first catches this
+    /// replica up with the group's leader (read index), so a namespace created through another
+    /// node, or before this node joined, is found, and "not found" is the truth.
+    pub async fn lookup(&self, name: &str) -> Result<Option<NamespaceRecord>, NamespaceError> {
+        if let Some(record) = self.by_name(name) {
+            return Ok(Some(record));
+        }
+        read_barrier(&self.group, 0, &self.peers)
+            .await
+            .map_err(|reason| {
+                NamespaceError::Unavailable(format!("cannot confirm namespace {name}: {reason}"))
+            })?;
+        Ok(self.by_name(name))
     }
 
     /// The namespace with id `id`.

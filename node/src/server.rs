@@ -157,14 +157,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .context("the metadata group (0) is not hosted on this node")?;
     let clock = Arc::new(SystemClock);
     let matching = Arc::new(Matching::default());
-    let namespaces = Arc::new(Namespaces::load(metadata.clone())?);
+    let peers = Arc::new(crate::shard::forwarding::PeerClients::default());
+    let namespaces = Arc::new(Namespaces::load(metadata.clone(), peers.clone())?);
     let context = Arc::new(ShardContext {
         matching: matching.clone(),
         clock: clock.clone(),
         limits: config.limits.clone(),
         namespaces: namespaces.clone(),
         shards: std::sync::OnceLock::new(),
-        peers: Default::default(),
+        peers,
         owner: MatchingOwner::new(metadata.clone()),
     });
     let mut shards = Vec::new();
@@ -189,6 +190,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
     let forwarding = ShardForwardingServer::new(ShardForwardingService {
         shards: shards.iter().map(Arc::downgrade).collect(),
+        metadata: metadata.clone(),
         matching: matching.clone(),
     })
     .max_decoding_message_size(MAX_CLIENT_MESSAGE)

@@ -521,6 +521,35 @@ async fn a_cluster_from_config_files_reports_its_status_and_moves_leaders_off_a_
 }
 
 /// Runs `keel cluster ARGS...`: (exit code, stdout + stderr).
+/// DescribeNamespace("default") through the node at `address`, connecting until it listens.
+async fn describe_default_namespace(
+    address: &str,
+) -> Result<keel_proto::temporal::api::workflowservice::v1::DescribeNamespaceResponse, tonic::Status>
+{
+    use keel_proto::temporal_services::workflowservice::workflow_service_client::WorkflowServiceClient;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let channel = loop {
+        match endpoint.connect().await {
+            Ok(channel) => break channel,
+            Err(e) if Instant::now() > deadline => {
+                return Err(tonic::Status::unavailable(e.to_string()))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    WorkflowServiceClient::new(channel)
+        .describe_namespace(
+            keel_proto::temporal::api::workflowservice::v1::DescribeNamespaceRequest {
+                namespace: "default".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 fn keel_cluster(args: &[&str]) -> anyhow::Result<(i32, String)> {
     let out = std::process::Command::new(keel_tests::process::keel_binary()?)
         .arg("cluster")
@@ -570,6 +599,13 @@ async fn a_dead_node_is_replaced_by_a_joining_one() -> anyhow::Result<()> {
     let mut joining =
         KeelProcess::new(4, &fourth, "replace-test", &peers, c._root.path(), SHARDS).joining();
     joining.start()?;
+    // A node not yet added knows no namespaces; it must not say they do not exist (it once
+    // answered NotFound for "default"): a lookup it misses first asks the metadata leader.
+    let refused = describe_default_namespace(&fourth).await;
+    assert!(
+        matches!(&refused, Err(status) if status.code() == tonic::Code::Unavailable),
+        "a node that is not a member yet answered {refused:?}\nreproduce: {reproduce}"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let added = loop {
         let (code, out) = keel_cluster(&[
@@ -592,6 +628,12 @@ async fn a_dead_node_is_replaced_by_a_joining_one() -> anyhow::Result<()> {
         "add-node failed: {}\n{}\nreproduce: {reproduce}",
         added.1,
         logs(&c.nodes)
+    );
+
+    let described = describe_default_namespace(&fourth).await;
+    assert!(
+        described.is_ok(),
+        "the joined node does not know namespace default: {described:?}\nreproduce: {reproduce}"
     );
 
     c.nodes[1].kill9().await?;

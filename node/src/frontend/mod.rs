@@ -53,12 +53,14 @@ pub struct Frontend {
 }
 
 impl Frontend {
-    fn namespace(&self, name: &str) -> Result<NamespaceRecord, Status> {
+    async fn namespace(&self, name: &str) -> Result<NamespaceRecord, Status> {
         if name.is_empty() {
             return Err(errors::invalid("Namespace not set on request."));
         }
         self.namespaces
-            .by_name(name)
+            .lookup(name)
+            .await
+            .map_err(Status::from)?
             .ok_or_else(|| errors::namespace_not_found(name))
     }
 

@@ -52,7 +52,7 @@ impl OperatorService for Frontend {
         request: Request<op::AddSearchAttributesRequest>,
     ) -> Result<Response<op::AddSearchAttributesResponse>, Status> {
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let change = validate(&r.search_attributes)?;
         let existing = self.namespaces.search_attributes(&namespace.id)?;
         if existing.len() + change.len() > MAX_CUSTOM_SEARCH_ATTRIBUTES {
@@ -71,7 +71,7 @@ impl OperatorService for Frontend {
         request: Request<op::RemoveSearchAttributesRequest>,
     ) -> Result<Response<op::RemoveSearchAttributesResponse>, Status> {
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         if r.search_attributes.is_empty() {
             return Err(invalid("SearchAttributes are not set on request."));
         }
@@ -91,7 +91,7 @@ impl OperatorService for Frontend {
         request: Request<op::ListSearchAttributesRequest>,
     ) -> Result<Response<op::ListSearchAttributesResponse>, Status> {
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let custom = self.namespaces.search_attributes(&namespace.id)?;
         Ok(Response::new(op::ListSearchAttributesResponse {
             custom_attributes: custom.into_iter().collect(),
@@ -110,7 +110,7 @@ impl OperatorService for Frontend {
                 .by_id(&r.namespace_id)
                 .ok_or_else(|| super::namespace_not_found(&r.namespace_id))?
         } else {
-            self.namespace(&r.namespace)?
+            self.namespace(&r.namespace).await?
         };
         if namespace.name == "default" {
             return Err(invalid("Namespace default cannot be deleted."));

@@ -381,7 +381,7 @@ impl Frontend {
         report: ActivityReport,
         identity: String,
     ) -> Result<Reply, Status> {
-        let namespace = self.namespace(namespace)?;
+        let namespace = self.namespace(namespace).await?;
         check_id("WorkflowId", workflow_id, true)?;
         check_id("ActivityId", activity_id, true)?;
         let request = Engine::Activity {
@@ -620,7 +620,7 @@ impl WorkflowService for Frontend {
                 .by_id(&r.id)
                 .ok_or_else(|| super::namespace_not_found(&r.id))?
         } else {
-            self.namespace(&r.namespace)?
+            self.namespace(&r.namespace).await?
         };
         Ok(Response::new(views::describe_namespace(&record)))
     }
@@ -658,7 +658,7 @@ impl WorkflowService for Frontend {
         request: Request<ws::UpdateNamespaceRequest>,
     ) -> Rpc<ws::UpdateNamespaceResponse> {
         let r = request.into_inner();
-        let mut record = self.namespace(&r.namespace)?;
+        let mut record = self.namespace(&r.namespace).await?;
         if let Some(info) = r.update_info {
             if !info.description.is_empty() {
                 record.description = info.description;
@@ -692,7 +692,7 @@ impl WorkflowService for Frontend {
         request: Request<ws::StartWorkflowExecutionRequest>,
     ) -> Rpc<ws::StartWorkflowExecutionResponse> {
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let workflow_id = r.workflow_id.clone();
         let op = self.start_op(&namespace, r, None)?;
         match self.run_op(&namespace, &workflow_id, op).await? {
@@ -713,7 +713,7 @@ impl WorkflowService for Frontend {
         request: Request<ws::SignalWithStartWorkflowExecutionRequest>,
     ) -> Rpc<ws::SignalWithStartWorkflowExecutionResponse> {
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         if r.signal_name.is_empty() {
             return Err(invalid("SignalName is not set on request."));
         }
@@ -785,7 +785,7 @@ impl WorkflowService for Frontend {
                 .await;
         }
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let task_queue = r.task_queue.unwrap_or_default();
         let sticky = task_queue.kind == enums::TaskQueueKind::Sticky as i32;
         check_id("TaskQueue", &task_queue.name, true)?;
@@ -962,7 +962,7 @@ impl WorkflowService for Frontend {
                 .await;
         }
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let queue = r.task_queue.map(|q| q.name).unwrap_or_default();
         check_id("TaskQueue", &queue, true)?;
         let key = QueueKey {
@@ -1180,7 +1180,7 @@ impl WorkflowService for Frontend {
         request: Request<ws::SignalWorkflowExecutionRequest>,
     ) -> Rpc<ws::SignalWorkflowExecutionResponse> {
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let execution = r.workflow_execution.unwrap_or_default();
         check_id("WorkflowId", &execution.workflow_id, true)?;
         if r.signal_name.is_empty() {
@@ -1210,7 +1210,7 @@ impl WorkflowService for Frontend {
         request: Request<ws::RequestCancelWorkflowExecutionRequest>,
     ) -> Rpc<ws::RequestCancelWorkflowExecutionResponse> {
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let execution = r.workflow_execution.unwrap_or_default();
         check_id("WorkflowId", &execution.workflow_id, true)?;
         self.run_request(
@@ -1234,7 +1234,7 @@ impl WorkflowService for Frontend {
         request: Request<ws::TerminateWorkflowExecutionRequest>,
     ) -> Rpc<ws::TerminateWorkflowExecutionResponse> {
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let execution = r.workflow_execution.unwrap_or_default();
         check_id("WorkflowId", &execution.workflow_id, true)?;
         self.check_payloads(r.details.as_ref())?;
@@ -1262,7 +1262,7 @@ impl WorkflowService for Frontend {
             return node.query_workflow(forwarded(request.into_inner())).await;
         }
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let execution = r.execution.unwrap_or_default();
         check_id("WorkflowId", &execution.workflow_id, true)?;
         let query = r
@@ -1372,7 +1372,7 @@ impl WorkflowService for Frontend {
         request: Request<ws::DescribeWorkflowExecutionRequest>,
     ) -> Rpc<ws::DescribeWorkflowExecutionResponse> {
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let execution = r.execution.unwrap_or_default();
         check_id("WorkflowId", &execution.workflow_id, true)?;
         let state = self
@@ -1386,7 +1386,7 @@ impl WorkflowService for Frontend {
         request: Request<ws::GetWorkflowExecutionHistoryRequest>,
     ) -> Rpc<ws::GetWorkflowExecutionHistoryResponse> {
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let close_only =
             r.history_event_filter_type == enums::HistoryEventFilterType::CloseEvent as i32;
         Ok(Response::new(
@@ -1407,7 +1407,7 @@ impl WorkflowService for Frontend {
         request: Request<ws::GetWorkflowExecutionHistoryReverseRequest>,
     ) -> Rpc<ws::GetWorkflowExecutionHistoryReverseResponse> {
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let execution = r.execution.unwrap_or_default();
         check_id("WorkflowId", &execution.workflow_id, true)?;
         let token = PageToken::decode(&r.next_page_token)?;
@@ -1448,7 +1448,7 @@ impl WorkflowService for Frontend {
         request: Request<ws::ListWorkflowExecutionsRequest>,
     ) -> Rpc<ws::ListWorkflowExecutionsResponse> {
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let filter =
             ListFilter::parse(&r.query, &self.namespaces.search_attributes(&namespace.id)?)?;
         let offset = if r.next_page_token.is_empty() {
@@ -1484,7 +1484,7 @@ impl WorkflowService for Frontend {
         request: Request<ws::CountWorkflowExecutionsRequest>,
     ) -> Rpc<ws::CountWorkflowExecutionsResponse> {
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let filter =
             ListFilter::parse(&r.query, &self.namespaces.search_attributes(&namespace.id)?)?;
         let runs = self.visible_runs(&namespace, &filter).await?;
@@ -1504,7 +1504,7 @@ impl WorkflowService for Frontend {
                 .await;
         }
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let name = r.task_queue.map(|q| q.name).unwrap_or_default();
         check_id("TaskQueue", &name, true)?;
         let kind = if r.task_queue_type == enums::TaskQueueType::Activity as i32 {
@@ -1544,7 +1544,7 @@ impl WorkflowService for Frontend {
         request: Request<ws::ResetStickyTaskQueueRequest>,
     ) -> Rpc<ws::ResetStickyTaskQueueResponse> {
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let execution = r.execution.unwrap_or_default();
         check_id("WorkflowId", &execution.workflow_id, true)?;
         self.run_request(
@@ -1562,7 +1562,7 @@ impl WorkflowService for Frontend {
         request: Request<ws::ResetWorkflowExecutionRequest>,
     ) -> Rpc<ws::ResetWorkflowExecutionResponse> {
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let execution = r.workflow_execution.unwrap_or_default();
         check_id("WorkflowId", &execution.workflow_id, true)?;
         check_id("RequestId", &r.request_id, false)?;
@@ -1607,7 +1607,7 @@ impl WorkflowService for Frontend {
             return node.shutdown_worker(forwarded(request.into_inner())).await;
         }
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         self.matching.forget_poller(&namespace.id, &r.identity);
         Ok(Response::new(ws::ShutdownWorkerResponse::default()))
     }

@@ -66,7 +66,7 @@ impl Frontend {
         &self,
         r: ws::UpdateWorkflowExecutionRequest,
     ) -> Result<ws::UpdateWorkflowExecutionResponse, Status> {
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let checked = self.check_update(r)?;
         let deadline = self.poll_deadline();
         let (run_id, reply) = self
@@ -94,7 +94,7 @@ impl Frontend {
     ) -> Result<ws::ExecuteMultiOperationResponse, Status> {
         use ws::execute_multi_operation_request::operation::Operation as Op;
         use ws::execute_multi_operation_response::{response::Response as Answer, Response};
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let count = r.operations.len();
         let mut operations = r.operations.into_iter().map(|o| o.operation);
         let (Some(Some(Op::StartWorkflow(start))), Some(Some(Op::UpdateWorkflow(update))), None) =
@@ -239,7 +239,7 @@ impl Frontend {
         &self,
         r: ws::PollWorkflowExecutionUpdateRequest,
     ) -> Result<ws::PollWorkflowExecutionUpdateResponse, Status> {
-        let namespace = self.namespace(&r.namespace)?;
+        let namespace = self.namespace(&r.namespace).await?;
         let reference = r
             .update_ref
             .ok_or_else(|| invalid("UpdateRef is not set on request."))?;

@@ -12,6 +12,7 @@ use keel_proto::shard::shard_forwarding_server::ShardForwarding;
 use keel_proto::shard::{
     OfferReply, OfferRequest, ReadIndexReply, ReadIndexRequest, SubmitReply, SubmitRequest,
 };
+use keel_raft::ShardGroup;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -47,19 +48,74 @@ impl PeerClients {
     }
 }
 
+/// The address of `group`'s leader when another node leads it; else why there is none.
+fn remote_leader(group: &ShardGroup) -> Result<String, String> {
+    match group.leader_address() {
+        None => Err("it has no leader right now; retry".into()),
+        Some((leader, _)) if leader == group.node_id() => {
+            Err("its leadership is changing on this node; retry".into())
+        }
+        Some((_, Some(address))) => Ok(address),
+        Some((leader, None)) => Err(format!("its leader, node {leader}, has no address")),
+    }
+}
+
+/// Waits until this node's replica of group `group_id` has applied everything committed before
+/// the call: on the leader by confirming its leadership, on a follower by asking the leader for
+/// its read index (`ReadIndex`) and waiting to apply that far. Errors say why, for a person.
+pub async fn read_barrier(
+    group: &ShardGroup,
+    group_id: u64,
+    peers: &PeerClients,
+) -> Result<(), String> {
+    if group.is_leader() {
+        return group.ensure_linearizable().await.map_err(|e| e.to_string());
+    }
+    let address = remote_leader(group)?;
+    let mut client = peers.client(&address)?;
+    let index = tokio::time::timeout(
+        FORWARD_TIMEOUT,
+        client.read_index(ReadIndexRequest { shard: group_id }),
+    )
+    .await
+    .map_err(|_| format!("its leader at {address} did not answer"))?
+    .map_err(|status| {
+        format!(
+            "its leader at {address} did not confirm a read: {}",
+            status.message()
+        )
+    })?
+    .into_inner()
+    .applied_index;
+    let mut metrics = group.metrics();
+    let caught_up = tokio::time::timeout(FORWARD_TIMEOUT, async {
+        loop {
+            if metrics
+                .borrow_and_update()
+                .last_applied
+                .map_or(0, |l| l.index)
+                >= index
+            {
+                return true;
+            }
+            if metrics.changed().await.is_err() {
+                return false;
+            }
+        }
+    })
+    .await;
+    match caught_up {
+        Ok(true) => Ok(()),
+        _ => Err(format!(
+            "this replica did not apply up to the leader's index {index} in time"
+        )),
+    }
+}
+
 impl Shard {
     /// The address of this shard's leader when another node leads it.
     fn remote_leader(&self) -> Result<String, ShardError> {
-        match self.group.leader_address() {
-            None => Err(self.unavailable("it has no leader right now; retry")),
-            Some((leader, _)) if leader == self.group.node_id() => {
-                Err(self.unavailable("its leadership is changing on this node; retry"))
-            }
-            Some((_, Some(address))) => Ok(address),
-            Some((leader, None)) => {
-                Err(self.unavailable(format!("its leader, node {leader}, has no address")))
-            }
-        }
+        remote_leader(&self.group).map_err(|reason| self.unavailable(reason))
     }
 
     /// Submits `op` to the node that leads this shard.
@@ -102,54 +158,6 @@ impl Shard {
                 "undecodable answer from {address}: {e}; the outcome is unknown"
             ))
         })?
-    }
-
-    /// On a follower: waits until this replica has applied everything the leader had committed
-    /// when asked.
-    pub(super) async fn follower_barrier(&self) -> Result<(), ShardError> {
-        let address = self.remote_leader()?;
-        let mut client = self
-            .context
-            .peers
-            .client(&address)
-            .map_err(|e| self.unavailable(e))?;
-        let index = tokio::time::timeout(
-            FORWARD_TIMEOUT,
-            client.read_index(ReadIndexRequest { shard: self.id }),
-        )
-        .await
-        .map_err(|_| self.unavailable(format!("its leader at {address} did not answer")))?
-        .map_err(|status| {
-            self.unavailable(format!(
-                "its leader at {address} did not confirm a read: {}",
-                status.message()
-            ))
-        })?
-        .into_inner()
-        .applied_index;
-        let mut metrics = self.group.metrics();
-        let caught_up = tokio::time::timeout(FORWARD_TIMEOUT, async {
-            loop {
-                if metrics
-                    .borrow_and_update()
-                    .last_applied
-                    .map_or(0, |l| l.index)
-                    >= index
-                {
-                    return true;
-                }
-                if metrics.changed().await.is_err() {
-                    return false;
-                }
-            }
-        })
-        .await;
-        match caught_up {
-            Ok(true) => Ok(()),
-            _ => Err(self.unavailable(format!(
-                "this replica did not apply up to the leader's index {index} in time"
-            ))),
-        }
     }
 }
 
@@ -215,6 +223,8 @@ pub(super) fn offer_tasks(shard: &Shard, tasks: Vec<(QueueKey, RunTask)>) {
 pub struct ShardForwardingService {
     /// The node's shards, at index shard-1.
     pub shards: Vec<Weak<Shard>>,
+    /// The metadata group (0), for read indexes of namespace lookups.
+    pub metadata: ShardGroup,
     /// The node's matching (offers from shard leaders).
     pub matching: Arc<Matching>,
 }
@@ -262,18 +272,19 @@ impl ShardForwarding for ShardForwardingService {
         &self,
         request: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexReply>, Status> {
-        let shard = self.shard(request.into_inner().shard)?;
-        shard
-            .group
+        let id = request.into_inner().shard;
+        let shard;
+        let group = if id == 0 {
+            &self.metadata
+        } else {
+            shard = self.shard(id)?;
+            &shard.group
+        };
+        group
             .ensure_linearizable()
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        let applied_index = shard
-            .group
-            .metrics()
-            .borrow()
-            .last_applied
-            .map_or(0, |l| l.index);
+        let applied_index = group.metrics().borrow().last_applied.map_or(0, |l| l.index);
         Ok(Response::new(ReadIndexReply { applied_index }))
     }
 }

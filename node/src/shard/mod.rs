@@ -158,7 +158,7 @@ pub struct ShardContext {
     /// Every shard of this node, at index shard-1 (set once they exist).
     pub shards: OnceLock<Vec<Weak<Shard>>>,
     /// Clients of the other nodes (forwarding to shard leaders).
-    pub peers: forwarding::PeerClients,
+    pub peers: Arc<forwarding::PeerClients>,
     /// Where matching runs.
     pub owner: crate::matching::MatchingOwner,
 }
@@ -285,14 +285,9 @@ impl Shard {
     /// Waits until everything committed before the call is applied here: on the leader by
     /// confirming its leadership, on a follower through the leader's read index.
     pub async fn barrier(&self) -> Result<(), ShardError> {
-        if self.group.is_leader() {
-            self.group
-                .ensure_linearizable()
-                .await
-                .map_err(|e| self.read_error(e))
-        } else {
-            self.follower_barrier().await
-        }
+        forwarding::read_barrier(&self.group, self.id, &self.context.peers)
+            .await
+            .map_err(|reason| self.unavailable(reason))
     }
 
     /// The current run id of a workflow id (applied state).
@@ -315,7 +310,7 @@ impl Shard {
         if self.leads() {
             Ok(())
         } else {
-            self.follower_barrier().await
+            self.barrier().await
         }
     }
 
