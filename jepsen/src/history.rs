@@ -268,6 +268,19 @@ impl HistoryWriter {
         state.next_index - 1
     }
 
+    /// How many records of each type so far: invoke, ok, fail, info.
+    pub fn tally(&self) -> [u64; 4] {
+        let state = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut counts = [0; 4];
+        for record in &state.records {
+            counts[record.kind as usize] += 1;
+        }
+        counts
+    }
+
     /// Flushes the file and answers every record written.
     pub fn finish(&self) -> Result<Vec<Record>, std::io::Error> {
         let mut state = self

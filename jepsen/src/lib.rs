@@ -5,4 +5,12 @@
 //! through public gRPC APIs. The checkers read nothing but the history file, so a saved history
 //! can be checked again without a cluster.
 
+pub mod checker;
+pub mod client;
+pub mod cluster;
 pub mod history;
+pub mod nemesis;
+pub mod report;
+pub mod topology;
+pub mod worker;
+pub mod workload;

@@ -1,0 +1,251 @@
+//! The nemesis: faults injected one at a time on a seeded schedule (a calm gap, a fault held for
+//! a while, its heal), each recorded in the history as invoke (injected) and ok (healed). The
+//! first round injects every chosen kind once, in a seeded order, so even a short run sees each.
+
+use std::{
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Result};
+use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
+use tokio::sync::Mutex;
+
+use crate::{
+    cluster::Cluster,
+    history::{Fault, HistoryWriter, RecordType},
+    topology::Topology,
+};
+
+/// The kinds of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NemesisKind {
+    /// SIGKILL a node; heal: start it again.
+    Kill,
+    /// SIGSTOP a node; heal: SIGCONT.
+    Pause,
+    /// Drop packets between nodes (one isolated, or a bridge: two halves that share one node);
+    /// heal: flush the rules.
+    Partition,
+    /// Restart a node with its wall clock seconds to minutes off (libfaketime); heal: restart it
+    /// on the real clock.
+    Clock,
+    /// Replace a node: remove it from every group and add a fresh node in a free slot.
+    Membership,
+}
+
+impl NemesisKind {
+    pub const ALL: [NemesisKind; 5] = [
+        NemesisKind::Kill,
+        NemesisKind::Pause,
+        NemesisKind::Partition,
+        NemesisKind::Clock,
+        NemesisKind::Membership,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NemesisKind::Kill => "kill",
+            NemesisKind::Pause => "pause",
+            NemesisKind::Partition => "partition",
+            NemesisKind::Clock => "clock",
+            NemesisKind::Membership => "membership",
+        }
+    }
+
+    /// `all`, `none`, or a comma-separated list of kinds.
+    pub fn parse_list(text: &str) -> Result<Vec<NemesisKind>> {
+        match text.trim() {
+            "all" => Ok(NemesisKind::ALL.to_vec()),
+            "none" | "" => Ok(Vec::new()),
+            list => list.split(',').map(|name| name.trim().parse()).collect(),
+        }
+    }
+}
+
+impl FromStr for NemesisKind {
+    type Err = anyhow::Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match NemesisKind::ALL.iter().find(|k| k.name() == name) {
+            Some(kind) => Ok(*kind),
+            None => bail!(
+                "unknown nemesis {name:?}: use all, none, or a list of kill, pause, partition, clock, membership"
+            ),
+        }
+    }
+}
+
+/// How long faults last and the gaps between them.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub calm: (Duration, Duration),
+    pub hold: (Duration, Duration),
+}
+
+/// A fault in force and how to heal it.
+enum Injected {
+    Killed(u64),
+    Paused(u64),
+    Partitioned,
+    Skewed(u64),
+    Replaced,
+}
+
+pub struct Nemesis {
+    pub cluster: Arc<Mutex<Cluster>>,
+    pub topology: Arc<Topology>,
+    pub history: Arc<HistoryWriter>,
+    pub kinds: Vec<NemesisKind>,
+    pub schedule: Schedule,
+}
+
+impl Nemesis {
+    /// Injects and heals faults until `until`; every fault is healed before it returns. Answers
+    /// the faults injected, by kind.
+    pub async fn run(&self, until: Instant, seed: u64) -> Result<Vec<(NemesisKind, u64)>> {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973);
+        let mut counts: Vec<(NemesisKind, u64)> = self.kinds.iter().map(|k| (*k, 0)).collect();
+        if self.kinds.is_empty() {
+            tokio::time::sleep_until(until.into()).await;
+            return Ok(counts);
+        }
+        let mut first_round = self.kinds.clone();
+        first_round.shuffle(&mut rng);
+        first_round.reverse();
+        loop {
+            tokio::time::sleep(between(&mut rng, self.schedule.calm)).await;
+            if Instant::now() >= until {
+                return Ok(counts);
+            }
+            let kind = match first_round.pop() {
+                Some(kind) => kind,
+                None => self.kinds[rng.random_range(0..self.kinds.len())],
+            };
+            let (fault, injected) = self.inject(kind, &mut rng).await?;
+            if let Some(count) = counts.iter_mut().find(|(k, _)| *k == kind) {
+                count.1 += 1;
+            }
+            tracing::info!(fault = fault.fault, nodes = ?fault.nodes, detail = fault.detail, "injected");
+            let hold = between(&mut rng, self.schedule.hold);
+            tokio::time::sleep(hold.min(until.saturating_duration_since(Instant::now()))).await;
+            self.heal(injected).await?;
+            self.history.record(
+                "nemesis",
+                RecordType::Ok,
+                "nemesis",
+                None,
+                serde_json::to_value(&fault)?,
+                None,
+            );
+            tracing::info!(fault = fault.fault, "healed");
+        }
+    }
+
+    async fn inject(&self, kind: NemesisKind, rng: &mut StdRng) -> Result<(Fault, Injected)> {
+        let mut cluster = self.cluster.lock().await;
+        let ids = cluster.ids();
+        let target = ids[rng.random_range(0..ids.len())];
+        let mut fault = Fault {
+            fault: kind.name().to_string(),
+            nodes: vec![target],
+            detail: String::new(),
+        };
+        // Recorded before the fault takes effect, so the window covers all of it.
+        let record = |fault: &Fault| {
+            self.history.record(
+                "nemesis",
+                RecordType::Invoke,
+                "nemesis",
+                None,
+                serde_json::to_value(fault).unwrap_or_default(),
+                None,
+            );
+        };
+        let injected = match kind {
+            NemesisKind::Kill => {
+                record(&fault);
+                cluster.kill(target).await?;
+                Injected::Killed(target)
+            }
+            NemesisKind::Pause => {
+                record(&fault);
+                cluster.pause(target)?;
+                Injected::Paused(target)
+            }
+            NemesisKind::Partition => {
+                let slots: Vec<(u64, usize)> =
+                    cluster.nodes.values().map(|n| (n.id, n.slot)).collect();
+                let middle = slots.iter().position(|(id, _)| *id == target).unwrap_or(0);
+                let cuts: Vec<(usize, usize)> = if rng.random_bool(0.5) {
+                    fault.detail = format!("node {target} isolated");
+                    slots
+                        .iter()
+                        .filter(|(id, _)| *id != target)
+                        .map(|(_, slot)| (slots[middle].1, *slot))
+                        .collect()
+                } else {
+                    // A bridge: every pair but those through the target is cut.
+                    fault.detail = format!("bridge through node {target}");
+                    fault.nodes = slots.iter().map(|(id, _)| *id).collect();
+                    let others: Vec<usize> = slots
+                        .iter()
+                        .filter(|(id, _)| *id != target)
+                        .map(|(_, slot)| *slot)
+                        .collect();
+                    let mut cuts = Vec::new();
+                    for (i, a) in others.iter().enumerate() {
+                        for b in &others[i + 1..] {
+                            cuts.push((*a, *b));
+                        }
+                    }
+                    cuts
+                };
+                record(&fault);
+                for (a, b) in cuts {
+                    self.topology.cut(a, b)?;
+                }
+                Injected::Partitioned
+            }
+            NemesisKind::Clock => {
+                let magnitude = rng.random_range(5..=120);
+                let offset = if rng.random_bool(0.5) {
+                    magnitude
+                } else {
+                    -magnitude
+                };
+                fault.detail = format!("clock {offset:+} s");
+                record(&fault);
+                cluster.restart_with_clock(target, offset).await?;
+                Injected::Skewed(target)
+            }
+            NemesisKind::Membership => {
+                record(&fault);
+                let new_id = cluster.replace(target, Duration::from_secs(90)).await?;
+                fault.nodes.push(new_id);
+                fault.detail = format!("node {target} replaced by node {new_id}");
+                Injected::Replaced
+            }
+        };
+        Ok((fault, injected))
+    }
+
+    async fn heal(&self, injected: Injected) -> Result<()> {
+        let mut cluster = self.cluster.lock().await;
+        match injected {
+            Injected::Killed(id) => cluster.start(id),
+            Injected::Paused(id) => cluster.resume(id),
+            Injected::Partitioned => self.topology.heal(),
+            Injected::Skewed(id) => cluster.restart_with_clock(id, 0).await,
+            Injected::Replaced => Ok(()),
+        }
+    }
+}
+
+fn between(rng: &mut StdRng, (low, high): (Duration, Duration)) -> Duration {
+    if high <= low {
+        return low;
+    }
+    Duration::from_millis(rng.random_range(low.as_millis() as u64..=high.as_millis() as u64))
+}
