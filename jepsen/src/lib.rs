@@ -5,4 +5,5 @@
 //! through public gRPC APIs. The checkers read nothing but the history file, so a saved history
 //! can be checked again without a cluster.
 
+pub mod checker;
 pub mod history;
