@@ -9,6 +9,7 @@
 pub mod closes_once;
 pub mod history_prefix;
 pub mod index;
+pub mod linearizable_register;
 pub mod lost_writes;
 pub mod single_run;
 pub mod summary;
@@ -172,6 +173,7 @@ pub fn check_all(records: &[Record]) -> Vec<Verdict> {
         closes_once::check(&index),
         history_prefix::check(&index),
         timers::check(&index),
+        linearizable_register::check(&index),
     ]
 }
 

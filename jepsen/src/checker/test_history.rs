@@ -166,6 +166,23 @@ impl HistoryBuilder {
         )
     }
 
+    /// Ends an update as `fail` or `info`.
+    pub fn update_end(
+        &mut self,
+        process: &str,
+        workflow_id: &str,
+        update_id: &str,
+        kind: RecordType,
+    ) -> &mut Self {
+        self.complete(
+            process,
+            kind,
+            op_name::UPDATE,
+            workflow_id,
+            json!({ "update_id": update_id }),
+        )
+    }
+
     /// An update invoked and acknowledged with no other record between.
     pub fn update(
         &mut self,
