@@ -699,89 +699,14 @@ mod tests {
         );
     }
 
-    /// xorshift64*: a deterministic generator for the generated histories.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, bound: u64) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
-        }
-    }
-
-    enum Client {
-        Idle,
-        Invoked(String, RegisterOp),
-        Applied(String, RegisterOp, RegisterResult),
-    }
-
-    /// A linearizable history by construction: `clients` clients invoke random ops on one
-    /// register of values 0..5; each op takes effect at a random moment between its invoke
-    /// and its ok. About `info_percent`% end in info before taking effect and as many after;
-    /// 5% fail without taking effect.
-    pub(crate) fn generated_history(
+    fn generated_history(
         seed: u64,
         clients: usize,
         updates: usize,
         info_percent: u64,
     ) -> HistoryBuilder {
-        let mut rng = Rng(seed | 1);
         let mut history = HistoryBuilder::new();
-        let mut register = REGISTER_INITIAL;
-        let mut processes: Vec<(String, Client)> = (0..clients)
-            .map(|client| (format!("c{client}"), Client::Idle))
-            .collect();
-        let mut next_process = clients;
-        let mut invoked = 0;
-        while invoked < updates || processes.iter().any(|(_, c)| !matches!(c, Client::Idle)) {
-            let slot = rng.below(clients as u64) as usize;
-            let (process, client) = &mut processes[slot];
-            let mut retire = false;
-            *client = match std::mem::replace(client, Client::Idle) {
-                Client::Idle if invoked < updates => {
-                    let op = match rng.below(3) {
-                        0 => Write(rng.below(5) as i64),
-                        1 => Read,
-                        _ => Cas(rng.below(5) as i64, rng.below(5) as i64),
-                    };
-                    let update_id = format!("u{invoked}");
-                    invoked += 1;
-                    history.update_invoke(process, "w1", &update_id, op);
-                    Client::Invoked(update_id, op)
-                }
-                Client::Idle => Client::Idle,
-                Client::Invoked(update_id, op) => match rng.below(100) {
-                    roll if roll < 5 => {
-                        history.update_end(process, "w1", &update_id, RecordType::Fail);
-                        Client::Idle
-                    }
-                    roll if roll < 5 + info_percent => {
-                        history.update_end(process, "w1", &update_id, RecordType::Info);
-                        retire = true;
-                        Client::Idle
-                    }
-                    _ => {
-                        let result = op.apply(&mut register);
-                        Client::Applied(update_id, op, result)
-                    }
-                },
-                Client::Applied(update_id, op, result) => {
-                    if rng.below(100) < info_percent {
-                        history.update_end(process, "w1", &update_id, RecordType::Info);
-                        retire = true;
-                    } else {
-                        history.update_ok(process, "w1", &update_id, op, result);
-                    }
-                    Client::Idle
-                }
-            };
-            if retire {
-                *process = format!("c{next_process}");
-                next_process += 1;
-            }
-        }
+        history.register_updates("w1", seed, clients, updates, info_percent);
         history
     }
 

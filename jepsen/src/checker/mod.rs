@@ -221,3 +221,144 @@ pub fn render(verdicts: &[Verdict]) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::history::{self, HistoryWriter, RecordType};
+    use test_history::HistoryBuilder;
+
+    fn outcomes(verdicts: &[Verdict]) -> Vec<(&str, Outcome)> {
+        verdicts
+            .iter()
+            .map(|verdict| (verdict.name.as_str(), verdict.outcome))
+            .collect()
+    }
+
+    #[test]
+    fn a_healthy_history_passes_every_checker() {
+        let mut history = HistoryBuilder::new();
+        history.healthy_workflows(3, 5, 40, 100.0);
+        let verdicts = check_all(&history.build());
+        assert!(
+            verdicts
+                .iter()
+                .all(|verdict| verdict.outcome == Outcome::Valid),
+            "{}",
+            render(&verdicts)
+        );
+        assert!(!any_invalid(&verdicts));
+    }
+
+    #[test]
+    fn a_doctored_history_fails_exactly_the_checkers_it_breaks() {
+        let mut history = HistoryBuilder::new();
+        history.healthy_workflows(3, 5, 40, 100.0);
+        let mut records = history.build();
+        // Drop signal 3 of w1 from its final read, and make w2's last read see an impossible
+        // value.
+        let final_read = records
+            .iter_mut()
+            .find(|record| {
+                record.f == history::op_name::FINAL_READ
+                    && record.kind == RecordType::Ok
+                    && record.workflow_id.as_deref() == Some("w1")
+            })
+            .unwrap();
+        final_read.value["runs"][0]["signals"] = serde_json::json!([1, 2, 4, 5]);
+        let last_read = records
+            .iter_mut()
+            .rev()
+            .find(|record| {
+                record.kind == RecordType::Ok
+                    && record.workflow_id.as_deref() == Some("w2")
+                    && record.value["op"] == serde_json::json!("read")
+            })
+            .unwrap();
+        last_read.value["result"] = serde_json::json!({ "value": 99 });
+
+        let verdicts = check_all(&records);
+        assert_eq!(
+            outcomes(&verdicts),
+            vec![
+                ("lost-writes", Outcome::Invalid),
+                ("single-run", Outcome::Valid),
+                ("closes-once", Outcome::Valid),
+                ("history-prefix", Outcome::Valid),
+                ("timers", Outcome::Valid),
+                ("linearizable-register", Outcome::Invalid),
+            ],
+            "{}",
+            render(&verdicts)
+        );
+        assert!(any_invalid(&verdicts));
+        let text = render(&verdicts);
+        assert!(text.contains("lost-writes            INVALID"), "{text}");
+        assert!(text.contains("signal seq 3 acknowledged"), "{text}");
+        assert!(text.contains("[w2 #"), "{text}");
+    }
+
+    #[test]
+    fn a_history_written_and_read_back_checks_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let writer = HistoryWriter::create(&path, Instant::now()).unwrap();
+        let mut history = HistoryBuilder::new();
+        // The writer stamps its own times, so the timer's duration is 0 ms.
+        history.healthy_workflows(2, 3, 30, 0.0);
+        for record in history.build() {
+            writer.record(
+                &record.process,
+                record.kind,
+                &record.f,
+                record.workflow_id.as_deref(),
+                record.value,
+                record.error,
+            );
+        }
+        let written = writer.finish().unwrap();
+        let read_back = history::read(&path).unwrap();
+        assert_eq!(read_back, written);
+        let verdicts = check_all(&read_back);
+        assert_eq!(verdicts, check_all(&written));
+        assert!(
+            verdicts
+                .iter()
+                .all(|verdict| verdict.outcome == Outcome::Valid),
+            "{}",
+            render(&verdicts)
+        );
+        let json = serde_json::to_string(&verdicts).unwrap();
+        assert!(json.contains(r#""outcome":"valid""#), "{json}");
+        let parsed: Vec<Verdict> = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed, verdicts);
+    }
+
+    #[test]
+    fn a_hundred_thousand_records_are_checked_in_seconds() {
+        let mut history = HistoryBuilder::new();
+        history.healthy_workflows(330, 10, 140, 50.0);
+        let records = history.build();
+        assert!(records.len() >= 100_000, "{} records", records.len());
+        let started = Instant::now();
+        let verdicts = check_all(&records);
+        let summary = summarize(&records);
+        let elapsed = started.elapsed();
+        eprintln!("checked {} records in {elapsed:?}", records.len());
+        assert!(
+            verdicts
+                .iter()
+                .all(|verdict| verdict.outcome == Outcome::Valid),
+            "{}",
+            render(&verdicts)
+        );
+        assert_eq!(summary.records, records.len() as u64);
+        assert!(
+            elapsed.as_secs() < 30,
+            "checking {} records took {elapsed:?}",
+            records.len()
+        );
+    }
+}

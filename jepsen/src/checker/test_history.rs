@@ -5,8 +5,9 @@ use serde_json::{json, Value};
 
 use crate::history::{
     digest, op_name, EventDigest, Fault, FinalRead, FinalRun, HistoryRead, Record, RecordType,
-    RegisterOp, RegisterResult, WORKER_PROCESS,
+    RegisterOp, RegisterResult, REGISTER_INITIAL, WORKER_PROCESS,
 };
+use RegisterOp::{Cas, Read, Write};
 
 /// `WorkflowExecutionStarted`, `WorkflowTaskScheduled`, `WorkflowExecutionSignaled`,
 /// `WorkflowExecutionCompleted` in Temporal's numbering.
@@ -58,6 +59,11 @@ pub struct HistoryBuilder {
 impl HistoryBuilder {
     pub fn new() -> Self {
         HistoryBuilder::default()
+    }
+
+    /// The time the next record gets.
+    pub fn now_ms(&self) -> f64 {
+        self.now_ms
     }
 
     /// Stamps the next records from `time_ms` on.
@@ -265,5 +271,142 @@ impl HistoryBuilder {
 
     pub fn build(&self) -> Vec<Record> {
         self.records.clone()
+    }
+
+    /// Appends a healthy run of each of `workflows` workflow ids (`w0`, `w1`, …) under a kill
+    /// fault: a start, `signals` signals, a history read, ~`updates` register updates (5%
+    /// info), a timer of `timer_ms`, then final reads that hold all of it.
+    pub fn healthy_workflows(
+        &mut self,
+        workflows: usize,
+        signals: u64,
+        updates: usize,
+        timer_ms: f64,
+    ) -> &mut Self {
+        self.nemesis(RecordType::Invoke, "kill", &[2]);
+        let mut final_runs = Vec::new();
+        for workflow in 0..workflows {
+            let workflow_id = format!("w{workflow}");
+            let run_id = format!("r{workflow}");
+            self.start("starter", &workflow_id, &run_id).timer(
+                RecordType::Invoke,
+                &workflow_id,
+                &run_id,
+                "1",
+                timer_ms,
+            );
+            for seq in 1..=signals {
+                self.signal("signaller", &workflow_id, seq, RecordType::Ok);
+            }
+            let mut event_types = vec![STARTED, TASK_SCHEDULED];
+            event_types.extend((0..signals).map(|_| SIGNALED));
+            self.read_history("reader", &workflow_id, &run_id, events(&event_types));
+            let applied = self.register_updates(&workflow_id, workflow as u64 + 1, 5, updates, 5);
+            let fired_at = self.now_ms() + timer_ms;
+            self.at(fired_at)
+                .timer(RecordType::Ok, &workflow_id, &run_id, "1", timer_ms);
+            event_types.push(COMPLETED);
+            let mut final_run = run(&run_id, "Completed", &event_types);
+            final_run.signals = (1..=signals).collect();
+            final_run.updates_accepted = applied;
+            final_runs.push((workflow_id, final_run));
+        }
+        self.nemesis(RecordType::Ok, "kill", &[2]);
+        for (workflow_id, final_run) in final_runs {
+            self.final_read(&workflow_id, vec![final_run]);
+        }
+        self
+    }
+}
+
+/// xorshift64*: a deterministic generator for the generated histories.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
+    }
+}
+
+enum Client {
+    Idle,
+    Invoked(String, RegisterOp),
+    Applied(String, RegisterOp, RegisterResult),
+}
+
+impl HistoryBuilder {
+    /// Appends a linearizable history by construction: `clients` clients invoke random ops on
+    /// `workflow_id`'s register of values 0..5; each op takes effect at a random moment between
+    /// its invoke and its ok. About `info_percent`% end in info before taking effect and as many
+    /// after; 5% fail without taking effect. Answers the ids of the updates that took effect.
+    pub fn register_updates(
+        &mut self,
+        workflow_id: &str,
+        seed: u64,
+        clients: usize,
+        updates: usize,
+        info_percent: u64,
+    ) -> Vec<String> {
+        let mut rng = Rng(seed | 1);
+        let history = self;
+        let mut applied = Vec::new();
+        let mut register = REGISTER_INITIAL;
+        let mut processes: Vec<(String, Client)> = (0..clients)
+            .map(|client| (format!("{workflow_id}-c{client}"), Client::Idle))
+            .collect();
+        let mut next_process = clients;
+        let mut invoked = 0;
+        while invoked < updates || processes.iter().any(|(_, c)| !matches!(c, Client::Idle)) {
+            let slot = rng.below(clients as u64) as usize;
+            let (process, client) = &mut processes[slot];
+            let mut retire = false;
+            *client = match std::mem::replace(client, Client::Idle) {
+                Client::Idle if invoked < updates => {
+                    let op = match rng.below(3) {
+                        0 => Write(rng.below(5) as i64),
+                        1 => Read,
+                        _ => Cas(rng.below(5) as i64, rng.below(5) as i64),
+                    };
+                    let update_id = format!("{workflow_id}-u{invoked}");
+                    invoked += 1;
+                    history.update_invoke(process, workflow_id, &update_id, op);
+                    Client::Invoked(update_id, op)
+                }
+                Client::Idle => Client::Idle,
+                Client::Invoked(update_id, op) => match rng.below(100) {
+                    roll if roll < 5 => {
+                        history.update_end(process, workflow_id, &update_id, RecordType::Fail);
+                        Client::Idle
+                    }
+                    roll if roll < 5 + info_percent => {
+                        history.update_end(process, workflow_id, &update_id, RecordType::Info);
+                        retire = true;
+                        Client::Idle
+                    }
+                    _ => {
+                        let result = op.apply(&mut register);
+                        applied.push(update_id.clone());
+                        Client::Applied(update_id, op, result)
+                    }
+                },
+                Client::Applied(update_id, op, result) => {
+                    if rng.below(100) < info_percent {
+                        history.update_end(process, workflow_id, &update_id, RecordType::Info);
+                        retire = true;
+                    } else {
+                        history.update_ok(process, workflow_id, &update_id, op, result);
+                    }
+                    Client::Idle
+                }
+            };
+            if retire {
+                *process = format!("{workflow_id}-c{next_process}");
+                next_process += 1;
+            }
+        }
+        applied
     }
 }
