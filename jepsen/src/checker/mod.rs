@@ -166,15 +166,47 @@ impl Findings {
 
 /// Runs every checker on `records`, in the order the issue lists them.
 pub fn check_all(records: &[Record]) -> Vec<Verdict> {
-    let index = HistoryIndex::new(records);
+    check_index(&HistoryIndex::new(records))
+}
+
+fn check_index(index: &HistoryIndex) -> Vec<Verdict> {
     vec![
-        lost_writes::check(&index),
-        single_run::check(&index),
-        closes_once::check(&index),
-        history_prefix::check(&index),
-        timers::check(&index),
-        linearizable_register::check(&index),
+        lost_writes::check(index),
+        single_run::check(index),
+        closes_once::check(index),
+        history_prefix::check(index),
+        timers::check(index),
+        linearizable_register::check(index),
     ]
+}
+
+/// Everything the checkers say about a history: what it holds, and each verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub summary: Summary,
+    pub verdicts: Vec<Verdict>,
+}
+
+impl CheckReport {
+    /// Summarizes `records` and runs every checker on them, indexing the history once.
+    pub fn new(records: &[Record]) -> Self {
+        let index = HistoryIndex::new(records);
+        CheckReport {
+            summary: summary::summarize_index(&index),
+            verdicts: check_index(&index),
+        }
+    }
+
+    /// True if any verdict is invalid (the run must exit 1).
+    pub fn any_invalid(&self) -> bool {
+        any_invalid(&self.verdicts)
+    }
+}
+
+impl std::fmt::Display for CheckReport {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(out, "{}\n{}", self.summary, render(&self.verdicts))
+    }
 }
 
 /// True if any verdict is invalid (the run must exit 1).
@@ -279,7 +311,10 @@ mod tests {
             .unwrap();
         last_read.value["result"] = serde_json::json!({ "value": 99 });
 
-        let verdicts = check_all(&records);
+        let report = CheckReport::new(&records);
+        assert!(report.any_invalid());
+        eprintln!("{report}");
+        let verdicts = report.verdicts;
         assert_eq!(
             outcomes(&verdicts),
             vec![

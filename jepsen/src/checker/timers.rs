@@ -104,7 +104,8 @@ pub fn check(index: &HistoryIndex) -> Verdict {
     }
     if let Some((lateness_ms, timer)) = latest {
         findings.note(format!(
-            "latest timer was seen firing at most {lateness_ms:.1} ms after its deadline ({timer})"
+            "the latest timer was seen firing {lateness_ms:.1} ms after its deadline ({timer}; \
+             an upper bound on how late it fired)"
         ));
     }
     if never_fired > 0 {
@@ -145,7 +146,7 @@ mod tests {
         let verdict = verdict(&history);
         assert_eq!(verdict.outcome, Outcome::Valid, "{verdict:#?}");
         assert_eq!(verdict.checked, 2);
-        assert!(verdict.notes[0].contains("1.0 ms after its deadline (w2 run r2 timer 1)"));
+        assert!(verdict.notes[0].contains("1.0 ms after its deadline (w2 run r2 timer 1;"));
         assert!(verdict.notes[1].contains("1 timers were never seen firing"));
     }
 
