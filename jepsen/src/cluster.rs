@@ -37,8 +37,8 @@ pub struct Node {
     log: PathBuf,
     /// Started with `--join` (added after the cluster formed).
     joined: bool,
-    /// Wall-clock offset given to libfaketime, in seconds (0: the real clock).
-    pub clock_offset_s: i64,
+    /// Wall-clock offset given to libfaketime, in ms (0: the real clock).
+    pub clock_offset_ms: i64,
     child: Option<Child>,
     paused: bool,
 }
@@ -63,7 +63,10 @@ impl Node {
 /// The cluster: its members (by id) and the slots free for a replacement.
 pub struct Cluster {
     binary: PathBuf,
-    root: PathBuf,
+    /// Data dirs go under it.
+    data_root: PathBuf,
+    /// Logs go in it (the report dir: they are kept).
+    log_dir: PathBuf,
     shards: u64,
     topology: Arc<Topology>,
     /// Current members, by node id.
@@ -77,10 +80,12 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Three nodes on slots 1..=3 (not started); further slots stay free for replacements.
+    /// `members` nodes on slots 1..=members (not started); further slots stay free for
+    /// replacements. Data dirs go under `data_root`, logs (`node-ID.log`) in `log_dir`.
     pub fn new(
         binary: &Path,
-        root: &Path,
+        data_root: &Path,
+        log_dir: &Path,
         shards: u64,
         members: usize,
         topology: Arc<Topology>,
@@ -88,7 +93,10 @@ impl Cluster {
         let mut nodes = BTreeMap::new();
         for slot in 1..=members {
             let id = slot as u64;
-            nodes.insert(id, Cluster::node(root, &topology, id, slot, false));
+            nodes.insert(
+                id,
+                Cluster::node(data_root, log_dir, &topology, id, slot, false),
+            );
         }
         let initial_peers = nodes
             .values()
@@ -99,7 +107,8 @@ impl Cluster {
         Cluster {
             member_slots,
             binary: binary.to_path_buf(),
-            root: root.to_path_buf(),
+            data_root: data_root.to_path_buf(),
+            log_dir: log_dir.to_path_buf(),
             shards,
             topology,
             nodes,
@@ -108,15 +117,22 @@ impl Cluster {
         }
     }
 
-    fn node(root: &Path, topology: &Topology, id: u64, slot: usize, joined: bool) -> Node {
+    fn node(
+        data_root: &Path,
+        log_dir: &Path,
+        topology: &Topology,
+        id: u64,
+        slot: usize,
+        joined: bool,
+    ) -> Node {
         Node {
             id,
             slot,
             address: format!("{}:{PORT}", topology.node_ip(slot)),
-            data_dir: root.join(format!("node-{id}")),
-            log: root.join(format!("node-{id}.log")),
+            data_dir: data_root.join(format!("node-{id}")),
+            log: log_dir.join(format!("node-{id}.log")),
             joined,
-            clock_offset_s: 0,
+            clock_offset_ms: 0,
             child: None,
             paused: false,
         }
@@ -189,10 +205,16 @@ impl Cluster {
         if node.joined {
             command.arg("--join");
         }
-        if node.clock_offset_s != 0 {
+        if node.clock_offset_ms != 0 {
+            let offset = node.clock_offset_ms;
+            let sign = if offset < 0 { '-' } else { '+' };
+            let magnitude = offset.unsigned_abs();
             command
                 .env("LD_PRELOAD", libfaketime()?)
-                .env("FAKETIME", format!("{:+}s", node.clock_offset_s))
+                .env(
+                    "FAKETIME",
+                    format!("{sign}{}.{:03}s", magnitude / 1000, magnitude % 1000),
+                )
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
                 .env("FAKETIME_NO_CACHE", "1");
         }
@@ -235,10 +257,10 @@ impl Cluster {
         Ok(())
     }
 
-    /// Restarts node `id` with its wall clock `offset_s` seconds off (0: the real clock).
-    pub async fn restart_with_clock(&mut self, id: u64, offset_s: i64) -> Result<()> {
+    /// Restarts node `id` with its wall clock `offset_ms` off (0: the real clock).
+    pub async fn restart_with_clock(&mut self, id: u64, offset_ms: i64) -> Result<()> {
         self.kill(id).await?;
-        self.member(id)?.clock_offset_s = offset_s;
+        self.member(id)?.clock_offset_ms = offset_ms;
         self.start(id)
     }
 
@@ -268,7 +290,14 @@ impl Cluster {
         }
         let new_id = self.next_id;
         self.next_id += 1;
-        let node = Cluster::node(&self.root, &self.topology, new_id, free_slot, true);
+        let node = Cluster::node(
+            &self.data_root,
+            &self.log_dir,
+            &self.topology,
+            new_id,
+            free_slot,
+            true,
+        );
         let new_address = node.address.clone();
         self.nodes.insert(new_id, node);
         *self
@@ -328,7 +357,7 @@ impl Cluster {
         for id in self.ids() {
             let (paused, skewed) = {
                 let node = self.member(id)?;
-                (node.paused, node.clock_offset_s != 0)
+                (node.paused, node.clock_offset_ms != 0)
             };
             if paused {
                 self.resume(id)?;

@@ -64,7 +64,7 @@ pub struct Record {
 }
 
 /// An operation on a workflow's register, sent as an update.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RegisterOp {
     /// Set the register; answers nothing.
@@ -150,6 +150,145 @@ pub struct Fault {
     /// Anything else worth knowing (the partition's shape, the clock offset).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// For clock faults: how far the node's wall clock was set off, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
+}
+
+/// The operation names (`f`) the harness records.
+pub mod op_name {
+    /// Start a workflow with its fixed id.
+    pub const START: &str = "start";
+    /// Send a `seq` signal.
+    pub const SIGNAL: &str = "signal";
+    /// Send a register update.
+    pub const UPDATE: &str = "update";
+    /// Read a workflow's history during the run.
+    pub const READ_HISTORY: &str = "read-history";
+    /// A timer the worker commanded and saw fire.
+    pub const TIMER: &str = "timer";
+    /// One execution attempt of an activity.
+    pub const ACTIVITY: &str = "activity";
+    /// Ask a workflow to finish.
+    pub const FINISH: &str = "finish";
+    /// Read everything the server holds for a workflow id after the faults are healed.
+    pub const FINAL_READ: &str = "final-read";
+    /// A fault injected (invoke) or healed (ok).
+    pub const NEMESIS: &str = "nemesis";
+}
+
+/// The process that records the worker's timers and activities; its operations interleave,
+/// so they are paired by timer or activity id, not by process.
+pub const WORKER_PROCESS: &str = "worker";
+
+/// What a `timer` record carries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimerValue {
+    pub run_id: String,
+    /// The timer's id within its run (a string or a number in the file).
+    #[serde(deserialize_with = "string_or_number")]
+    pub timer_id: String,
+    pub duration_ms: f64,
+}
+
+/// Accepts `"7"` or `7` as the string `"7"`.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    match Value::deserialize(deserializer)? {
+        Value::String(text) => Ok(text),
+        Value::Number(number) => Ok(number.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a string or a number, found {other}"
+        ))),
+    }
+}
+
+/// A record whose `value` lacks what its `f` promises (a harness bug, or a damaged file).
+#[derive(Debug, Error)]
+#[error("record #{index} ({kind:?} {f}): {field}: {reason}")]
+pub struct ValueError {
+    pub index: u64,
+    pub kind: RecordType,
+    pub f: String,
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl Record {
+    fn value_error(&self, field: &'static str, reason: impl ToString) -> ValueError {
+        ValueError {
+            index: self.index,
+            kind: self.kind,
+            f: self.f.clone(),
+            field,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Deserializes the field `name` of `value`.
+    fn field<'a, T: Deserialize<'a>>(&'a self, name: &'static str) -> Result<T, ValueError> {
+        let field = self
+            .value
+            .get(name)
+            .ok_or_else(|| self.value_error(name, "missing"))?;
+        T::deserialize(field).map_err(|source| self.value_error(name, source))
+    }
+
+    /// Deserializes the whole `value` as a `T`.
+    fn whole<'a, T: Deserialize<'a>>(&'a self, what: &'static str) -> Result<T, ValueError> {
+        T::deserialize(&self.value).map_err(|source| self.value_error(what, source))
+    }
+
+    /// The workflow id, which every operation on a workflow carries.
+    pub fn workflow(&self) -> Result<&str, ValueError> {
+        self.workflow_id
+            .as_deref()
+            .ok_or_else(|| self.value_error("workflow_id", "missing"))
+    }
+
+    /// A signal's sequence number.
+    pub fn seq(&self) -> Result<u64, ValueError> {
+        self.field("seq")
+    }
+
+    /// An update's id.
+    pub fn update_id(&self) -> Result<&str, ValueError> {
+        self.field("update_id")
+    }
+
+    /// An update's register operation.
+    pub fn register_op(&self) -> Result<RegisterOp, ValueError> {
+        self.field("op")
+    }
+
+    /// What an acknowledged update answered.
+    pub fn register_result(&self) -> Result<RegisterResult, ValueError> {
+        self.field("result")
+    }
+
+    /// The run id a `start` ok, `timer` or `activity` record names.
+    pub fn run_id(&self) -> Result<&str, ValueError> {
+        self.field("run_id")
+    }
+
+    /// A `read-history` ok's history.
+    pub fn history_read(&self) -> Result<HistoryRead, ValueError> {
+        self.whole("history read")
+    }
+
+    /// A `final-read` ok's runs.
+    pub fn final_read(&self) -> Result<FinalRead, ValueError> {
+        self.whole("final read")
+    }
+
+    /// A `nemesis` record's fault.
+    pub fn fault(&self) -> Result<Fault, ValueError> {
+        self.whole("fault")
+    }
+
+    /// A `timer` record's timer.
+    pub fn timer(&self) -> Result<TimerValue, ValueError> {
+        self.whole("timer")
+    }
 }
 
 /// FNV-1a 64 of `bytes`, as 16 hex digits: stable across builds, unlike std's hasher.

@@ -118,9 +118,9 @@ fn main() -> ExitCode {
 
 fn check(path: &Path) -> Result<bool> {
     let records = history::read(path)?;
-    let verdicts = keel_jepsen::checker::check_all(&records);
-    print!("{}", keel_jepsen::checker::render(&verdicts));
-    Ok(verdicts.iter().all(|v| !v.is_violation()))
+    let report = keel_jepsen::checker::CheckReport::new(&records);
+    println!("{report}");
+    Ok(!report.any_invalid())
 }
 
 fn run(args: RunArgs) -> Result<bool> {
@@ -196,7 +196,14 @@ async fn run_in_cluster(
 ) -> Result<bool> {
     let data_root = report_dir.join("data");
     std::fs::create_dir_all(&data_root)?;
-    let mut cluster = Cluster::new(keel, &data_root, args.shards, 3, topology.clone());
+    let mut cluster = Cluster::new(
+        keel,
+        &data_root,
+        report_dir,
+        args.shards,
+        3,
+        topology.clone(),
+    );
     for id in cluster.ids() {
         cluster.start(id)?;
     }
@@ -252,7 +259,6 @@ async fn run_in_cluster(
     let until = started + Duration::from_secs(args.time_limit);
     let progress = tokio::spawn(report::progress(history.clone(), started));
     let (faults, ()) = tokio::join!(nemesis.run(until, seed), workload.run(until, seed));
-    let faults = faults;
     tracing::info!("load and faults over; healing and reading every workflow back");
     let healed = async {
         topology.heal()?;
@@ -267,26 +273,25 @@ async fn run_in_cluster(
     let records = history.finish()?;
     cluster.lock().await.stop_all().await;
 
-    let verdicts = keel_jepsen::checker::check_all(&records);
-    let faults = faults?;
+    let checked = keel_jepsen::checker::CheckReport::new(&records);
+    faults?;
     healed?;
-    let passed = verdicts.iter().all(|v| !v.is_violation());
+    let passed = !checked.any_invalid();
     report::write(
         report_dir,
         &report::Summary {
             seed,
             reproduce,
             time_limit_s: args.time_limit,
-            faults: &faults,
             final_problems: &final_problems,
         },
         &records,
-        &verdicts,
+        &checked,
     )?;
     if passed && !args.keep_data {
         std::fs::remove_dir_all(&data_root).ok();
     }
-    print!("{}", keel_jepsen::checker::render(&verdicts));
+    println!("{checked}");
     println!("report: {}", report_dir.display());
     if !passed {
         println!("VIOLATION: seed {seed}; reproduce with: {reproduce}");

@@ -28,14 +28,18 @@ pub enum NemesisKind {
     /// Drop packets between nodes (one isolated, or a bridge: two halves that share one node);
     /// heal: flush the rules.
     Partition,
-    /// Restart a node with its wall clock seconds to minutes off (libfaketime); heal: restart it
-    /// on the real clock.
+    /// Restart a node with its wall clock 20-400 ms off (libfaketime), skew NTP keeps clocks
+    /// within; heal: restart it on the real clock.
     Clock,
+    /// The same with 5-120 s: beyond Keel's clock assumption (see the timers checker), so
+    /// timers may fire early. Not part of `all`.
+    ClockBig,
     /// Replace a node: remove it from every group and add a fresh node in a free slot.
     Membership,
 }
 
 impl NemesisKind {
+    /// What `all` runs: every fault Keel must survive without a violation.
     pub const ALL: [NemesisKind; 5] = [
         NemesisKind::Kill,
         NemesisKind::Pause,
@@ -50,6 +54,7 @@ impl NemesisKind {
             NemesisKind::Pause => "pause",
             NemesisKind::Partition => "partition",
             NemesisKind::Clock => "clock",
+            NemesisKind::ClockBig => "clock-big",
             NemesisKind::Membership => "membership",
         }
     }
@@ -68,10 +73,11 @@ impl FromStr for NemesisKind {
     type Err = anyhow::Error;
 
     fn from_str(name: &str) -> Result<Self> {
-        match NemesisKind::ALL.iter().find(|k| k.name() == name) {
+        let known = NemesisKind::ALL.iter().chain([&NemesisKind::ClockBig]);
+        match known.into_iter().find(|k| k.name() == name) {
             Some(kind) => Ok(*kind),
             None => bail!(
-                "unknown nemesis {name:?}: use all, none, or a list of kill, pause, partition, clock, membership"
+                "unknown nemesis {name:?}: use all, none, or a list of kill, pause, partition, clock, clock-big, membership"
             ),
         }
     }
@@ -102,14 +108,12 @@ pub struct Nemesis {
 }
 
 impl Nemesis {
-    /// Injects and heals faults until `until`; every fault is healed before it returns. Answers
-    /// the faults injected, by kind.
-    pub async fn run(&self, until: Instant, seed: u64) -> Result<Vec<(NemesisKind, u64)>> {
+    /// Injects and heals faults until `until`; every fault is healed before it returns.
+    pub async fn run(&self, until: Instant, seed: u64) -> Result<()> {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973);
-        let mut counts: Vec<(NemesisKind, u64)> = self.kinds.iter().map(|k| (*k, 0)).collect();
         if self.kinds.is_empty() {
             tokio::time::sleep_until(until.into()).await;
-            return Ok(counts);
+            return Ok(());
         }
         let mut first_round = self.kinds.clone();
         first_round.shuffle(&mut rng);
@@ -117,16 +121,13 @@ impl Nemesis {
         loop {
             tokio::time::sleep(between(&mut rng, self.schedule.calm)).await;
             if Instant::now() >= until {
-                return Ok(counts);
+                return Ok(());
             }
             let kind = match first_round.pop() {
                 Some(kind) => kind,
                 None => self.kinds[rng.random_range(0..self.kinds.len())],
             };
             let (fault, injected) = self.inject(kind, &mut rng).await?;
-            if let Some(count) = counts.iter_mut().find(|(k, _)| *k == kind) {
-                count.1 += 1;
-            }
             tracing::info!(fault = fault.fault, nodes = ?fault.nodes, detail = fault.detail, "injected");
             let hold = between(&mut rng, self.schedule.hold);
             tokio::time::sleep(hold.min(until.saturating_duration_since(Instant::now()))).await;
@@ -151,6 +152,7 @@ impl Nemesis {
             fault: kind.name().to_string(),
             nodes: vec![target],
             detail: String::new(),
+            clock_offset_ms: None,
         };
         // Recorded before the fault takes effect, so the window covers all of it.
         let record = |fault: &Fault| {
@@ -208,14 +210,19 @@ impl Nemesis {
                 }
                 Injected::Partitioned
             }
-            NemesisKind::Clock => {
-                let magnitude = rng.random_range(5..=120);
+            NemesisKind::Clock | NemesisKind::ClockBig => {
+                let magnitude = if kind == NemesisKind::Clock {
+                    rng.random_range(20..=400)
+                } else {
+                    rng.random_range(5_000..=120_000)
+                };
                 let offset = if rng.random_bool(0.5) {
                     magnitude
                 } else {
                     -magnitude
                 };
-                fault.detail = format!("clock {offset:+} s");
+                fault.detail = format!("clock {offset:+} ms");
+                fault.clock_offset_ms = Some(offset);
                 record(&fault);
                 cluster.restart_with_clock(target, offset).await?;
                 Injected::Skewed(target)

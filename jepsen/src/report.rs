@@ -1,10 +1,10 @@
-//! The report directory: `history.jsonl` (written as the run goes), `verdicts.json`,
-//! `summary.md` (seed, the command that reproduces the run, faults, operation counts, each
-//! checker's verdict) and `latency.svg` (client throughput and latency over time with the fault
+//! The report directory: `history.jsonl` (written as the run goes), `verdicts.json` (the
+//! checkers' report), `summary.md` (seed, the command that reproduces the run, operation and
+//! fault counts, each checker's verdict) and `latency.svg` (client throughput and latency over time with the fault
 //! windows shaded). Also the progress line printed while the run goes.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     fmt::Write as _,
     path::Path,
     sync::Arc,
@@ -18,9 +18,8 @@ use keel_bench::{
 };
 
 use crate::{
-    checker::Verdict,
+    checker::CheckReport,
     history::{Fault, HistoryWriter, Record, RecordType},
-    nemesis::NemesisKind,
 };
 
 /// What the run knows besides its history and verdicts.
@@ -28,7 +27,6 @@ pub struct Summary<'a> {
     pub seed: u64,
     pub reproduce: &'a str,
     pub time_limit_s: u64,
-    pub faults: &'a [(NemesisKind, u64)],
     /// Workflows the final phase could not finish or read.
     pub final_problems: &'a [String],
 }
@@ -50,11 +48,11 @@ pub fn write(
     dir: &Path,
     summary: &Summary<'_>,
     records: &[Record],
-    verdicts: &[Verdict],
+    checked: &CheckReport,
 ) -> Result<()> {
     std::fs::write(
         dir.join("verdicts.json"),
-        serde_json::to_string_pretty(verdicts)?,
+        serde_json::to_string_pretty(checked)?,
     )?;
     let shades = fault_windows(records);
     let samples = client_samples(records);
@@ -72,45 +70,27 @@ pub fn write(
             &shades,
         ),
     )?;
-    std::fs::write(
-        dir.join("summary.md"),
-        summary_text(summary, records, verdicts),
-    )?;
+    std::fs::write(dir.join("summary.md"), summary_text(summary, checked))?;
     Ok(())
 }
 
-fn summary_text(summary: &Summary<'_>, records: &[Record], verdicts: &[Verdict]) -> String {
+fn summary_text(summary: &Summary<'_>, checked: &CheckReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# keel-jepsen run, seed {}\n", summary.seed);
     let _ = writeln!(out, "Reproduce: `{}`\n", summary.reproduce);
-    let _ = writeln!(out, "Load and faults for {} s.\n", summary.time_limit_s);
-    let _ = writeln!(out, "## Faults\n");
-    for (kind, count) in summary.faults {
-        let _ = writeln!(out, "- {}: {count}", kind.name());
-    }
-    let _ = writeln!(out, "\n## Operations\n");
-    let _ = writeln!(out, "| f | ok | fail | info |\n|---|---|---|---|");
-    let mut counts: BTreeMap<&str, [u64; 3]> = BTreeMap::new();
-    for record in records {
-        let slot = match record.kind {
-            RecordType::Ok => 0,
-            RecordType::Fail => 1,
-            RecordType::Info => 2,
-            RecordType::Invoke => continue,
-        };
-        counts.entry(record.f.as_str()).or_default()[slot] += 1;
-    }
-    for (f, [ok, fail, info]) in counts {
-        let _ = writeln!(out, "| {f} | {ok} | {fail} | {info} |");
-    }
+    let _ = writeln!(
+        out,
+        "Load and faults for {} s, then every workflow finished and read back. Plot: latency.svg.\n",
+        summary.time_limit_s
+    );
     if !summary.final_problems.is_empty() {
-        let _ = writeln!(out, "\n## Final phase problems\n");
+        let _ = writeln!(out, "## Final phase problems\n");
         for problem in summary.final_problems {
             let _ = writeln!(out, "- {problem}");
         }
+        out.push('\n');
     }
-    let _ = writeln!(out, "\n## Verdicts\n");
-    out.push_str(&crate::checker::render(verdicts));
+    let _ = writeln!(out, "```\n{checked}```");
     out
 }
 

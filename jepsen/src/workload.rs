@@ -306,6 +306,14 @@ impl Workload {
                     }
                 }
             }
+            self.history.record(
+                "final",
+                RecordType::Invoke,
+                "final-read",
+                Some(&id),
+                json!({}),
+                None,
+            );
             match self.read_runs(&id, deadline, &mut attempt).await {
                 Ok(read) => {
                     let value = serde_json::to_value(read).unwrap_or(Value::Null);
