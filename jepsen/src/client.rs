@@ -348,3 +348,39 @@ pub fn digests(events: &[HistoryEvent]) -> Vec<EventDigest> {
         .map(|e| (e.event_id, e.event_type, digest(&e.encode_to_vec())))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_and_unsent_calls_are_definite_failures() {
+        let kind = |status: Status| CallError::from(status).kind;
+        assert_eq!(
+            kind(Status::not_found("workflow not found")),
+            RecordType::Fail
+        );
+        assert_eq!(
+            kind(Status::unavailable("tcp connect error")),
+            RecordType::Fail
+        );
+        assert_eq!(
+            kind(Status::unavailable(
+                "shard 2 is unavailable: it has no leader"
+            )),
+            RecordType::Info
+        );
+        assert_eq!(kind(Status::deadline_exceeded("timeout")), RecordType::Info);
+        assert_eq!(kind(Status::internal("boom")), RecordType::Info);
+        assert_eq!(kind(Status::cancelled("Timeout expired")), RecordType::Info);
+    }
+
+    #[test]
+    fn json_payloads_round_trip() {
+        let op = RegisterOp::Cas(1, 2);
+        let payloads = json_payloads(&op);
+        assert_eq!(payloads.payloads[0].metadata["encoding"], b"json/plain");
+        assert_eq!(from_json_payloads::<RegisterOp>(Some(&payloads)), Some(op));
+        assert_eq!(from_json_payloads::<RegisterOp>(None), None);
+    }
+}

@@ -256,3 +256,23 @@ fn between(rng: &mut StdRng, (low, high): (Duration, Duration)) -> Duration {
     }
     Duration::from_millis(rng.random_range(low.as_millis() as u64..=high.as_millis() as u64))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_parse_and_all_leaves_out_big_clock_skew() {
+        assert_eq!(NemesisKind::parse_list("all").unwrap(), NemesisKind::ALL);
+        assert!(!NemesisKind::ALL.contains(&NemesisKind::ClockBig));
+        assert_eq!(
+            NemesisKind::parse_list("kill, clock-big").unwrap(),
+            vec![NemesisKind::Kill, NemesisKind::ClockBig]
+        );
+        assert!(NemesisKind::parse_list("none").unwrap().is_empty());
+        let error = NemesisKind::parse_list("kill,flood")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("\"flood\""), "{error}");
+    }
+}

@@ -328,6 +328,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::history::RegisterResult;
 
     fn event(event_id: i64, attributes: Attributes) -> HistoryEvent {
         HistoryEvent {
@@ -388,5 +389,89 @@ mod tests {
         ));
         let last = decide("w", &events, &[]);
         assert_eq!(types(&last), vec![CommandType::CompleteWorkflowExecution]);
+    }
+
+    fn update_message(update_id: &str, op: RegisterOp) -> Message {
+        use keel_proto::temporal::api::update::v1 as update;
+        use prost::Message as _;
+        let request = update::Request {
+            meta: Some(update::Meta {
+                update_id: update_id.into(),
+                identity: "test".into(),
+            }),
+            input: Some(update::Input {
+                name: crate::client::REGISTER_UPDATE.into(),
+                args: Some(json_payloads(&op)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Message {
+            id: format!("{update_id}/request"),
+            protocol_instance_id: update_id.into(),
+            sequencing_id: None,
+            body: Some(prost_wkt_types::Any {
+                type_url: "type.googleapis.com/temporal.api.update.v1.Request".into(),
+                value: request.encode_to_vec(),
+            }),
+        }
+    }
+
+    #[test]
+    fn updates_apply_in_order_on_top_of_the_accepted_ones() {
+        use keel_proto::temporal::api::{
+            history::v1::WorkflowExecutionUpdateAcceptedEventAttributes, update::v1 as update,
+        };
+        let accepted = |op: RegisterOp| {
+            Attributes::WorkflowExecutionUpdateAcceptedEventAttributes(
+                WorkflowExecutionUpdateAcceptedEventAttributes {
+                    accepted_request: Some(update::Request {
+                        input: Some(update::Input {
+                            args: Some(json_payloads(&op)),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+        };
+        // History: write 3, then a cas(3, 4) that swapped: the register holds 4.
+        let events = vec![
+            event(5, accepted(RegisterOp::Write(3))),
+            event(9, accepted(RegisterOp::Cas(3, 4))),
+        ];
+        let messages = vec![
+            update_message("u1", RegisterOp::Read),
+            update_message("u2", RegisterOp::Cas(4, 1)),
+            update_message("u3", RegisterOp::Read),
+        ];
+        let decision = decide("w", &events, &messages);
+        let results: Vec<RegisterResult> = decision
+            .messages
+            .iter()
+            .filter(|m| m.id.ends_with("/complete"))
+            .map(|m| {
+                use prost::Message as _;
+                let body = m.body.as_ref().unwrap();
+                let response = update::Response::decode(body.value.as_slice()).unwrap();
+                match response.outcome.unwrap().value.unwrap() {
+                    update::outcome::Value::Success(payloads) => {
+                        from_json_payloads(Some(&payloads)).unwrap()
+                    }
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        assert_eq!(
+            results,
+            vec![
+                RegisterResult::Value(4),
+                RegisterResult::Swapped(true),
+                RegisterResult::Value(1)
+            ]
+        );
+        // Each answer is an acceptance and a response, each placed by a protocol command.
+        assert_eq!(decision.messages.len(), 6);
     }
 }
