@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value};
 
@@ -19,6 +20,9 @@ use crate::{
     client::{digests, CallError, NodeClient, FINISH_SIGNAL, SEQ_SIGNAL},
     history::{FinalRead, FinalRun, HistoryRead, HistoryWriter, RecordType, RegisterOp},
 };
+
+/// Workflows the final phase finishes and reads at once.
+const FINAL_READS_AT_ONCE: usize = 8;
 
 /// Shape of the client load.
 #[derive(Clone, Debug)]
@@ -277,66 +281,73 @@ impl Workload {
     /// `timeout` and records what it could read.
     pub async fn final_reads(&self, timeout: Duration) -> Vec<String> {
         let ids = lock(&self.registry).all.clone();
+        futures::stream::iter(ids)
+            .map(|id| self.final_read(id, timeout))
+            .buffer_unordered(FINAL_READS_AT_ONCE)
+            .concat()
+            .await
+    }
+
+    /// The final phase for one workflow id; answers its problems.
+    async fn final_read(&self, id: String, timeout: Duration) -> Vec<String> {
         let mut problems = Vec::new();
-        for id in ids {
-            let deadline = Instant::now() + timeout;
-            let mut attempt = 0usize;
-            let finished = loop {
+        let deadline = Instant::now() + timeout;
+        let mut attempt = 0usize;
+        let finished = loop {
+            let node = self.member(attempt);
+            attempt += 1;
+            match node.signal(&id, FINISH_SIGNAL, &()).await {
+                Ok(()) => break true,
+                // Never started, or already closed: nothing to finish.
+                Err(e) if e.kind == RecordType::Fail => break false,
+                Err(_) if Instant::now() > deadline => break false,
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        };
+        if finished {
+            loop {
                 let node = self.member(attempt);
                 attempt += 1;
-                match node.signal(&id, FINISH_SIGNAL, &()).await {
-                    Ok(()) => break true,
-                    // Never started, or already closed: nothing to finish.
-                    Err(e) if e.kind == RecordType::Fail => break false,
-                    Err(_) if Instant::now() > deadline => break false,
+                match node.wait_for_close(&id).await {
+                    Ok(()) => break,
+                    Err(_) if Instant::now() > deadline => {
+                        problems.push(format!("{id} did not close within {timeout:?}"));
+                        break;
+                    }
                     Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
                 }
-            };
-            if finished {
-                loop {
-                    let node = self.member(attempt);
-                    attempt += 1;
-                    match node.wait_for_close(&id).await {
-                        Ok(()) => break,
-                        Err(_) if Instant::now() > deadline => {
-                            problems.push(format!("{id} did not close within {timeout:?}"));
-                            break;
-                        }
-                        Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-                    }
-                }
             }
-            self.history.record(
-                "final",
-                RecordType::Invoke,
-                "final-read",
-                Some(&id),
-                json!({}),
-                None,
-            );
-            match self.read_runs(&id, deadline, &mut attempt).await {
-                Ok(read) => {
-                    let value = serde_json::to_value(read).unwrap_or(Value::Null);
-                    self.history.record(
-                        "final",
-                        RecordType::Ok,
-                        "final-read",
-                        Some(&id),
-                        value,
-                        None,
-                    );
-                }
-                Err(message) => {
-                    problems.push(format!("{id}: final read failed: {message}"));
-                    self.history.record(
-                        "final",
-                        RecordType::Info,
-                        "final-read",
-                        Some(&id),
-                        json!({}),
-                        Some(message),
-                    );
-                }
+        }
+        self.history.record(
+            "final",
+            RecordType::Invoke,
+            "final-read",
+            Some(&id),
+            json!({}),
+            None,
+        );
+        match self.read_runs(&id, deadline, &mut attempt).await {
+            Ok(read) => {
+                let value = serde_json::to_value(read).unwrap_or(Value::Null);
+                self.history.record(
+                    "final",
+                    RecordType::Ok,
+                    "final-read",
+                    Some(&id),
+                    value,
+                    None,
+                );
+            }
+            Err(message) => {
+                problems.push(format!("{id}: final read failed: {message}"));
+                self.history.record(
+                    "final",
+                    RecordType::Info,
+                    "final-read",
+                    Some(&id),
+                    json!({}),
+                    Some(message),
+                );
             }
         }
         problems

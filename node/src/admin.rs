@@ -236,16 +236,21 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `keel cluster add-node` / `remove-node`: asks every reachable member to change the groups it
 /// leads until every group's leader reports the new membership (leaderships may move meanwhile).
+/// How many shard groups (group 0, the metadata group, aside) a node's status lists.
+fn shard_groups(status: &StatusReply) -> usize {
+    status.groups.iter().filter(|g| g.group_id > 0).count()
+}
+
 pub async fn change_membership(address: &str, change: MembershipChange) -> anyhow::Result<String> {
     let deadline = tokio::time::Instant::now() + CHANGE_TIMEOUT;
     let verb = if change.add { "added" } else { "removed" };
     if change.add {
         // A voter that is not running would lower the number of failures the groups survive:
         // the new node must answer, as a member of this cluster, under the id given.
-        let cluster = node_status(address)
+        let asked = node_status(address)
             .await
-            .map_err(|e| anyhow::anyhow!("node {address}: {e}"))?
-            .cluster_id;
+            .map_err(|e| anyhow::anyhow!("node {address}: {e}"))?;
+        let cluster = asked.cluster_id.clone();
         let joining = node_status(&change.address).await.map_err(|e| {
             anyhow::anyhow!(
                 "the new node at {} does not answer ({e}); start it with `keel node --join` first",
@@ -259,6 +264,15 @@ pub async fn change_membership(address: &str, change: MembershipChange) -> anyho
                 joining.node_id,
                 joining.cluster_id,
                 change.node_id
+            );
+        }
+        // The shard count is fixed when a cluster is created; a node started with another one
+        // would host other groups (and route workflow ids to other shards).
+        let (theirs, ours) = (shard_groups(&joining), shard_groups(&asked));
+        if theirs != ours {
+            anyhow::bail!(
+                "the node at {} was started with --shards {theirs} but the cluster has {ours} shard groups: wipe its data dir and start it again with --shards {ours} --join",
+                change.address
             );
         }
     }

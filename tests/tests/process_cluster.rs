@@ -521,6 +521,31 @@ async fn a_cluster_from_config_files_reports_its_status_and_moves_leaders_off_a_
 }
 
 /// Runs `keel cluster ARGS...`: (exit code, stdout + stderr).
+/// `keel cluster add-node` of node 4 at `fourth` through `address`, repeated until `done` says
+/// so of its exit code and output, or for 30 s; answers the last exit code and output.
+async fn add_node_4_until(
+    address: &str,
+    fourth: &str,
+    done: impl Fn(i32, &str) -> bool,
+) -> anyhow::Result<(i32, String)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out) = keel_cluster(&[
+            "add-node",
+            "--address",
+            address,
+            "--node-id",
+            "4",
+            "--node-address",
+            fourth,
+        ])?;
+        if done(code, &out) || Instant::now() > deadline {
+            return Ok((code, out));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// DescribeNamespace("default") through the node at `address`, connecting until it listens.
 async fn describe_default_namespace(
     address: &str,
@@ -596,6 +621,29 @@ async fn a_dead_node_is_replaced_by_a_joining_one() -> anyhow::Result<()> {
     );
     assert!(refused.contains("--join"), "{refused}");
 
+    // A node started with another shard count is refused, with the count to use.
+    let mut wrong = KeelProcess::new(
+        4,
+        &fourth,
+        "replace-test",
+        &peers,
+        c._root.path(),
+        SHARDS + 1,
+    )
+    .joining();
+    wrong.start()?;
+    let refused = add_node_4_until(&c.addrs[0], &fourth, |code, out| {
+        code == 0 || out.contains("--shards")
+    })
+    .await?;
+    assert!(
+        refused.0 != 0 && refused.1.contains(&format!("--shards {SHARDS} --join")),
+        "a joining node with {} shards was not refused: {refused:?}\nreproduce: {reproduce}",
+        SHARDS + 1
+    );
+    wrong.kill9().await?;
+    std::fs::remove_dir_all(&wrong.data_dir)?;
+
     let mut joining =
         KeelProcess::new(4, &fourth, "replace-test", &peers, c._root.path(), SHARDS).joining();
     joining.start()?;
@@ -606,22 +654,7 @@ async fn a_dead_node_is_replaced_by_a_joining_one() -> anyhow::Result<()> {
         matches!(&refused, Err(status) if status.code() == tonic::Code::Unavailable),
         "a node that is not a member yet answered {refused:?}\nreproduce: {reproduce}"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let added = loop {
-        let (code, out) = keel_cluster(&[
-            "add-node",
-            "--address",
-            &c.addrs[0],
-            "--node-id",
-            "4",
-            "--node-address",
-            &fourth,
-        ])?;
-        if code == 0 || Instant::now() > deadline {
-            break (code, out);
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let added = add_node_4_until(&c.addrs[0], &fourth, |code, _| code == 0).await?;
     assert_eq!(
         added.0,
         0,

@@ -23,6 +23,17 @@ use crate::matching::{MatchTask, Matching, QueueKey, RunTask};
 /// then unknown, as for any timeout).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How a status from a peer starts when no connection to it could be opened (nothing was sent).
+const NOT_CONNECTED: &str = "tcp connect error";
+
+/// What became of a forwarded op.
+pub(super) enum Forwarded {
+    /// The leader answered, or may have run it (an unknown outcome is an Unavailable error).
+    Answered(Result<OpResult, ShardError>),
+    /// It never reached a leader (none known, or no connection to it): safe to send again.
+    NotSent(ShardError),
+}
+
 /// Clients of the other nodes, by address.
 #[derive(Default)]
 pub struct PeerClients {
@@ -124,15 +135,53 @@ impl Shard {
         namespace_id: &str,
         workflow_id: &str,
         op: &Op,
-    ) -> Result<OpResult, ShardError> {
-        let address = self.remote_leader()?;
-        let mut client = self
-            .context
-            .peers
-            .client(&address)
-            .map_err(|e| self.unavailable(e))?;
-        let op = bincode::serialize(op)
-            .map_err(|e| self.unavailable(format!("cannot encode the request: {e}")))?;
+    ) -> Forwarded {
+        let address = match self.remote_leader() {
+            Ok(address) => address,
+            Err(error) => return Forwarded::NotSent(error),
+        };
+        let client = match self.context.peers.client(&address) {
+            Ok(client) => client,
+            Err(reason) => return Forwarded::NotSent(self.unavailable(reason)),
+        };
+        match self
+            .send(client, &address, namespace_id, workflow_id, op)
+            .await
+        {
+            Err(status)
+                if status.code() == tonic::Code::Unavailable
+                    && status.message().starts_with(NOT_CONNECTED) =>
+            {
+                Forwarded::NotSent(self.unavailable(format!(
+                    "its leader at {address} cannot be reached ({})",
+                    status.message()
+                )))
+            }
+            Err(status) => Forwarded::Answered(Err(self.unavailable(format!(
+                "forwarding to its leader at {address} failed ({}); the outcome is unknown",
+                status.message()
+            )))),
+            Ok(result) => Forwarded::Answered(result),
+        }
+    }
+
+    /// One Submit call to `address`; a status if it got no answer.
+    async fn send(
+        &self,
+        mut client: ShardForwardingClient<Channel>,
+        address: &str,
+        namespace_id: &str,
+        workflow_id: &str,
+        op: &Op,
+    ) -> Result<Result<OpResult, ShardError>, Status> {
+        let op = match bincode::serialize(op) {
+            Ok(op) => op,
+            Err(e) => {
+                return Ok(Err(
+                    self.unavailable(format!("cannot encode the request: {e}"))
+                ))
+            }
+        };
         let request = SubmitRequest {
             shard: self.id,
             namespace_id: namespace_id.to_string(),
@@ -142,22 +191,18 @@ impl Shard {
         let reply = tokio::time::timeout(FORWARD_TIMEOUT, client.submit(request))
             .await
             .map_err(|_| {
-                self.unavailable(format!(
-                    "its leader at {address} did not answer within {FORWARD_TIMEOUT:?}; the outcome is unknown"
-                ))
-            })?
-            .map_err(|status| {
-                self.unavailable(format!(
-                    "forwarding to its leader at {address} failed ({}); the outcome is unknown",
-                    status.message()
-                ))
-            })?
+                Status::deadline_exceeded(format!("no answer within {FORWARD_TIMEOUT:?}"))
+            })??
             .into_inner();
-        bincode::deserialize::<Result<OpResult, ShardError>>(&reply.result).map_err(|e| {
-            self.unavailable(format!(
-                "undecodable answer from {address}: {e}; the outcome is unknown"
-            ))
-        })?
+        Ok(
+            bincode::deserialize::<Result<OpResult, ShardError>>(&reply.result).unwrap_or_else(
+                |e| {
+                    Err(self.unavailable(format!(
+                        "undecodable answer from {address}: {e}; the outcome is unknown"
+                    )))
+                },
+            ),
+        )
     }
 }
 

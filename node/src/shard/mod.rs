@@ -178,6 +178,10 @@ pub(crate) type Delivery = (String, String, crate::engine::Transfer);
 
 /// Most jobs queued for one writer.
 const WRITER_QUEUE: usize = 4096;
+/// How long an op that reached no leader keeps being sent again (an election takes about 1-2 s).
+const UNSENT_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
+/// Pause between two such attempts.
+const UNSENT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Shard {
     /// Serves `group`; starts following its leadership.
@@ -230,16 +234,29 @@ impl Shard {
 
     /// Runs `op` through the shard's writer, on this node or on the node that leads the shard,
     /// and waits for its committed result.
+    /// An op that could not reach a leader (none elected yet, or its node unreachable) is sent
+    /// again, to the new leader, for up to [`UNSENT_RETRY_WINDOW`]: a failover then costs the
+    /// client latency, not an error.
     pub async fn submit(
         &self,
         namespace_id: &str,
         workflow_id: &str,
         op: Op,
     ) -> Result<OpResult, ShardError> {
-        if self.leads() {
-            self.submit_local(namespace_id, workflow_id, op).await
-        } else {
-            self.forward(namespace_id, workflow_id, &op).await
+        let deadline = tokio::time::Instant::now() + UNSENT_RETRY_WINDOW;
+        loop {
+            if self.leads() {
+                return self.submit_local(namespace_id, workflow_id, op).await;
+            }
+            match self.forward(namespace_id, workflow_id, &op).await {
+                forwarding::Forwarded::Answered(result) => return result,
+                forwarding::Forwarded::NotSent(error) => {
+                    if tokio::time::Instant::now() + UNSENT_RETRY_PAUSE >= deadline {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(UNSENT_RETRY_PAUSE).await;
+                }
+            }
         }
     }
 
@@ -284,10 +301,20 @@ impl Shard {
 
     /// Waits until everything committed before the call is applied here: on the leader by
     /// confirming its leadership, on a follower through the leader's read index.
+    /// A read that cannot be confirmed (no leader yet, its node unreachable) is tried again for
+    /// up to [`UNSENT_RETRY_WINDOW`], as unsent ops are.
     pub async fn barrier(&self) -> Result<(), ShardError> {
-        forwarding::read_barrier(&self.group, self.id, &self.context.peers)
-            .await
-            .map_err(|reason| self.unavailable(reason))
+        let deadline = tokio::time::Instant::now() + UNSENT_RETRY_WINDOW;
+        loop {
+            match forwarding::read_barrier(&self.group, self.id, &self.context.peers).await {
+                Ok(()) => return Ok(()),
+                Err(reason) if tokio::time::Instant::now() + UNSENT_RETRY_PAUSE < deadline => {
+                    tracing::debug!(shard = self.id, %reason, "read barrier retried");
+                    tokio::time::sleep(UNSENT_RETRY_PAUSE).await;
+                }
+                Err(reason) => return Err(self.unavailable(reason)),
+            }
+        }
     }
 
     /// The current run id of a workflow id (applied state).
