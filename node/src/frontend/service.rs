@@ -258,7 +258,7 @@ impl Frontend {
             return Ok(None);
         };
         let shard = self.shard(&namespace.id, &task.workflow_id);
-        shard.catch_up().await?;
+        shard.barrier().await?;
         let Some(state) = shard.load_state(&namespace.id, &task.workflow_id, &task.run_id)? else {
             return Ok(None);
         };

@@ -4,6 +4,7 @@
 //! any node serves any request.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -97,11 +98,15 @@ impl Shard {
                 ))
             })?
             .into_inner();
-        bincode::deserialize::<Result<OpResult, ShardError>>(&reply.result).map_err(|e| {
-            self.unavailable(format!(
-                "undecodable answer from {address}: {e}; the outcome is unknown"
-            ))
-        })?
+        let result =
+            bincode::deserialize::<Result<OpResult, ShardError>>(&reply.result).map_err(|e| {
+                self.unavailable(format!(
+                    "undecodable answer from {address}: {e}; the outcome is unknown"
+                ))
+            })?;
+        self.forwarded_through
+            .fetch_max(reply.applied_index, Ordering::AcqRel);
+        result
     }
 
     /// On a follower: waits until this replica has applied everything the leader had committed
@@ -127,6 +132,11 @@ impl Shard {
         })?
         .into_inner()
         .applied_index;
+        self.await_applied(index).await
+    }
+
+    /// Waits until this replica has applied the log up to `index`.
+    pub(super) async fn await_applied(&self, index: u64) -> Result<(), ShardError> {
         let mut metrics = self.group.metrics();
         let caught_up = tokio::time::timeout(FORWARD_TIMEOUT, async {
             loop {
@@ -244,9 +254,14 @@ impl ShardForwarding for ShardForwardingService {
         let result = shard
             .submit_local(&r.namespace_id, &r.workflow_id, op)
             .await;
+        // Read after the answer: the writer records the index before it answers.
+        let applied_index = shard.answered_through.load(Ordering::Acquire);
         let result = bincode::serialize(&result)
             .map_err(|e| Status::internal(format!("cannot encode the result: {e}")))?;
-        Ok(Response::new(SubmitReply { result }))
+        Ok(Response::new(SubmitReply {
+            result,
+            applied_index,
+        }))
     }
 
     async fn offer(&self, request: Request<OfferRequest>) -> Result<Response<OfferReply>, Status> {
