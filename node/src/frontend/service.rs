@@ -258,7 +258,7 @@ impl Frontend {
             return Ok(None);
         };
         let shard = self.shard(&namespace.id, &task.workflow_id);
-        shard.catch_up().await?;
+        shard.barrier().await?;
         let Some(state) = shard.load_state(&namespace.id, &task.workflow_id, &task.run_id)? else {
             return Ok(None);
         };
@@ -414,10 +414,14 @@ impl Frontend {
         let shard = self.shard(&namespace.id, &execution.workflow_id).clone();
         let mut changes = shard.changes();
         let deadline = self.poll_deadline();
+        // One barrier makes the first read linearizable; a long poll's later reads follow this
+        // replica's applied state, which only moves forward from there.
+        shard.barrier().await?;
         loop {
-            let state = self
-                .read_state(namespace, &execution.workflow_id, &run_id)
-                .await?;
+            changes.borrow_and_update();
+            let state = shard
+                .load_state(&namespace.id, &execution.workflow_id, &run_id)?
+                .ok_or_else(|| crate::shard::run_not_found(&execution.workflow_id, &run_id))?;
             let from = token.as_ref().map_or(1, |t| t.next_event_id);
             let ready = if close_only {
                 !state.is_running()

@@ -4,6 +4,7 @@
 //! any node serves any request.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -98,6 +99,11 @@ pub async fn read_barrier(
     })?
     .into_inner()
     .applied_index;
+    applied_through(group, index).await
+}
+
+/// Waits until this node's replica of `group` has applied the log up to `index`.
+async fn applied_through(group: &ShardGroup, index: u64) -> Result<(), String> {
     let mut metrics = group.metrics();
     let caught_up = tokio::time::timeout(FORWARD_TIMEOUT, async {
         loop {
@@ -194,15 +200,22 @@ impl Shard {
                 Status::deadline_exceeded(format!("no answer within {FORWARD_TIMEOUT:?}"))
             })??
             .into_inner();
-        Ok(
-            bincode::deserialize::<Result<OpResult, ShardError>>(&reply.result).unwrap_or_else(
-                |e| {
-                    Err(self.unavailable(format!(
-                        "undecodable answer from {address}: {e}; the outcome is unknown"
-                    )))
-                },
-            ),
-        )
+        let result = bincode::deserialize::<Result<OpResult, ShardError>>(&reply.result)
+            .unwrap_or_else(|e| {
+                Err(self.unavailable(format!(
+                    "undecodable answer from {address}: {e}; the outcome is unknown"
+                )))
+            });
+        self.forwarded_through
+            .fetch_max(reply.applied_index, Ordering::AcqRel);
+        Ok(result)
+    }
+
+    /// Waits until this replica has applied the log up to `index`.
+    pub(super) async fn await_applied(&self, index: u64) -> Result<(), ShardError> {
+        applied_through(&self.group, index)
+            .await
+            .map_err(|reason| self.unavailable(reason))
     }
 }
 
@@ -299,9 +312,14 @@ impl ShardForwarding for ShardForwardingService {
         let result = shard
             .submit_local(&r.namespace_id, &r.workflow_id, op)
             .await;
+        // Read after the answer: the writer records the index before it answers.
+        let applied_index = shard.answered_through.load(Ordering::Acquire);
         let result = bincode::serialize(&result)
             .map_err(|e| Status::internal(format!("cannot encode the result: {e}")))?;
-        Ok(Response::new(SubmitReply { result }))
+        Ok(Response::new(SubmitReply {
+            result,
+            applied_index,
+        }))
     }
 
     async fn offer(&self, request: Request<OfferRequest>) -> Result<Response<OfferReply>, Status> {

@@ -11,6 +11,7 @@ mod transfer;
 mod writer;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
@@ -171,6 +172,10 @@ pub struct Shard {
     writer: Mutex<Option<(u64, mpsc::Sender<Job>)>>,
     changes: watch::Sender<u64>,
     deliveries: Mutex<HashSet<Delivery>>,
+    /// On the leader: the log index through which its writer's answers so far are committed.
+    answered_through: AtomicU64,
+    /// On a follower: the highest such index the leader reported for ops forwarded from here.
+    forwarded_through: AtomicU64,
 }
 
 /// A delivery in progress: namespace id, run id and what.
@@ -193,6 +198,8 @@ impl Shard {
             writer: Mutex::new(None),
             changes: watch::channel(0).0,
             deliveries: Mutex::new(HashSet::new()),
+            answered_through: AtomicU64::new(0),
+            forwarded_through: AtomicU64::new(0),
         });
         tokio::spawn(writer::follow_leadership(Arc::downgrade(&shard)));
         tokio::spawn(tick_on_apply(Arc::downgrade(&shard)));
@@ -330,15 +337,22 @@ impl Shard {
         Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
-    /// Waits until this replica has applied what the shard's leader answered so far: nothing
-    /// to wait for on the leader (its writer answers after applying), the leader's read index
-    /// on a follower.
+    /// Waits until this replica has applied what the shard's leader answered this node so far:
+    /// nothing to wait for on the leader (its writer answers after applying); on a follower,
+    /// the log index the leader reported with its last answer to an op forwarded from here (no
+    /// round trip: the leader sends its commit index to followers as soon as it advances).
     pub async fn catch_up(&self) -> Result<(), ShardError> {
         if self.leads() {
             Ok(())
         } else {
-            self.barrier().await
+            self.await_applied(self.forwarded_through.load(Ordering::Acquire))
+                .await
         }
+    }
+
+    /// Records, on the leader, that its writer's answers so far are committed through `index`.
+    fn answered_through(&self, index: u64) {
+        self.answered_through.fetch_max(index, Ordering::AcqRel);
     }
 
     /// A run's mutable state (applied state); `run_id` empty means the current run.

@@ -185,6 +185,11 @@ impl Writer {
                 true
             })
             .map_err(|e| self.shard.read_error(e))?;
+        // The barrier applied this term's first entry, so every shard write of earlier terms is
+        // applied by now: the states just read are committed through the applied index.
+        let applied = self.group().metrics().borrow().last_applied;
+        self.shard
+            .answered_through(applied.map_or(0, |log_id| log_id.index));
         let count = states.len();
         let mut offers = Vec::new();
         for state in states {
@@ -267,7 +272,10 @@ impl Writer {
         if !writes.is_empty() {
             let outcome = self.group().propose(writes.encode()).await;
             let failure = match outcome {
-                Ok(committed) if committed.response.as_ref() == APPLIED => None,
+                Ok(committed) if committed.response.as_ref() == APPLIED => {
+                    self.shard.answered_through(committed.index);
+                    None
+                }
                 Ok(committed) => Some(format!(
                     "the write was not applied ({})",
                     String::from_utf8_lossy(&committed.response)
