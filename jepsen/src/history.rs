@@ -350,6 +350,8 @@ pub struct HistoryWriter {
 struct WriterState {
     next_index: u64,
     out: BufWriter<File>,
+    /// The first line that could not be written, reported by `finish`.
+    write_error: Option<std::io::Error>,
     records: Vec<Record>,
 }
 
@@ -364,6 +366,7 @@ impl HistoryWriter {
             inner: Mutex::new(WriterState {
                 next_index: 0,
                 out: BufWriter::new(file),
+                write_error: None,
                 records: Vec::new(),
             }),
         })
@@ -400,8 +403,11 @@ impl HistoryWriter {
         };
         state.next_index += 1;
         // A line that cannot be written is still kept in memory, and `finish` reports the error.
-        if let Ok(line) = serde_json::to_string(&record) {
-            let _ = writeln!(state.out, "{line}");
+        let written = serde_json::to_string(&record)
+            .map_err(std::io::Error::other)
+            .and_then(|line| writeln!(state.out, "{line}"));
+        if let Err(error) = written {
+            state.write_error.get_or_insert(error);
         }
         state.records.push(record);
         state.next_index - 1
@@ -426,6 +432,9 @@ impl HistoryWriter {
             .inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(error) = state.write_error.take() {
+            return Err(error);
+        }
         state.out.flush()?;
         Ok(std::mem::take(&mut state.records))
     }

@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     cluster::Cluster,
-    history::{Fault, HistoryWriter, RecordType},
+    history::{op_name, Fault, HistoryWriter, RecordType},
     topology::Topology,
 };
 
@@ -135,7 +135,7 @@ impl Nemesis {
             self.history.record(
                 "nemesis",
                 RecordType::Ok,
-                "nemesis",
+                op_name::NEMESIS,
                 None,
                 serde_json::to_value(&fault)?,
                 None,
@@ -159,7 +159,7 @@ impl Nemesis {
             self.history.record(
                 "nemesis",
                 RecordType::Invoke,
-                "nemesis",
+                op_name::NEMESIS,
                 None,
                 serde_json::to_value(fault).unwrap_or_default(),
                 None,

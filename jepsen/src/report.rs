@@ -19,7 +19,7 @@ use keel_bench::{
 
 use crate::{
     checker::CheckReport,
-    history::{Fault, HistoryWriter, Record, RecordType},
+    history::{op_name, Fault, HistoryWriter, Record, RecordType},
 };
 
 /// What the run knows besides its history and verdicts.
@@ -98,7 +98,7 @@ fn summary_text(summary: &Summary<'_>, checked: &CheckReport) -> String {
 fn fault_windows(records: &[Record]) -> Vec<Shade> {
     let mut open: Option<(f64, String)> = None;
     let mut shades = Vec::new();
-    for record in records.iter().filter(|r| r.f == "nemesis") {
+    for record in records.iter().filter(|r| r.f == op_name::NEMESIS) {
         let fault: Option<Fault> = serde_json::from_value(record.value.clone()).ok();
         let label = fault
             .map(|f| {

@@ -32,7 +32,7 @@ use serde_json::json;
 
 use crate::{
     client::{from_json_payloads, json_payloads, NodeClient, FINISH_SIGNAL, NAMESPACE, TASK_QUEUE},
-    history::{HistoryWriter, RecordType, RegisterOp, REGISTER_INITIAL},
+    history::{op_name, HistoryWriter, RecordType, RegisterOp, REGISTER_INITIAL, WORKER_PROCESS},
 };
 
 /// Timers each workflow runs, one after another.
@@ -169,23 +169,17 @@ impl Worker {
     async fn poll_workflow_tasks(self: Arc<Self>, node: usize) {
         let client = self.nodes[node].clone();
         loop {
-            let request = PollWorkflowTaskQueueRequest {
-                namespace: NAMESPACE.to_string(),
-                task_queue: Some(task_queue(TASK_QUEUE)),
-                identity: IDENTITY.to_string(),
-                ..Default::default()
-            };
-            let task = match client
-                .raw()
-                .poll_workflow_task_queue(long_poll(request))
-                .await
-            {
-                Ok(response) => response.into_inner(),
-                Err(_) => {
-                    tokio::time::sleep(POLL_ERROR_PAUSE).await;
-                    continue;
-                }
-            };
+            let task = next_task(|| {
+                let request = PollWorkflowTaskQueueRequest {
+                    namespace: NAMESPACE.to_string(),
+                    task_queue: Some(task_queue(TASK_QUEUE)),
+                    identity: IDENTITY.to_string(),
+                    ..Default::default()
+                };
+                let mut client = client.raw();
+                async move { client.poll_workflow_task_queue(long_poll(request)).await }
+            })
+            .await;
             if task.task_token.is_empty() {
                 continue;
             }
@@ -226,9 +220,9 @@ impl Worker {
             }
             commanded.insert(key, *duration_ms);
             self.history.record(
-                "worker",
+                WORKER_PROCESS,
                 RecordType::Invoke,
-                "timer",
+                op_name::TIMER,
                 Some(workflow_id),
                 json!({"run_id": run_id, "timer_id": timer_id, "duration_ms": duration_ms}),
                 None,
@@ -242,9 +236,9 @@ impl Worker {
             };
             if seen.insert(key) {
                 self.history.record(
-                    "worker",
+                    WORKER_PROCESS,
                     RecordType::Ok,
-                    "timer",
+                    op_name::TIMER,
                     Some(workflow_id),
                     json!({"run_id": run_id, "timer_id": timer_id, "duration_ms": duration_ms}),
                     None,
@@ -256,23 +250,17 @@ impl Worker {
     async fn poll_activity_tasks(self: Arc<Self>, node: usize) {
         let client = self.nodes[node].clone();
         loop {
-            let request = PollActivityTaskQueueRequest {
-                namespace: NAMESPACE.to_string(),
-                task_queue: Some(task_queue(TASK_QUEUE)),
-                identity: IDENTITY.to_string(),
-                ..Default::default()
-            };
-            let task = match client
-                .raw()
-                .poll_activity_task_queue(long_poll(request))
-                .await
-            {
-                Ok(response) => response.into_inner(),
-                Err(_) => {
-                    tokio::time::sleep(POLL_ERROR_PAUSE).await;
-                    continue;
-                }
-            };
+            let task = next_task(|| {
+                let request = PollActivityTaskQueueRequest {
+                    namespace: NAMESPACE.to_string(),
+                    task_queue: Some(task_queue(TASK_QUEUE)),
+                    identity: IDENTITY.to_string(),
+                    ..Default::default()
+                };
+                let mut client = client.raw();
+                async move { client.poll_activity_task_queue(long_poll(request)).await }
+            })
+            .await;
             if task.task_token.is_empty() {
                 continue;
             }
@@ -284,9 +272,9 @@ impl Worker {
             });
             let workflow_id = Some(execution.workflow_id.as_str());
             self.history.record(
-                "worker",
+                WORKER_PROCESS,
                 RecordType::Invoke,
-                "activity",
+                op_name::ACTIVITY,
                 workflow_id,
                 value.clone(),
                 None,
@@ -305,8 +293,28 @@ impl Worker {
                     Some(describe(&status)),
                 ),
             };
-            self.history
-                .record("worker", kind, "activity", workflow_id, value, error);
+            self.history.record(
+                WORKER_PROCESS,
+                kind,
+                op_name::ACTIVITY,
+                workflow_id,
+                value,
+                error,
+            );
+        }
+    }
+}
+
+/// Long-polls with `poll` until it answers (an empty answer, whose task token is empty, means
+/// the poll expired), pausing after each error so a down node is not hammered.
+async fn next_task<T, Fut>(mut poll: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    loop {
+        match poll().await {
+            Ok(response) => return response.into_inner(),
+            Err(_) => tokio::time::sleep(POLL_ERROR_PAUSE).await,
         }
     }
 }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::{
     client::{digests, CallError, NodeClient, FINISH_SIGNAL, SEQ_SIGNAL},
-    history::{FinalRead, FinalRun, HistoryRead, HistoryWriter, RecordType, RegisterOp},
+    history::{op_name, FinalRead, FinalRun, HistoryRead, HistoryWriter, RecordType, RegisterOp},
 };
 
 /// Workflows the final phase finishes and reads at once.
@@ -187,12 +187,12 @@ impl Workload {
         match op {
             Op::Start(id) => {
                 let invoke = json!({});
-                self.invoke(process, "start", &id, invoke.clone());
+                self.invoke(process, op_name::START, &id, invoke.clone());
                 let result = node.start(&id).await;
                 let run_id = result.as_ref().ok().cloned();
                 let kind = self.complete(
                     process,
-                    "start",
+                    op_name::START,
                     &id,
                     invoke,
                     result,
@@ -214,17 +214,24 @@ impl Workload {
             }
             Op::Signal(id, seq) => {
                 let invoke = json!({ "seq": seq });
-                self.invoke(process, "signal", &id, invoke.clone());
+                self.invoke(process, op_name::SIGNAL, &id, invoke.clone());
                 let result = node.signal(&id, SEQ_SIGNAL, &seq).await;
-                self.complete(process, "signal", &id, invoke.clone(), result, |_| invoke)
+                self.complete(
+                    process,
+                    op_name::SIGNAL,
+                    &id,
+                    invoke.clone(),
+                    result,
+                    |_| invoke,
+                )
             }
             Op::Update(id, update_id, op) => {
                 let invoke = json!({ "update_id": update_id, "op": op });
-                self.invoke(process, "update", &id, invoke.clone());
+                self.invoke(process, op_name::UPDATE, &id, invoke.clone());
                 let result = node.update(&id, &update_id, op).await;
                 self.complete(
                     process,
-                    "update",
+                    op_name::UPDATE,
                     &id,
                     invoke,
                     result,
@@ -232,15 +239,22 @@ impl Workload {
                 )
             }
             Op::ReadHistory(id, run_id) => {
-                self.invoke(process, "read-history", &id, json!({}));
+                self.invoke(process, op_name::READ_HISTORY, &id, json!({}));
                 let result = node.history(&id, &run_id).await;
-                self.complete(process, "read-history", &id, json!({}), result, |events| {
-                    serde_json::to_value(HistoryRead {
-                        run_id: run_id.clone(),
-                        events: digests(events),
-                    })
-                    .unwrap_or(Value::Null)
-                })
+                self.complete(
+                    process,
+                    op_name::READ_HISTORY,
+                    &id,
+                    json!({}),
+                    result,
+                    |events| {
+                        serde_json::to_value(HistoryRead {
+                            run_id: run_id.clone(),
+                            events: digests(events),
+                        })
+                        .unwrap_or(Value::Null)
+                    },
+                )
             }
         }
     }
@@ -321,7 +335,7 @@ impl Workload {
         self.history.record(
             "final",
             RecordType::Invoke,
-            "final-read",
+            op_name::FINAL_READ,
             Some(&id),
             json!({}),
             None,
@@ -332,7 +346,7 @@ impl Workload {
                 self.history.record(
                     "final",
                     RecordType::Ok,
-                    "final-read",
+                    op_name::FINAL_READ,
                     Some(&id),
                     value,
                     None,
@@ -343,7 +357,7 @@ impl Workload {
                 self.history.record(
                     "final",
                     RecordType::Info,
-                    "final-read",
+                    op_name::FINAL_READ,
                     Some(&id),
                     json!({}),
                     Some(message),

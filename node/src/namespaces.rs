@@ -89,27 +89,26 @@ impl Namespaces {
     /// The namespace named `name`. A miss re-reads the records applied on this node, so
     /// namespaces created through another node's metadata leader show up here too.
     pub fn by_name(&self, name: &str) -> Option<NamespaceRecord> {
-        let cached = self
-            .cache
+        self.cached(name).or_else(|| {
+            self.reload().ok()?;
+            self.cached(name)
+        })
+    }
+
+    /// The namespace named `name` in this node's cache, as last loaded.
+    fn cached(&self, name: &str) -> Option<NamespaceRecord> {
+        self.cache
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-            .cloned();
-        cached.or_else(|| {
-            self.reload().ok()?;
-            self.cache
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(name)
-                .cloned()
-        })
+            .cloned()
     }
 
     /// The namespace named `name` as the metadata group holds it now: a miss first catches this
     /// replica up with the group's leader (read index), so a namespace created through another
     /// node, or before this node joined, is found, and "not found" is the truth.
     pub async fn lookup(&self, name: &str) -> Result<Option<NamespaceRecord>, NamespaceError> {
-        if let Some(record) = self.by_name(name) {
+        if let Some(record) = self.cached(name) {
             return Ok(Some(record));
         }
         read_barrier(&self.group, 0, &self.peers)
