@@ -178,6 +178,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let _ = context
         .shards
         .set(shards.iter().map(Arc::downgrade).collect());
+    tokio::spawn(crate::shard::balance::balance_leadership(
+        Arc::downgrade(&registry),
+        shards.iter().map(Arc::downgrade).collect(),
+    ));
     if config.default_namespace {
         // In the background: the metadata group may need peers that only answer once this node
         // serves its Raft transport below.

@@ -3,6 +3,7 @@
 //! reads, watch leadership, and change membership.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use bytes::Bytes;
 use keel_storage::{keys, Cf, GroupId, Store};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, Raft, RaftMetrics};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedRwLockWriteGuard, RwLock, Semaphore};
 
 use crate::error::{GroupError, ProposeError, ReadError};
 use crate::types::{BasicNode, KeelRaft, NodeId, Proposal};
@@ -50,6 +51,11 @@ struct GroupInner {
     store: Store,
     proposals: mpsc::Sender<Pending>,
     quorum_wait: Duration,
+    /// Shared by every proposal round and linearizable read; a handover takes it exclusively,
+    /// so that while it runs the leader sends followers nothing that renews their lease.
+    quiet: Arc<RwLock<()>>,
+    /// Counts election holds, so that only the latest one's expiry enables elections again.
+    election_holds: AtomicU64,
 }
 
 /// One Raft group on this node. Cheap to clone.
@@ -67,7 +73,8 @@ impl ShardGroup {
         quorum_wait: Duration,
     ) -> ShardGroup {
         let (proposals, queue) = mpsc::channel(PROPOSAL_QUEUE);
-        tokio::spawn(run_proposer(id, node, raft.clone(), queue));
+        let quiet = Arc::new(RwLock::new(()));
+        tokio::spawn(run_proposer(id, node, raft.clone(), queue, quiet.clone()));
         ShardGroup {
             inner: Arc::new(GroupInner {
                 id,
@@ -76,6 +83,8 @@ impl ShardGroup {
                 store,
                 proposals,
                 quorum_wait,
+                quiet,
+                election_holds: AtomicU64::new(0),
             }),
         }
     }
@@ -165,10 +174,10 @@ impl ShardGroup {
     /// group and waits until everything committed before now is applied here, so reads that
     /// follow are linearizable.
     pub async fn ensure_linearizable(&self) -> Result<(), ReadError> {
-        let confirmed = tokio::time::timeout(
-            self.inner.quorum_wait,
-            self.inner.raft.ensure_linearizable(),
-        )
+        let confirmed = tokio::time::timeout(self.inner.quorum_wait, async {
+            let _round = self.inner.quiet.read().await;
+            self.inner.raft.ensure_linearizable().await
+        })
         .await
         .map_err(|_| ReadError::Unavailable {
             group: self.inner.id,
@@ -288,6 +297,36 @@ impl ShardGroup {
         }
     }
 
+    /// Waits until every proposal round and leadership confirmation in progress has ended and
+    /// holds new ones back until the guard is dropped (they wait, they do not fail).
+    pub(crate) async fn quiesce(&self) -> OwnedRwLockWriteGuard<()> {
+        self.inner.quiet.clone().write_owned().await
+    }
+
+    /// Keeps this node from starting elections of the group for `period` (it still votes).
+    pub(crate) fn hold_elections(&self, period: Duration) {
+        let hold = self.inner.election_holds.fetch_add(1, Ordering::AcqRel) + 1;
+        self.inner.raft.runtime_config().elect(false);
+        let group = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(period).await;
+            if group.inner.election_holds.load(Ordering::Acquire) == hold {
+                group.inner.raft.runtime_config().elect(true);
+            }
+        });
+    }
+
+    /// Starts an election of the group on this node after `delay`.
+    pub(crate) fn campaign_after(&self, delay: Duration) {
+        let group = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Err(error) = group.inner.raft.trigger().elect().await {
+                tracing::warn!(group = group.inner.id, %error, "could not start the handover election");
+            }
+        });
+    }
+
     fn raft_error(&self, operation: &'static str, error: impl std::fmt::Display) -> GroupError {
         GroupError::Raft {
             group: self.inner.id,
@@ -304,12 +343,14 @@ async fn run_proposer(
     node: NodeId,
     raft: Raft<KeelRaft>,
     mut queue: mpsc::Receiver<Pending>,
+    quiet: Arc<RwLock<()>>,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
+        let round = quiet.clone().read_owned().await;
         let mut bytes = first.command.len();
         let mut batch = vec![first];
         while batch.len() < MAX_COMMANDS_PER_ENTRY && bytes < MAX_BYTES_PER_ENTRY {
@@ -323,7 +364,7 @@ async fn run_proposer(
         }
         let raft = raft.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, round);
             commit_batch(group, node, &raft, batch).await;
         });
     }

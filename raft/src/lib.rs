@@ -3,7 +3,8 @@
 //! It owns openraft's type configuration, the log store and state machine of each group over
 //! keel-storage, the peer transport over tonic (one channel per peer, every message tagged with
 //! cluster, group and node ids), the registry that creates, opens and closes groups, proposal
-//! batching, linearizable reads, leadership metrics, bootstrap and membership change.
+//! batching, linearizable reads, leadership metrics and handover, bootstrap and membership
+//! change.
 //!
 //! It must not know what the groups replicate: commands are opaque bytes handed to an
 //! [`Applier`]. No Temporal types, no business logic, no clocks in the apply path.
@@ -17,6 +18,7 @@ mod codec;
 mod config;
 mod error;
 mod group;
+mod handover;
 pub mod kv;
 mod log_limit;
 mod log_store;

@@ -23,8 +23,12 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::codec;
+use crate::handover::{HandoverReply, HandoverStep};
 use crate::log_limit::{LogLimiter, PEER_LOG_INTERVAL};
 use crate::types::{BasicNode, KeelRaft, NodeId};
+
+/// Longest a handover step waits for the peer's answer.
+const HANDOVER_STEP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Links this node currently cannot use (test seam for partitions). Empty in production.
 #[derive(Clone, Debug, Default)]
@@ -80,6 +84,43 @@ impl Peers {
     /// The fault seam of this node.
     pub fn faults(&self) -> &LinkFaults {
         &self.faults
+    }
+
+    /// A message for `group` on node `target`, tagged with this node's ids.
+    fn request<Req: Serialize>(&self, group: GroupId, target: NodeId, body: &Req) -> RaftRequest {
+        RaftRequest {
+            header: Some(RaftHeader {
+                cluster_id: self.cluster_id.clone(),
+                group_id: group,
+                from_node: self.local,
+                to_node: target,
+            }),
+            payload: codec::encode(body),
+        }
+    }
+
+    /// Sends one handover step for `group` to node `target` at `addr` and returns its answer,
+    /// or why there was none.
+    pub(crate) async fn handover_step(
+        &self,
+        group: GroupId,
+        target: NodeId,
+        addr: &str,
+        step: &HandoverStep,
+    ) -> Result<HandoverReply, String> {
+        if self.faults.is_blocked(target) {
+            return Err(format!("link to node {target} is cut"));
+        }
+        let mut client = RaftTransportClient::new(self.channel(addr)?);
+        let message = self.request(group, target, step);
+        let reply = tokio::time::timeout(HANDOVER_STEP_TIMEOUT, client.handover(message))
+            .await
+            .map_err(|_| {
+                format!("node {target} at {addr} did not answer within {HANDOVER_STEP_TIMEOUT:?}")
+            })?
+            .map_err(|status| format!("node {target} at {addr}: {}", status.message()))?;
+        codec::decode(&reply.into_inner().payload)
+            .map_err(|e| format!("undecodable handover reply from node {target} at {addr}: {e}"))
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, String> {
@@ -170,15 +211,7 @@ impl PeerLink {
             return Err(unreachable(format!("link to node {} is cut", self.target)));
         }
         let mut client = self.client.clone().map_err(unreachable)?;
-        let message = RaftRequest {
-            header: Some(RaftHeader {
-                cluster_id: self.peers.cluster_id.clone(),
-                group_id: self.group,
-                from_node: self.peers.local,
-                to_node: self.target,
-            }),
-            payload: codec::encode(request),
-        };
+        let message = self.peers.request(self.group, self.target, request);
         let ttl = option.hard_ttl();
         let call = async {
             match kind {

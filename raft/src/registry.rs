@@ -169,6 +169,30 @@ impl GroupRegistry {
             .unwrap_or_default()
     }
 
+    /// Makes node `to` the leader of `group`, which this node leads, if `to` is a caught-up
+    /// voter (see [`crate::handover`]). The group makes no progress for about an election
+    /// timeout meanwhile; proposals and reads wait rather than fail.
+    pub async fn hand_over(&self, group: GroupId, to: NodeId) -> Result<(), GroupError> {
+        let lease = std::time::Duration::from_millis(self.raft_config.election_timeout_max);
+        crate::handover::hand_over(&self.hosted(group)?, &self.peers, to, lease).await
+    }
+
+    /// Checks that node `to` is another voter of `group` and answers, as a handover to it
+    /// would first check.
+    pub async fn probe_voter(&self, group: GroupId, to: NodeId) -> Result<(), GroupError> {
+        crate::handover::probe(&self.hosted(group)?, &self.peers, to)
+            .await
+            .map(|_| ())
+    }
+
+    fn hosted(&self, group: GroupId) -> Result<ShardGroup, GroupError> {
+        self.get(group).ok_or_else(|| GroupError::Raft {
+            group,
+            operation: "find group",
+            reason: format!("the group is not hosted on node {}", self.node_id),
+        })
+    }
+
     /// Stops group `group` on this node (its data stays on disk and it reopens at the next
     /// start). Returns false if it was not running.
     pub async fn close(&self, group: GroupId) -> bool {

@@ -5,15 +5,15 @@ use std::sync::{Arc, Weak};
 
 use keel_proto::raft::raft_transport_server::RaftTransport;
 use keel_proto::raft::{RaftReply, RaftRequest};
-use openraft::Raft;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use crate::codec;
+use crate::group::ShardGroup;
+use crate::handover;
 use crate::log_limit::{LogLimiter, PEER_LOG_INTERVAL};
 use crate::registry::GroupRegistry;
-use crate::types::KeelRaft;
 
 /// The tonic service every node runs for its peers. It holds the registry weakly: open peer
 /// connections must not keep a stopped node's groups and store alive.
@@ -34,7 +34,7 @@ impl RaftTransportService {
     fn route<T: DeserializeOwned>(
         &self,
         request: Request<RaftRequest>,
-    ) -> Result<(Raft<KeelRaft>, T), Status> {
+    ) -> Result<(ShardGroup, T), Status> {
         let registry = self
             .registry
             .upgrade()
@@ -78,7 +78,7 @@ impl RaftTransportService {
                 header.group_id, header.from_node
             ))
         })?;
-        Ok((group.raft().clone(), body))
+        Ok((group, body))
     }
 }
 
@@ -94,20 +94,25 @@ impl RaftTransport for RaftTransportService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let (raft, rpc) = self.route(request)?;
-        reply(&raft.append_entries(rpc).await)
+        let (group, rpc) = self.route(request)?;
+        reply(&group.raft().append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let (raft, rpc) = self.route(request)?;
-        reply(&raft.vote(rpc).await)
+        let (group, rpc) = self.route(request)?;
+        reply(&group.raft().vote(rpc).await)
     }
 
     async fn install_snapshot(
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let (raft, rpc) = self.route(request)?;
-        reply(&raft.install_snapshot(rpc).await)
+        let (group, rpc) = self.route(request)?;
+        reply(&group.raft().install_snapshot(rpc).await)
+    }
+
+    async fn handover(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let (group, step) = self.route(request)?;
+        reply(&handover::answer(&group, &step))
     }
 }

@@ -429,6 +429,27 @@ fn cluster_status(addr: &str) -> anyhow::Result<(i32, String)> {
     keel_cluster(&["status", "--address", addr])
 }
 
+/// Polls `keel cluster status --address ADDR` until it succeeds with a report `ok` accepts;
+/// answers that report, or after `within` an error quoting the last one.
+async fn wait_for_status(
+    what: &str,
+    addr: &str,
+    within: Duration,
+    ok: fn(&str) -> bool,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let (code, report) = cluster_status(addr)?;
+        if code == 0 && ok(&report) {
+            return Ok(report);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("waited {within:?} for {what}; last report:\n{report}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The leader column of every group row of a `keel cluster status` report.
 fn group_leaders(report: &str) -> Vec<String> {
     report
@@ -443,7 +464,7 @@ fn group_leaders(report: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_from_config_files_reports_its_status_and_moves_leaders_off_a_dead_node(
+async fn a_cluster_from_config_files_reports_its_status_and_moves_leaders_off_a_dead_node_and_back(
 ) -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let addrs: Vec<String> = (0..3)
@@ -471,17 +492,7 @@ async fn a_cluster_from_config_files_reports_its_status_and_moves_leaders_off_a_
     }
     let reproduce = "cargo test --workspace --test process_cluster -- a_cluster_from_config_files";
     let wait = |what: &'static str, addr: String, ok: fn(&str) -> bool| async move {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (code, report) = cluster_status(&addr)?;
-            if code == 0 && ok(&report) {
-                return anyhow::Ok(report);
-            }
-            if Instant::now() > deadline {
-                anyhow::bail!("waited 30 s for {what}; last report:\n{report}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for_status(what, &addr, Duration::from_secs(30), ok).await
     };
     let formed = wait("every group to elect a leader", addrs[1].clone(), |r| {
         let leaders = group_leaders(r);
@@ -517,6 +528,29 @@ async fn a_cluster_from_config_files_reports_its_status_and_moves_leaders_off_a_
         "status of a dead node's address must fail: {refused}"
     );
     assert!(refused.contains(&addrs[1]), "{refused}");
+
+    // Node 2 returns; the others hand it shards until no node leads two more than another.
+    nodes[1].start()?;
+    let returned = Instant::now();
+    let balanced = wait_for_status(
+        "node 2 to lead its share of the shards again",
+        &addrs[0],
+        Duration::from_secs(60),
+        |r| {
+            let leaders = group_leaders(r);
+            let led = |node: &str| leaders.iter().skip(1).filter(|l| *l == node).count();
+            let counts = [led("1"), led("2"), led("3")];
+            r.matches(" up").count() == 3
+                && counts.iter().sum::<usize>() == SHARDS as usize
+                && counts.iter().max() <= counts.iter().min().map(|m| m + 1).as_ref()
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}\nreproduce: {reproduce}", logs(&nodes)))?;
+    eprintln!(
+        "leadership balanced {:?} after node 2 returned:\n{balanced}",
+        returned.elapsed()
+    );
     Ok(())
 }
 

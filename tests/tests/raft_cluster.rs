@@ -280,3 +280,73 @@ async fn replaced_node_receives_every_entry() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_hands_its_group_to_a_chosen_voter_and_no_acknowledged_write_is_lost(
+) -> anyhow::Result<()> {
+    init_tracing();
+    let mut cluster = TestCluster::start(3, SHARDS, test_group_config()).await?;
+    cluster.wait_for_leaders(WAIT).await?;
+    let group = 3;
+    let from = cluster.leader_of(group).expect("group 3 has a leader");
+    let to = (1..=3).find(|id| *id != from).expect("three nodes");
+    let leader = cluster
+        .group_on(from, group)
+        .expect("the leader hosts the group");
+
+    // Proposals keep arriving at the old leader while it hands over: each is acknowledged or
+    // fails, none is lost.
+    let writer = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        for i in 0..400 {
+            let key = format!("during-{i}");
+            let command = keel_raft::kv::KvCommand::Put {
+                key: key.clone().into(),
+                value: key.clone().into(),
+            }
+            .encode();
+            if leader.propose(command).await.is_ok() {
+                acknowledged.push((group, key));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        acknowledged
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    cluster.registry(from)?.hand_over(group, to).await?;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "handover of group {group} from node {from} to node {to} took {took:?}"
+    );
+    assert_eq!(
+        cluster.leader_of(group),
+        Some(to),
+        "node {to} should lead group {group}"
+    );
+    let acknowledged = writer.await?;
+    assert!(
+        !acknowledged.is_empty(),
+        "some writes before the handover should have been acknowledged"
+    );
+    assert_all_present(&cluster, &acknowledged).await?;
+
+    // A handover to a node that is down fails fast and leaves the leader in place.
+    let down = (1..=3).find(|id| *id != to).expect("three nodes");
+    cluster.kill(down).await?;
+    let started = std::time::Instant::now();
+    let refused = cluster.registry(to)?.hand_over(group, down).await;
+    assert!(
+        refused.is_err(),
+        "handing group {group} to the dead node {down} should fail"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a handover to a dead node should fail fast, took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(cluster.leader_of(group), Some(to));
+    cluster.put(group, "after", "after", WAIT).await?;
+    Ok(())
+}

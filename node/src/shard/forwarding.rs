@@ -17,7 +17,7 @@ use keel_raft::ShardGroup;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::{Op, OpResult, Shard, ShardError};
+use super::{Local, Op, OpResult, Shard, ShardError};
 use crate::matching::{MatchTask, Matching, QueueKey, RunTask};
 
 /// Longest a forwarded op or read-index call waits for the leader's answer (an op's outcome is
@@ -167,7 +167,7 @@ impl Shard {
                 "forwarding to its leader at {address} failed ({}); the outcome is unknown",
                 status.message()
             )))),
-            Ok(result) => Forwarded::Answered(result),
+            Ok(forwarded) => forwarded,
         }
     }
 
@@ -179,13 +179,13 @@ impl Shard {
         namespace_id: &str,
         workflow_id: &str,
         op: &Op,
-    ) -> Result<Result<OpResult, ShardError>, Status> {
+    ) -> Result<Forwarded, Status> {
         let op = match bincode::serialize(op) {
             Ok(op) => op,
             Err(e) => {
-                return Ok(Err(
+                return Ok(Forwarded::Answered(Err(
                     self.unavailable(format!("cannot encode the request: {e}"))
-                ))
+                )))
             }
         };
         let request = SubmitRequest {
@@ -208,7 +208,10 @@ impl Shard {
             });
         self.forwarded_through
             .fetch_max(reply.applied_index, Ordering::AcqRel);
-        Ok(result)
+        Ok(match result {
+            Err(error) if reply.not_sent => Forwarded::NotSent(error),
+            result => Forwarded::Answered(result),
+        })
     }
 
     /// Waits until this replica has applied the log up to `index`.
@@ -309,9 +312,13 @@ impl ShardForwarding for ShardForwardingService {
         let op: Op = bincode::deserialize(&r.op)
             .map_err(|e| Status::invalid_argument(format!("undecodable forwarded op: {e}")))?;
         // Only this node's own writer: a forwarded op is never forwarded again.
-        let result = shard
+        let (result, not_sent) = match shard
             .submit_local(&r.namespace_id, &r.workflow_id, op)
-            .await;
+            .await
+        {
+            Local::Answered(result) => (result, false),
+            Local::NotLeading(_, error) => (Err(error), true),
+        };
         // Read after the answer: the writer records the index before it answers.
         let applied_index = shard.answered_through.load(Ordering::Acquire);
         let result = bincode::serialize(&result)
@@ -319,6 +326,7 @@ impl ShardForwarding for ShardForwardingService {
         Ok(Response::new(SubmitReply {
             result,
             applied_index,
+            not_sent,
         }))
     }
 

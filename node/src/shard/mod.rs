@@ -5,6 +5,7 @@
 //! deadlines. A new writer rebuilds its tasks and deadlines from the shard's applied state.
 
 pub mod applier;
+pub mod balance;
 pub mod forwarding;
 pub mod keys;
 mod transfer;
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
-use keel_raft::{ReadError, ShardGroup};
+use keel_raft::{GroupError, GroupRegistry, NodeId, ReadError, ShardGroup};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -176,6 +177,18 @@ pub struct Shard {
     answered_through: AtomicU64,
     /// On a follower: the highest such index the leader reported for ops forwarded from here.
     forwarded_through: AtomicU64,
+    /// Held shared by every op this node's writer runs, and exclusively while this node hands
+    /// the shard's leadership to another: ops that arrive meanwhile wait, then go to the new
+    /// leader.
+    handover: tokio::sync::RwLock<()>,
+}
+
+/// What became of an op offered to this node's writer.
+pub(super) enum Local {
+    /// The writer answered, or may have run it (an unknown outcome is an Unavailable error).
+    Answered(Result<OpResult, ShardError>),
+    /// This node does not lead the shard; the op, which nothing ran, is handed back.
+    NotLeading(Box<Op>, ShardError),
 }
 
 /// A delivery in progress: namespace id, run id and what.
@@ -185,6 +198,8 @@ pub(crate) type Delivery = (String, String, crate::engine::Transfer);
 const WRITER_QUEUE: usize = 4096;
 /// How long an op that reached no leader keeps being sent again (an election takes about 1-2 s).
 const UNSENT_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
+/// Longest a handover waits for the ops in progress to be answered.
+const HANDOVER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 /// Pause between two such attempts.
 const UNSENT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -200,6 +215,7 @@ impl Shard {
             deliveries: Mutex::new(HashSet::new()),
             answered_through: AtomicU64::new(0),
             forwarded_through: AtomicU64::new(0),
+            handover: tokio::sync::RwLock::new(()),
         });
         tokio::spawn(writer::follow_leadership(Arc::downgrade(&shard)));
         tokio::spawn(tick_on_apply(Arc::downgrade(&shard)));
@@ -251,40 +267,50 @@ impl Shard {
         op: Op,
     ) -> Result<OpResult, ShardError> {
         let deadline = tokio::time::Instant::now() + UNSENT_RETRY_WINDOW;
+        let mut op = op;
         loop {
-            if self.leads() {
-                return self.submit_local(namespace_id, workflow_id, op).await;
-            }
-            match self.forward(namespace_id, workflow_id, &op).await {
-                forwarding::Forwarded::Answered(result) => return result,
-                forwarding::Forwarded::NotSent(error) => {
-                    if tokio::time::Instant::now() + UNSENT_RETRY_PAUSE >= deadline {
-                        return Err(error);
+            let error = if self.leads() {
+                match self.submit_local(namespace_id, workflow_id, op).await {
+                    Local::Answered(result) => return result,
+                    Local::NotLeading(unsent, error) => {
+                        op = *unsent;
+                        error
                     }
-                    tokio::time::sleep(UNSENT_RETRY_PAUSE).await;
                 }
+            } else {
+                match self.forward(namespace_id, workflow_id, &op).await {
+                    forwarding::Forwarded::Answered(result) => return result,
+                    forwarding::Forwarded::NotSent(error) => error,
+                }
+            };
+            if tokio::time::Instant::now() + UNSENT_RETRY_PAUSE >= deadline {
+                return Err(error);
             }
+            tokio::time::sleep(UNSENT_RETRY_PAUSE).await;
         }
     }
 
-    /// Runs `op` through this node's writer of the shard; Unavailable if it has none.
-    async fn submit_local(
+    /// Runs `op` through this node's writer of the shard, unless this node does not lead it.
+    pub(super) async fn submit_local(
         &self,
         namespace_id: &str,
         workflow_id: &str,
         op: Op,
-    ) -> Result<OpResult, ShardError> {
+    ) -> Local {
+        let _running = self.handover.read().await;
         let sender = self
             .writer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .map(|(_, sender)| sender.clone());
+            .map(|(_, sender)| sender.clone())
+            .filter(|_| self.group.is_leader());
         let Some(sender) = sender else {
-            return Err(self.unavailable(match self.group.leader() {
+            let error = self.unavailable(match self.group.leader() {
                 Some(leader) => format!("node {leader} leads it, not this node"),
                 None => "it has no leader right now".to_string(),
-            }));
+            });
+            return Local::NotLeading(Box::new(op), error);
         };
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -293,13 +319,29 @@ impl Shard {
             op,
             reply: Some(reply),
         };
-        sender
-            .send(job)
+        if let Err(unsent) = sender.send(job).await {
+            return Local::NotLeading(
+                Box::new(unsent.0.op),
+                self.unavailable("its leader changed"),
+            );
+        }
+        Local::Answered(answer.await.unwrap_or_else(|_| {
+            Err(self.unavailable("its leader changed; the outcome is unknown"))
+        }))
+    }
+
+    /// Makes node `to` the leader of this shard, which this node leads: ops wait until the ops
+    /// in progress are answered, then while the group hands over, then go to the new leader.
+    pub async fn hand_over(&self, registry: &GroupRegistry, to: NodeId) -> Result<(), GroupError> {
+        registry.probe_voter(self.id, to).await?;
+        let _quiet = tokio::time::timeout(HANDOVER_DRAIN, self.handover.write())
             .await
-            .map_err(|_| self.unavailable("its leader changed"))?;
-        answer
-            .await
-            .map_err(|_| self.unavailable("its leader changed; the outcome is unknown"))?
+            .map_err(|_| GroupError::Raft {
+                group: self.id,
+                operation: "hand over leadership",
+                reason: format!("the ops in progress did not finish within {HANDOVER_DRAIN:?}"),
+            })?;
+        registry.hand_over(self.id, to).await
     }
 
     fn read_error(&self, error: ReadError) -> ShardError {
