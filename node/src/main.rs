@@ -17,6 +17,7 @@ mod matching;
 mod namespaces;
 mod server;
 mod shard;
+mod shard_count;
 mod wire;
 
 use std::io::IsTerminal;

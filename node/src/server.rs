@@ -24,6 +24,7 @@ use crate::namespaces::{NamespaceError, NamespaceRecord, Namespaces};
 use crate::shard::applier::WriteSetApplier;
 use crate::shard::forwarding::ShardForwardingService;
 use crate::shard::{Shard, ShardContext, SystemClock};
+use crate::shard_count::agree_on_shard_count;
 use keel_proto::admin::cluster_admin_server::ClusterAdminServer;
 use keel_proto::shard::shard_forwarding_server::ShardForwardingServer;
 use keel_proto::temporal_services::health::health_server::HealthServer;
@@ -178,6 +179,19 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let _ = context
         .shards
         .set(shards.iter().map(Arc::downgrade).collect());
+    let mismatch = Arc::new(std::sync::Mutex::new(None));
+    let misconfigured = Arc::new(tokio::sync::Notify::new());
+    {
+        let (metadata, mismatch, misconfigured) =
+            (metadata.clone(), mismatch.clone(), misconfigured.clone());
+        tokio::spawn(async move {
+            if let Err(error) = agree_on_shard_count(metadata, config.shards).await {
+                tracing::error!(%error, "stopping");
+                *mismatch.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+                misconfigured.notify_one();
+            }
+        });
+    }
     tokio::spawn(crate::shard::balance::balance_leadership(
         Arc::downgrade(&registry),
         shards.iter().map(Arc::downgrade).collect(),
@@ -248,10 +262,18 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             registry: registry.clone(),
         }))
         .add_optional_service(debug_kv)
-        .serve_with_shutdown(listen, shutdown_signal())
+        .serve_with_shutdown(listen, async {
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = misconfigured.notified() => {}
+            }
+        })
         .await
         .with_context(|| format!("cannot serve on {listen}"));
     registry.shutdown().await;
+    if let Some(error) = mismatch.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(error.into());
+    }
     served
 }
 

@@ -732,3 +732,66 @@ async fn a_dead_node_is_replaced_by_a_joining_one() -> anyhow::Result<()> {
     joining.kill9().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_created_with_another_shard_count_than_the_cluster_records_stop() -> anyhow::Result<()>
+{
+    let reproduce = "cargo test --workspace --test process_cluster -- nodes_created_with_another";
+    let mut cluster = cluster("shard-count-test")?;
+    // Node 1 initializes the metadata group (slot 0) with 9 shards; nodes 2 and 3 have 8.
+    let root = cluster._root.path().to_path_buf();
+    let peers: String = cluster
+        .addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    cluster.nodes[0] = KeelProcess::new(
+        1,
+        &cluster.addrs[0],
+        "shard-count-test",
+        &peers,
+        &root,
+        SHARDS + 1,
+    );
+    for node in &mut cluster.nodes {
+        node.start()?;
+    }
+    // Whichever count the metadata group records first, the nodes with the other one stop.
+    let mut exits: Vec<Option<Option<i32>>> = vec![None; 3];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut settle: Option<Instant> = None;
+    while Instant::now() < deadline && settle.is_none_or(|at| Instant::now() < at) {
+        for (i, node) in cluster.nodes.iter_mut().enumerate() {
+            if exits[i].is_none() {
+                if let Ok(code) = node.wait_exit(Duration::from_millis(100)).await {
+                    exits[i] = Some(code);
+                    settle.get_or_insert(Instant::now() + Duration::from_secs(5));
+                }
+            }
+        }
+    }
+    let stopped: Vec<usize> = (0..3).filter(|i| exits[*i].is_some()).collect();
+    let expected: &[&[usize]] = &[&[0], &[1, 2]];
+    assert!(
+        expected.contains(&stopped.as_slice()),
+        "the nodes whose shard count differs from the recorded one should stop, and only they: exits {exits:?}\n{}\nreproduce: {reproduce}",
+        logs(&cluster.nodes)
+    );
+    for i in stopped {
+        let log = cluster.nodes[i].log_text();
+        assert!(
+            log.contains("but the cluster has") && log.contains("--join"),
+            "node {} should say which count the cluster has and what to do:\n{log}\nreproduce: {reproduce}",
+            i + 1
+        );
+        assert_ne!(
+            exits[i],
+            Some(Some(0)),
+            "node {} should exit with an error",
+            i + 1
+        );
+    }
+    Ok(())
+}

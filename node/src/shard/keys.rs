@@ -11,6 +11,8 @@ const EVENT: u8 = b'e';
 const NAMESPACE: u8 = b'n';
 /// Custom search attributes of a namespace in the metadata group: `s | namespace id`.
 const SEARCH_ATTRIBUTES: u8 = b's';
+/// The cluster's shard count in the metadata group: `k` -> u64 BE.
+const SHARD_COUNT: u8 = b'k';
 
 fn push_part(key: &mut Vec<u8>, part: &str) {
     let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
@@ -80,6 +82,11 @@ pub fn namespace(name: &str) -> Vec<u8> {
 /// Key of a namespace's custom search attribute registry (metadata group).
 pub fn search_attributes(namespace_id: &str) -> Vec<u8> {
     key(SEARCH_ATTRIBUTES, &[namespace_id])
+}
+
+/// Key of the cluster's shard count (metadata group).
+pub fn shard_count() -> Vec<u8> {
+    vec![SHARD_COUNT]
 }
 
 /// Range of every namespace record.
