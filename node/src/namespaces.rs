@@ -11,6 +11,9 @@ use crate::shard::applier::{WriteSet, APPLIED};
 use crate::shard::forwarding::{read_barrier, PeerClients};
 use crate::shard::keys;
 
+/// Longest a namespace write waits for the metadata leader to apply its own log.
+const OWN_LOG_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Version byte of stored namespace records.
 const VERSION: u8 = 1;
 
@@ -143,13 +146,14 @@ impl Namespaces {
     /// does not exist), through the metadata group.
     pub async fn write(&self, record: NamespaceRecord, create: bool) -> Result<(), NamespaceError> {
         let _serial = self.writes.lock().await;
-        self.linearize().await?;
+        let term = self.linearize().await?;
         match (self.by_name(&record.name).is_some(), create) {
             (true, true) => return Err(NamespaceError::AlreadyExists(record.name)),
             (false, false) => return Err(NamespaceError::NotFound(record.name)),
             _ => {}
         }
         self.propose(
+            term,
             vec![(keys::namespace(&record.name), encode(&record))],
             Vec::new(),
         )
@@ -170,10 +174,10 @@ impl Namespaces {
     /// group, fenced by the current term.
     async fn propose(
         &self,
+        term: u64,
         puts: Vec<(Vec<u8>, Vec<u8>)>,
         deletes: Vec<Vec<u8>>,
     ) -> Result<(), NamespaceError> {
-        let term = self.group.metrics().borrow().current_term;
         let writes = WriteSet {
             fence_term: Some(term),
             puts,
@@ -192,12 +196,21 @@ impl Namespaces {
         Ok(())
     }
 
-    async fn linearize(&self) -> Result<(), NamespaceError> {
+    /// Makes the cache reflect everything this leader's writes could depend on; answers the
+    /// term to fence them with.
+    async fn linearize(&self) -> Result<u64, NamespaceError> {
+        let term = self.group.metrics().borrow().current_term;
         self.group
             .ensure_linearizable()
             .await
             .map_err(|e| NamespaceError::Unavailable(e.to_string()))?;
-        self.reload()
+        if !self.group.apply_own_log(term, OWN_LOG_WAIT).await {
+            return Err(NamespaceError::Unavailable(
+                "the metadata group's leader changed or could not apply its own log".into(),
+            ));
+        }
+        self.reload()?;
+        Ok(term)
     }
 
     /// The custom search attributes of a namespace (applied state).
@@ -225,7 +238,7 @@ impl Namespaces {
         add: bool,
     ) -> Result<(), NamespaceError> {
         let _serial = self.writes.lock().await;
-        self.linearize().await?;
+        let term = self.linearize().await?;
         let record = self
             .by_name(name)
             .ok_or_else(|| NamespaceError::NotFound(name.to_string()))?;
@@ -251,6 +264,7 @@ impl Namespaces {
         let mut value = vec![VERSION];
         value.extend(bincode::serialize(&current).unwrap_or_default());
         self.propose(
+            term,
             vec![(keys::search_attributes(&record.id), value)],
             Vec::new(),
         )
@@ -261,7 +275,7 @@ impl Namespaces {
     /// and marked deleted, so the name is free again. Returns the new name.
     pub async fn delete(&self, name: &str) -> Result<String, NamespaceError> {
         let _serial = self.writes.lock().await;
-        self.linearize().await?;
+        let term = self.linearize().await?;
         let mut record = self
             .by_name(name)
             .ok_or_else(|| NamespaceError::NotFound(name.to_string()))?;
@@ -269,6 +283,7 @@ impl Namespaces {
         record.name = deleted.clone();
         record.state = temporalio_protos::temporal::api::enums::v1::NamespaceState::Deleted as i32;
         self.propose(
+            term,
             vec![(keys::namespace(&deleted), encode(&record))],
             vec![keys::namespace(name)],
         )

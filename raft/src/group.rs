@@ -209,6 +209,34 @@ impl ShardGroup {
         }
     }
 
+    /// On the leader of `term`: waits (up to `within`) until every entry in this node's log is
+    /// applied, including entries of `term` appended before a restart (openraft restores a
+    /// persisted leader vote, and a read index does not cover such entries until they commit).
+    /// A leader that decides writes from applied state and fences them by term calls this
+    /// before deciding. False if this node stops leading in `term` or the wait runs out.
+    pub async fn apply_own_log(&self, term: u64, within: Duration) -> bool {
+        let mut metrics = self.inner.raft.metrics();
+        let target = metrics.borrow().last_log_index;
+        let waited = tokio::time::timeout(within, async {
+            loop {
+                {
+                    let m = metrics.borrow_and_update();
+                    if m.current_term != term || m.current_leader != Some(self.inner.node) {
+                        return false;
+                    }
+                    if m.last_applied.map(|l| l.index) >= target {
+                        return true;
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await;
+        waited.unwrap_or(false)
+    }
+
     /// Linearizable read of one application key: [`ShardGroup::ensure_linearizable`] then a
     /// local read.
     pub async fn read(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {

@@ -173,6 +173,15 @@ impl Writer {
     /// re-arms its deadlines.
     async fn recover(&mut self) -> Result<(), ShardError> {
         self.shard.barrier().await?;
+        // The read index covers what is known committed, not necessarily all of this leader's
+        // log: a leader restarted in its own term (openraft restores a persisted leader vote)
+        // finds entries of that same term that an earlier writer decided before the restart.
+        // They pass the term fence, so they must be applied before anything is decided anew.
+        if !self.settle().await {
+            return Err(self.shard.unavailable(
+                "its leader could not apply its own log; leadership moved or stalled",
+            ));
+        }
         let (start, end) = keys::state_range();
         let mut states = Vec::new();
         self.group()
@@ -185,8 +194,9 @@ impl Writer {
                 true
             })
             .map_err(|e| self.shard.read_error(e))?;
-        // The barrier applied this term's first entry, so every shard write of earlier terms is
-        // applied by now: the states just read are committed through the applied index.
+        // Everything in this leader's log is applied by now, every write of earlier terms and
+        // of earlier writers of this term: the states just read are committed through the
+        // applied index.
         let applied = self.group().metrics().borrow().last_applied;
         self.shard
             .answered_through(applied.map_or(0, |log_id| log_id.index));
@@ -205,30 +215,10 @@ impl Writer {
         Ok(())
     }
 
-    /// After a failed proposal: waits until this term's log is applied, so no decision of ours
-    /// with an unknown fate can land behind later ones. False if leadership is gone.
+    /// Waits until this leader's whole log is applied (after a failed proposal: so no decision
+    /// of ours with an unknown fate can land behind later ones). False if leadership is gone.
     async fn settle(&self) -> bool {
-        let mut metrics = self.group().metrics();
-        let target = metrics.borrow().last_log_index;
-        let waited = tokio::time::timeout(SETTLE_WAIT, async {
-            loop {
-                {
-                    let m = metrics.borrow_and_update();
-                    if m.current_term != self.term || m.state != ServerState::Leader {
-                        return false;
-                    }
-                    let applied = m.last_applied.map(|l| l.index);
-                    if applied >= target {
-                        return true;
-                    }
-                }
-                if metrics.changed().await.is_err() {
-                    return false;
-                }
-            }
-        })
-        .await;
-        waited.unwrap_or(false)
+        self.group().apply_own_log(self.term, SETTLE_WAIT).await
     }
 
     fn due_deadlines(&mut self) -> Vec<Job> {
