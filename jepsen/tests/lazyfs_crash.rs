@@ -90,6 +90,11 @@ fn a_crash_keeps_fsynced_data_and_loses_the_rest() {
         13,
         "sizes include pending writes; reproduce: {REPRODUCE}"
     );
+    assert_eq!(
+        lazyfs.unsynced_bytes(),
+        18 + 13,
+        "the appends not fsynced, by size; reproduce: {REPRODUCE}"
+    );
 
     lazyfs.crash();
     assert!(

@@ -123,6 +123,12 @@ impl LazyfsMount {
         }
     }
 
+    /// Bytes the files seen through the mount hold beyond their backing files: what a crash
+    /// now would lose, as far as sizes show it (appends; overwrites in place are not counted).
+    pub fn unsynced_bytes(&self) -> u64 {
+        size_beyond(&self.mount, &self.backing)
+    }
+
     /// SIGKILLs the daemon (every write not fsynced is gone with it) and detaches its mount;
     /// whoever still has files open there gets ENOTCONN.
     pub fn crash(&mut self) {
@@ -140,6 +146,28 @@ impl Drop for LazyfsMount {
     fn drop(&mut self) {
         self.crash();
     }
+}
+
+/// Sum over the files under `upper` of how much larger each is than the same path under
+/// `lower` (unreadable entries count 0).
+fn size_beyond(upper: &Path, lower: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(upper) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| {
+            let lower = lower.join(entry.file_name());
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => size_beyond(&entry.path(), &lower),
+                Ok(kind) if kind.is_file() => {
+                    let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+                    size(&entry.path()).saturating_sub(size(&lower))
+                }
+                _ => 0,
+            }
+        })
+        .sum()
 }
 
 /// Whether `path` is the root of a live FUSE mount.
