@@ -60,7 +60,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 60)]
     time_limit: u64,
     /// Faults: all, none, or a comma-separated list of kill, pause, partition, clock,
-    /// membership.
+    /// clock-big, membership, crash-unsynced (which mounts the data dirs through lazyfs).
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Where the history, verdicts, plots and node logs go (created; must not hold a history).
@@ -223,6 +223,9 @@ async fn run_in_cluster(
         3,
         topology.clone(),
     );
+    if kinds.contains(&NemesisKind::CrashUnsynced) {
+        cluster.mount_through_lazyfs(&std::env::current_exe().context("locating keel-jepsen")?);
+    }
     for id in cluster.ids() {
         cluster.start(id)?;
     }

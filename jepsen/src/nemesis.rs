@@ -36,16 +36,21 @@ pub enum NemesisKind {
     ClockBig,
     /// Replace a node: remove it from every group and add a fresh node in a free slot.
     Membership,
+    /// Crash a node's machine: SIGKILL the node and the lazyfs daemon its data dir is mounted
+    /// through, so every write it had not fsynced is lost; heal: start it on a fresh lazyfs.
+    /// Chosen, it mounts every node's data dir through lazyfs.
+    CrashUnsynced,
 }
 
 impl NemesisKind {
     /// What `all` runs: every fault Keel must survive without a violation.
-    pub const ALL: [NemesisKind; 5] = [
+    pub const ALL: [NemesisKind; 6] = [
         NemesisKind::Kill,
         NemesisKind::Pause,
         NemesisKind::Partition,
         NemesisKind::Clock,
         NemesisKind::Membership,
+        NemesisKind::CrashUnsynced,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +61,7 @@ impl NemesisKind {
             NemesisKind::Clock => "clock",
             NemesisKind::ClockBig => "clock-big",
             NemesisKind::Membership => "membership",
+            NemesisKind::CrashUnsynced => "crash-unsynced",
         }
     }
 
@@ -77,7 +83,7 @@ impl FromStr for NemesisKind {
         match known.into_iter().find(|k| k.name() == name) {
             Some(kind) => Ok(*kind),
             None => bail!(
-                "unknown nemesis {name:?}: use all, none, or a list of kill, pause, partition, clock, clock-big, membership"
+                "unknown nemesis {name:?}: use all, none, or a list of kill, pause, partition, clock, clock-big, membership, crash-unsynced"
             ),
         }
     }
@@ -93,6 +99,7 @@ pub struct Schedule {
 /// A fault in force and how to heal it.
 enum Injected {
     Killed(u64),
+    Crashed(u64),
     Paused(u64),
     Partitioned,
     Skewed(u64),
@@ -171,6 +178,15 @@ impl Nemesis {
                 cluster.kill(target).await?;
                 Injected::Killed(target)
             }
+            NemesisKind::CrashUnsynced => {
+                record(&fault);
+                let lost = cluster.crash_unsynced(target).await?;
+                fault.detail = match lost {
+                    Some(bytes) => format!("node {target} crashed: {bytes} unsynced bytes lost"),
+                    None => format!("node {target} killed (its data dir is not on lazyfs)"),
+                };
+                Injected::Crashed(target)
+            }
             NemesisKind::Pause => {
                 record(&fault);
                 cluster.pause(target)?;
@@ -241,7 +257,7 @@ impl Nemesis {
     async fn heal(&self, injected: Injected) -> Result<()> {
         let mut cluster = self.cluster.lock().await;
         match injected {
-            Injected::Killed(id) => cluster.start(id),
+            Injected::Killed(id) | Injected::Crashed(id) => cluster.start(id),
             Injected::Paused(id) => cluster.resume(id),
             Injected::Partitioned => self.topology.heal(),
             Injected::Skewed(id) => cluster.restart_with_clock(id, 0).await,
@@ -265,10 +281,18 @@ mod tests {
     fn lists_parse_and_all_leaves_out_big_clock_skew() {
         assert_eq!(NemesisKind::parse_list("all").unwrap(), NemesisKind::ALL);
         assert!(!NemesisKind::ALL.contains(&NemesisKind::ClockBig));
+        assert!(NemesisKind::ALL.contains(&NemesisKind::CrashUnsynced));
         assert_eq!(
             NemesisKind::parse_list("kill, clock-big").unwrap(),
             vec![NemesisKind::Kill, NemesisKind::ClockBig]
         );
+        assert_eq!(
+            NemesisKind::parse_list("crash-unsynced,kill").unwrap(),
+            vec![NemesisKind::CrashUnsynced, NemesisKind::Kill]
+        );
+        for kind in NemesisKind::ALL.iter().chain([&NemesisKind::ClockBig]) {
+            assert_eq!(kind.name().parse::<NemesisKind>().unwrap(), *kind);
+        }
         assert!(NemesisKind::parse_list("none").unwrap().is_empty());
         let error = NemesisKind::parse_list("kill,flood")
             .unwrap_err()
