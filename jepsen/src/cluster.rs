@@ -263,13 +263,13 @@ impl Cluster {
     }
 
     /// SIGKILLs node `id` and its lazyfs daemon, losing every write the node had not fsynced,
-    /// and detaches the mount ([`Cluster::start`] mounts a fresh daemon). Answers how many
-    /// bytes the node's files lost, by size (see [`LazyfsMount::unsynced_bytes`]); none and a
-    /// plain kill when the data dirs are not mounted through lazyfs.
-    pub async fn crash_unsynced(&mut self, id: u64) -> Result<Option<u64>> {
+    /// and detaches the mount ([`Cluster::start`] mounts a fresh daemon). Answers the node's
+    /// files that lost bytes, by size (see [`LazyfsMount::unsynced_files`]); none and a plain
+    /// kill when the data dirs are not mounted through lazyfs.
+    pub async fn crash_unsynced(&mut self, id: u64) -> Result<Option<Vec<(PathBuf, u64)>>> {
         self.kill(id).await?;
         Ok(self.member(id)?.lazyfs.as_mut().map(|lazyfs| {
-            let lost = lazyfs.unsynced_bytes();
+            let lost = lazyfs.unsynced_files();
             lazyfs.crash();
             lost
         }))

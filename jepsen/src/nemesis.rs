@@ -182,7 +182,19 @@ impl Nemesis {
                 record(&fault);
                 let lost = cluster.crash_unsynced(target).await?;
                 fault.detail = match lost {
-                    Some(bytes) => format!("node {target} crashed: {bytes} unsynced bytes lost"),
+                    Some(files) => {
+                        let total: u64 = files.iter().map(|(_, bytes)| bytes).sum();
+                        let largest: Vec<String> = files
+                            .iter()
+                            .take(3)
+                            .map(|(path, bytes)| format!("{} {bytes}", path.display()))
+                            .collect();
+                        format!(
+                            "node {target} crashed: {total} unsynced bytes lost in {} files ({})",
+                            files.len(),
+                            largest.join(", ")
+                        )
+                    }
                     None => format!("node {target} killed (its data dir is not on lazyfs)"),
                 };
                 Injected::Crashed(target)

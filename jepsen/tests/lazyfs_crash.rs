@@ -91,8 +91,11 @@ fn a_crash_keeps_fsynced_data_and_loses_the_rest() {
         "sizes include pending writes; reproduce: {REPRODUCE}"
     );
     assert_eq!(
-        lazyfs.unsynced_bytes(),
-        18 + 13,
+        lazyfs.unsynced_files(),
+        vec![
+            ("wal/synced.log".into(), 18),
+            ("wal/unsynced.log".into(), 13)
+        ],
         "the appends not fsynced, by size; reproduce: {REPRODUCE}"
     );
 

@@ -71,14 +71,18 @@ impl LazyfsMount {
         &self.backing
     }
 
-    pub fn is_running(&self) -> bool {
-        self.daemon.is_some()
-    }
-
-    /// Starts a daemon, unless one runs, and waits until its mount serves.
+    /// Starts a daemon, unless one runs, and waits until its mount serves. A daemon that
+    /// exited on its own is an error (a lazyfs bug: its mount answered ENOTCONN since).
     pub fn start(&mut self) -> Result<()> {
-        if self.daemon.is_some() {
-            return Ok(());
+        if let Some(daemon) = self.daemon.as_mut() {
+            return match daemon.try_wait()? {
+                None => Ok(()),
+                Some(status) => bail!(
+                    "the lazyfs daemon of {} exited on its own ({status}); see {}",
+                    self.mount.display(),
+                    self.log.display()
+                ),
+            };
         }
         for dir in [&self.backing, &self.mount] {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -123,10 +127,14 @@ impl LazyfsMount {
         }
     }
 
-    /// Bytes the files seen through the mount hold beyond their backing files: what a crash
-    /// now would lose, as far as sizes show it (appends; overwrites in place are not counted).
-    pub fn unsynced_bytes(&self) -> u64 {
-        size_beyond(&self.mount, &self.backing)
+    /// The files (relative to the mount) larger through the mount than in the backing dir, by
+    /// how much, largest first: what a crash now would lose, as far as sizes show it (appends;
+    /// overwrites in place are not counted).
+    pub fn unsynced_files(&self) -> Vec<(PathBuf, u64)> {
+        let mut files = Vec::new();
+        sizes_beyond(&self.mount, &self.backing, Path::new(""), &mut files);
+        files.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        files
     }
 
     /// SIGKILLs the daemon (every write not fsynced is gone with it) and detaches its mount;
@@ -148,26 +156,27 @@ impl Drop for LazyfsMount {
     }
 }
 
-/// Sum over the files under `upper` of how much larger each is than the same path under
-/// `lower` (unreadable entries count 0).
-fn size_beyond(upper: &Path, lower: &Path) -> u64 {
+/// Adds to `files` each file under `upper` larger than the same path under `lower`, named
+/// `relative`/name, with the difference (unreadable entries are skipped).
+fn sizes_beyond(upper: &Path, lower: &Path, relative: &Path, files: &mut Vec<(PathBuf, u64)>) {
     let Ok(entries) = std::fs::read_dir(upper) else {
-        return 0;
+        return;
     };
-    entries
-        .flatten()
-        .map(|entry| {
-            let lower = lower.join(entry.file_name());
-            match entry.file_type() {
-                Ok(kind) if kind.is_dir() => size_beyond(&entry.path(), &lower),
-                Ok(kind) if kind.is_file() => {
-                    let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
-                    size(&entry.path()).saturating_sub(size(&lower))
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let (lower, relative) = (lower.join(&name), relative.join(&name));
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => sizes_beyond(&entry.path(), &lower, &relative, files),
+            Ok(kind) if kind.is_file() => {
+                let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+                let beyond = size(&entry.path()).saturating_sub(size(&lower));
+                if beyond > 0 {
+                    files.push((relative, beyond));
                 }
-                _ => 0,
             }
-        })
-        .sum()
+            _ => {}
+        }
+    }
 }
 
 /// Whether `path` is the root of a live FUSE mount.
