@@ -3,6 +3,7 @@
 //! first round injects every chosen kind once, in a seeded order, so even a short run sees each.
 
 use std::{
+    path::PathBuf,
     str::FromStr,
     sync::Arc,
     time::{Duration, Instant},
@@ -36,9 +37,10 @@ pub enum NemesisKind {
     ClockBig,
     /// Replace a node: remove it from every group and add a fresh node in a free slot.
     Membership,
-    /// Crash a node's machine: SIGKILL the node and the lazyfs daemon its data dir is mounted
-    /// through, so every write it had not fsynced is lost; heal: start it on a fresh lazyfs.
-    /// Chosen, it mounts every node's data dir through lazyfs.
+    /// Crash a node's machine, or half the time every member's at once (a power loss): SIGKILL
+    /// the node and the lazyfs daemon its data dir is mounted through, so every write it had
+    /// not fsynced is lost; heal: start it on a fresh lazyfs. Chosen, it mounts every node's
+    /// data dir through lazyfs.
     CrashUnsynced,
 }
 
@@ -99,7 +101,7 @@ pub struct Schedule {
 /// A fault in force and how to heal it.
 enum Injected {
     Killed(u64),
-    Crashed(u64),
+    Crashed(Vec<u64>),
     Paused(u64),
     Partitioned,
     Skewed(u64),
@@ -179,25 +181,19 @@ impl Nemesis {
                 Injected::Killed(target)
             }
             NemesisKind::CrashUnsynced => {
+                // Half the time every member at once, as a power loss: then what no quorum
+                // fsynced is gone everywhere.
+                if rng.random_bool(0.5) {
+                    fault.nodes = ids.clone();
+                }
                 record(&fault);
-                let lost = cluster.crash_unsynced(target).await?;
-                fault.detail = match lost {
-                    Some(files) => {
-                        let total: u64 = files.iter().map(|(_, bytes)| bytes).sum();
-                        let largest: Vec<String> = files
-                            .iter()
-                            .take(3)
-                            .map(|(path, bytes)| format!("{} {bytes}", path.display()))
-                            .collect();
-                        format!(
-                            "node {target} crashed: {total} unsynced bytes lost in {} files ({})",
-                            files.len(),
-                            largest.join(", ")
-                        )
-                    }
-                    None => format!("node {target} killed (its data dir is not on lazyfs)"),
-                };
-                Injected::Crashed(target)
+                let mut details = Vec::new();
+                for &id in &fault.nodes {
+                    let lost = cluster.crash_unsynced(id).await?;
+                    details.push(describe_crash(id, lost));
+                }
+                fault.detail = details.join("; ");
+                Injected::Crashed(fault.nodes.clone())
             }
             NemesisKind::Pause => {
                 record(&fault);
@@ -269,13 +265,33 @@ impl Nemesis {
     async fn heal(&self, injected: Injected) -> Result<()> {
         let mut cluster = self.cluster.lock().await;
         match injected {
-            Injected::Killed(id) | Injected::Crashed(id) => cluster.start(id),
+            Injected::Killed(id) => cluster.start(id),
+            Injected::Crashed(ids) => ids.into_iter().try_for_each(|id| cluster.start(id)),
             Injected::Paused(id) => cluster.resume(id),
             Injected::Partitioned => self.topology.heal(),
             Injected::Skewed(id) => cluster.restart_with_clock(id, 0).await,
             Injected::Replaced => Ok(()),
         }
     }
+}
+
+/// What a crash of node `id` lost: its files that lost bytes (the largest three named), or
+/// that it was a plain kill.
+fn describe_crash(id: u64, lost: Option<Vec<(PathBuf, u64)>>) -> String {
+    let Some(files) = lost else {
+        return format!("node {id} killed (its data dir is not on lazyfs)");
+    };
+    let total: u64 = files.iter().map(|(_, bytes)| bytes).sum();
+    let largest: Vec<String> = files
+        .iter()
+        .take(3)
+        .map(|(path, bytes)| format!("{} {bytes}", path.display()))
+        .collect();
+    format!(
+        "node {id} crashed: {total} unsynced bytes lost in {} files ({})",
+        files.len(),
+        largest.join(", ")
+    )
 }
 
 fn between(rng: &mut StdRng, (low, high): (Duration, Duration)) -> Duration {
