@@ -412,11 +412,15 @@ impl Cluster {
         Ok(())
     }
 
-    /// Kills every node and unmounts its lazyfs, if any.
+    /// Kills every node, then its lazyfs daemon, if any (dropping a mount kills its daemon and
+    /// detaches it).
     pub async fn stop_all(&mut self) {
         for id in self.ids() {
             let _ = self.resume(id);
-            let _ = self.crash_unsynced(id).await;
+            let _ = self.kill(id).await;
+        }
+        for node in self.nodes.values_mut() {
+            node.lazyfs = None;
         }
     }
 
