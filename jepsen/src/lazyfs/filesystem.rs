@@ -947,3 +947,34 @@ fn set_times(path: &Path, atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>) ->
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Run with `cargo test -p keel-jepsen lazyfs::filesystem`.
+    use super::*;
+
+    #[test]
+    fn past_the_memory_bound_the_file_written_is_written_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, b"").unwrap();
+        let lazyfs = LazyFs::new(dir.path(), 8).unwrap();
+        let mut state = lazyfs.state();
+        let file = open_backing(&path).unwrap();
+        let key = key_of(&file.metadata().unwrap());
+        let fh = state.open_handle(file, key);
+        let handle = state.handle(fh).unwrap();
+
+        state.write(&handle, 0, b"1234", 8).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"", "4 bytes stay pending");
+        assert_eq!(state.read(&handle, 0, 100).unwrap(), b"1234");
+        state.write(&handle, 4, b"56789", 8).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"123456789",
+            "9 bytes pending are past the bound of 8: written back"
+        );
+        assert_eq!(state.pending_bytes, 0);
+        assert!(state.pending.is_empty());
+    }
+}
