@@ -1,7 +1,8 @@
 //! The `keel node` processes under test: each runs in its slot's network namespace, with its own
-//! data dir and log in the report dir, optionally under libfaketime with a clock offset. The
-//! nemesis kills, pauses, skews and replaces them through this module; membership changes go
-//! through `keel cluster`, as an operator's would.
+//! data dir and log in the report dir, optionally under libfaketime with a clock offset, and
+//! optionally with its data dir mounted through lazyfs. The nemesis kills, pauses, skews,
+//! crashes and replaces them through this module; membership changes go through `keel cluster`,
+//! as an operator's would.
 
 use std::{
     collections::BTreeMap,
@@ -15,7 +16,7 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::process::{Child, Command};
 
-use crate::topology::Topology;
+use crate::{lazyfs::LazyfsMount, topology::Topology};
 
 /// The port every node listens on, in its own namespace.
 pub const PORT: u16 = 7233;
@@ -41,6 +42,9 @@ pub struct Node {
     pub clock_offset_ms: i64,
     child: Option<Child>,
     paused: bool,
+    /// The lazyfs daemon its data dir is mounted through, once started (dropped after `child`,
+    /// so the node is killed before its mount goes).
+    lazyfs: Option<LazyfsMount>,
 }
 
 impl Node {
@@ -77,6 +81,8 @@ pub struct Cluster {
     /// members (as a user's configuration would).
     pub member_slots: Arc<RwLock<Vec<usize>>>,
     next_id: u64,
+    /// The keel-jepsen binary that serves lazyfs, when data dirs are mounted through it.
+    lazyfs_program: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -114,7 +120,15 @@ impl Cluster {
             nodes,
             initial_peers,
             next_id: members as u64 + 1,
+            lazyfs_program: None,
         }
+    }
+
+    /// Mounts every node's data dir through lazyfs (served by `program`, a keel-jepsen binary)
+    /// from its next start on: files stay in `node-ID.backing`, the node sees them at its data
+    /// dir, and [`Cluster::crash_unsynced`] can drop what it did not fsync.
+    pub fn mount_through_lazyfs(&mut self, program: &Path) {
+        self.lazyfs_program = Some(program.to_path_buf());
     }
 
     fn node(
@@ -135,6 +149,7 @@ impl Cluster {
             clock_offset_ms: 0,
             child: None,
             paused: false,
+            lazyfs: None,
         }
     }
 
@@ -174,7 +189,17 @@ impl Cluster {
         };
         let namespace = self.topology.node_namespace(namespace);
         let peers = self.initial_peers.clone();
+        let lazyfs_program = self.lazyfs_program.clone();
+        let log_dir = self.log_dir.clone();
         let node = self.member(id)?;
+        if let Some(program) = lazyfs_program {
+            let backing = node.data_dir.with_extension("backing");
+            let log = log_dir.join(format!("node-{id}-lazyfs.log"));
+            node.lazyfs
+                .get_or_insert_with(|| LazyfsMount::new(&program, &backing, &node.data_dir, &log))
+                .start()
+                .with_context(|| format!("mounting node {id}'s data dir through lazyfs"))?;
+        }
         let peers = if node.joined {
             format!("{peers},{}={}", node.id, node.address)
         } else {
@@ -237,6 +262,19 @@ impl Cluster {
         Ok(())
     }
 
+    /// SIGKILLs node `id` and its lazyfs daemon, losing every write the node had not fsynced,
+    /// and detaches the mount ([`Cluster::start`] mounts a fresh daemon). Answers the node's
+    /// files that lost bytes, by size (see [`LazyfsMount::unsynced_files`]); none and a plain
+    /// kill when the data dirs are not mounted through lazyfs.
+    pub async fn crash_unsynced(&mut self, id: u64) -> Result<Option<Vec<(PathBuf, u64)>>> {
+        self.kill(id).await?;
+        Ok(self.member(id)?.lazyfs.as_mut().map(|lazyfs| {
+            let lost = lazyfs.unsynced_files();
+            lazyfs.crash();
+            lost
+        }))
+    }
+
     /// SIGSTOPs node `id`.
     pub fn pause(&mut self, id: u64) -> Result<()> {
         let node = self.member(id)?;
@@ -285,7 +323,11 @@ impl Cluster {
             timeout,
         )
         .await?;
-        if let Some(old) = self.nodes.remove(&id) {
+        if let Some(mut old) = self.nodes.remove(&id) {
+            if let Some(mut lazyfs) = old.lazyfs.take() {
+                lazyfs.crash();
+                std::fs::remove_dir_all(lazyfs.backing()).ok();
+            }
             std::fs::remove_dir_all(&old.data_dir).ok();
         }
         let new_id = self.next_id;
@@ -370,11 +412,15 @@ impl Cluster {
         Ok(())
     }
 
-    /// Kills every node.
+    /// Kills every node, then its lazyfs daemon, if any (dropping a mount kills its daemon and
+    /// detaches it).
     pub async fn stop_all(&mut self) {
         for id in self.ids() {
             let _ = self.resume(id);
             let _ = self.kill(id).await;
+        }
+        for node in self.nodes.values_mut() {
+            node.lazyfs = None;
         }
     }
 

@@ -38,6 +38,20 @@ enum CommandArgs {
         /// A history.jsonl written by `run`.
         history: PathBuf,
     },
+    /// Serve a lazyfs mount in the foreground (needs root): BACKING passed through at MOUNT,
+    /// except that file data stays in this process's memory until the file is fsynced. Kill it
+    /// to lose the unsynced writes (then `umount -l MOUNT`); unmount MOUNT to stop it cleanly.
+    Lazyfs {
+        /// The directory holding the files.
+        #[arg(long)]
+        backing: PathBuf,
+        /// Where to mount it (an existing directory).
+        #[arg(long)]
+        mount: PathBuf,
+        /// Pending data bound in MiB: past it, the file being written is written back.
+        #[arg(long, default_value_t = keel_jepsen::lazyfs::DEFAULT_MAX_PENDING_MIB)]
+        max_pending_mib: usize,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -46,7 +60,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 60)]
     time_limit: u64,
     /// Faults: all, none, or a comma-separated list of kill, pause, partition, clock,
-    /// membership.
+    /// clock-big, membership, crash-unsynced (which mounts the data dirs through lazyfs).
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Where the history, verdicts, plots and node logs go (created; must not hold a history).
@@ -105,6 +119,11 @@ fn main() -> ExitCode {
     let outcome = match args.command {
         CommandArgs::Check { history } => check(&history),
         CommandArgs::Run(run_args) => run(run_args),
+        CommandArgs::Lazyfs {
+            backing,
+            mount,
+            max_pending_mib,
+        } => keel_jepsen::lazyfs::serve(&backing, &mount, max_pending_mib << 20).map(|()| true),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -204,6 +223,9 @@ async fn run_in_cluster(
         3,
         topology.clone(),
     );
+    if kinds.contains(&NemesisKind::CrashUnsynced) {
+        cluster.mount_through_lazyfs(&std::env::current_exe().context("locating keel-jepsen")?);
+    }
     for id in cluster.ids() {
         cluster.start(id)?;
     }

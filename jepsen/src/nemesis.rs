@@ -3,6 +3,7 @@
 //! first round injects every chosen kind once, in a seeded order, so even a short run sees each.
 
 use std::{
+    path::PathBuf,
     str::FromStr,
     sync::Arc,
     time::{Duration, Instant},
@@ -36,16 +37,22 @@ pub enum NemesisKind {
     ClockBig,
     /// Replace a node: remove it from every group and add a fresh node in a free slot.
     Membership,
+    /// Crash a node's machine, or half the time every member's at once (a power loss): SIGKILL
+    /// the node and the lazyfs daemon its data dir is mounted through, so every write it had
+    /// not fsynced is lost; heal: start it on a fresh lazyfs. Chosen, it mounts every node's
+    /// data dir through lazyfs.
+    CrashUnsynced,
 }
 
 impl NemesisKind {
     /// What `all` runs: every fault Keel must survive without a violation.
-    pub const ALL: [NemesisKind; 5] = [
+    pub const ALL: [NemesisKind; 6] = [
         NemesisKind::Kill,
         NemesisKind::Pause,
         NemesisKind::Partition,
         NemesisKind::Clock,
         NemesisKind::Membership,
+        NemesisKind::CrashUnsynced,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +63,7 @@ impl NemesisKind {
             NemesisKind::Clock => "clock",
             NemesisKind::ClockBig => "clock-big",
             NemesisKind::Membership => "membership",
+            NemesisKind::CrashUnsynced => "crash-unsynced",
         }
     }
 
@@ -77,7 +85,7 @@ impl FromStr for NemesisKind {
         match known.into_iter().find(|k| k.name() == name) {
             Some(kind) => Ok(*kind),
             None => bail!(
-                "unknown nemesis {name:?}: use all, none, or a list of kill, pause, partition, clock, clock-big, membership"
+                "unknown nemesis {name:?}: use all, none, or a list of kill, pause, partition, clock, clock-big, membership, crash-unsynced"
             ),
         }
     }
@@ -93,6 +101,7 @@ pub struct Schedule {
 /// A fault in force and how to heal it.
 enum Injected {
     Killed(u64),
+    Crashed(Vec<u64>),
     Paused(u64),
     Partitioned,
     Skewed(u64),
@@ -171,6 +180,21 @@ impl Nemesis {
                 cluster.kill(target).await?;
                 Injected::Killed(target)
             }
+            NemesisKind::CrashUnsynced => {
+                // Half the time every member at once, as a power loss: then what no quorum
+                // fsynced is gone everywhere.
+                if rng.random_bool(0.5) {
+                    fault.nodes = ids.clone();
+                }
+                record(&fault);
+                let mut details = Vec::new();
+                for &id in &fault.nodes {
+                    let lost = cluster.crash_unsynced(id).await?;
+                    details.push(describe_crash(id, lost));
+                }
+                fault.detail = details.join("; ");
+                Injected::Crashed(fault.nodes.clone())
+            }
             NemesisKind::Pause => {
                 record(&fault);
                 cluster.pause(target)?;
@@ -242,12 +266,32 @@ impl Nemesis {
         let mut cluster = self.cluster.lock().await;
         match injected {
             Injected::Killed(id) => cluster.start(id),
+            Injected::Crashed(ids) => ids.into_iter().try_for_each(|id| cluster.start(id)),
             Injected::Paused(id) => cluster.resume(id),
             Injected::Partitioned => self.topology.heal(),
             Injected::Skewed(id) => cluster.restart_with_clock(id, 0).await,
             Injected::Replaced => Ok(()),
         }
     }
+}
+
+/// What a crash of node `id` lost: its files that lost bytes (the largest three named), or
+/// that it was a plain kill.
+fn describe_crash(id: u64, lost: Option<Vec<(PathBuf, u64)>>) -> String {
+    let Some(files) = lost else {
+        return format!("node {id} killed (its data dir is not on lazyfs)");
+    };
+    let total: u64 = files.iter().map(|(_, bytes)| bytes).sum();
+    let largest: Vec<String> = files
+        .iter()
+        .take(3)
+        .map(|(path, bytes)| format!("{} {bytes}", path.display()))
+        .collect();
+    format!(
+        "node {id} crashed: {total} unsynced bytes lost in {} files ({})",
+        files.len(),
+        largest.join(", ")
+    )
 }
 
 fn between(rng: &mut StdRng, (low, high): (Duration, Duration)) -> Duration {
@@ -265,10 +309,18 @@ mod tests {
     fn lists_parse_and_all_leaves_out_big_clock_skew() {
         assert_eq!(NemesisKind::parse_list("all").unwrap(), NemesisKind::ALL);
         assert!(!NemesisKind::ALL.contains(&NemesisKind::ClockBig));
+        assert!(NemesisKind::ALL.contains(&NemesisKind::CrashUnsynced));
         assert_eq!(
             NemesisKind::parse_list("kill, clock-big").unwrap(),
             vec![NemesisKind::Kill, NemesisKind::ClockBig]
         );
+        assert_eq!(
+            NemesisKind::parse_list("crash-unsynced,kill").unwrap(),
+            vec![NemesisKind::CrashUnsynced, NemesisKind::Kill]
+        );
+        for kind in NemesisKind::ALL.iter().chain([&NemesisKind::ClockBig]) {
+            assert_eq!(kind.name().parse::<NemesisKind>().unwrap(), *kind);
+        }
         assert!(NemesisKind::parse_list("none").unwrap().is_empty());
         let error = NemesisKind::parse_list("kill,flood")
             .unwrap_err()
