@@ -215,26 +215,40 @@ impl ShardGroup {
     /// A leader that decides writes from applied state and fences them by term calls this
     /// before deciding. False if this node stops leading in `term` or the wait runs out.
     pub async fn apply_own_log(&self, term: u64, within: Duration) -> bool {
+        let target = self.inner.raft.metrics().borrow().last_log_index;
+        let me = self.inner.node;
+        self.wait_for(within, |m| {
+            if m.current_term != term || m.current_leader != Some(me) {
+                Some(false)
+            } else {
+                (m.last_applied.map(|l| l.index) >= target).then_some(true)
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Checks the group's metrics now and after every change until `check` answers, for up to
+    /// `within`; None if the time runs out or the group stops.
+    pub async fn wait_for<T>(
+        &self,
+        within: Duration,
+        mut check: impl FnMut(&RaftMetrics<NodeId, BasicNode>) -> Option<T>,
+    ) -> Option<T> {
         let mut metrics = self.inner.raft.metrics();
-        let target = metrics.borrow().last_log_index;
-        let waited = tokio::time::timeout(within, async {
+        tokio::time::timeout(within, async {
             loop {
-                {
-                    let m = metrics.borrow_and_update();
-                    if m.current_term != term || m.current_leader != Some(self.inner.node) {
-                        return false;
-                    }
-                    if m.last_applied.map(|l| l.index) >= target {
-                        return true;
-                    }
+                if let Some(answer) = check(&metrics.borrow_and_update()) {
+                    return Some(answer);
                 }
                 if metrics.changed().await.is_err() {
-                    return false;
+                    return None;
                 }
             }
         })
-        .await;
-        waited.unwrap_or(false)
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Linearizable read of one application key: [`ShardGroup::ensure_linearizable`] then a

@@ -154,54 +154,36 @@ pub(crate) async fn hand_over(
 
 /// Waits until `to` has acknowledged every entry in this node's log.
 async fn wait_for_target(group: &ShardGroup, to: NodeId) -> Result<(), String> {
-    let mut metrics = group.metrics();
-    let caught_up = tokio::time::timeout(CATCH_UP_WAIT, async {
-        loop {
-            {
-                let m = metrics.borrow_and_update();
-                let matched = m
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.get(&to).cloned().flatten())
-                    .map(|log| log.index);
-                if matched >= m.last_log_index {
-                    return Ok(());
-                }
-                if m.current_leader != Some(m.id) {
-                    return Err("this node lost leadership meanwhile".to_string());
-                }
+    group
+        .wait_for(CATCH_UP_WAIT, |m| {
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&to).cloned().flatten())
+                .map(|log| log.index);
+            if matched >= m.last_log_index {
+                Some(Ok(()))
+            } else if m.current_leader != Some(m.id) {
+                Some(Err("this node lost leadership meanwhile".to_string()))
+            } else {
+                None
             }
-            if metrics.changed().await.is_err() {
-                return Err("the group stopped".to_string());
-            }
-        }
-    })
-    .await;
-    caught_up.unwrap_or_else(|_| {
-        Err(format!(
-            "node {to} did not catch up within {CATCH_UP_WAIT:?}"
-        ))
-    })
+        })
+        .await
+        .unwrap_or_else(|| {
+            Err(format!(
+                "node {to} did not catch up within {CATCH_UP_WAIT:?}"
+            ))
+        })
 }
 
 /// Waits until this node knows of a leader other than itself; returns it.
 async fn wait_for_new_leader(group: &ShardGroup, within: Duration) -> Result<NodeId, String> {
-    let mut metrics = group.metrics();
     let me = group.node_id();
-    let seen = tokio::time::timeout(within, async {
-        loop {
-            if let Some(leader) = metrics.borrow_and_update().current_leader {
-                if leader != me {
-                    return Ok(leader);
-                }
-            }
-            if metrics.changed().await.is_err() {
-                return Err("the group stopped".to_string());
-            }
-        }
-    })
-    .await;
-    seen.unwrap_or_else(|_| Err(format!("no new leader within {within:?}")))
+    group
+        .wait_for(within, |m| m.current_leader.filter(|leader| *leader != me))
+        .await
+        .ok_or_else(|| format!("no new leader within {within:?}"))
 }
 
 fn millis(duration: Duration) -> u64 {

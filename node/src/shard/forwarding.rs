@@ -104,29 +104,14 @@ pub async fn read_barrier(
 
 /// Waits until this node's replica of `group` has applied the log up to `index`.
 async fn applied_through(group: &ShardGroup, index: u64) -> Result<(), String> {
-    let mut metrics = group.metrics();
-    let caught_up = tokio::time::timeout(FORWARD_TIMEOUT, async {
-        loop {
-            if metrics
-                .borrow_and_update()
-                .last_applied
-                .map_or(0, |l| l.index)
-                >= index
-            {
-                return true;
-            }
-            if metrics.changed().await.is_err() {
-                return false;
-            }
-        }
-    })
-    .await;
-    match caught_up {
-        Ok(true) => Ok(()),
-        _ => Err(format!(
-            "this replica did not apply up to the leader's index {index} in time"
-        )),
-    }
+    group
+        .wait_for(FORWARD_TIMEOUT, |m| {
+            (m.last_applied.map_or(0, |l| l.index) >= index).then_some(())
+        })
+        .await
+        .ok_or_else(|| {
+            format!("this replica did not apply up to the leader's index {index} in time")
+        })
 }
 
 impl Shard {
