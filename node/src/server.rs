@@ -117,11 +117,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         node_id: config.node_id,
     };
     let store = Store::open(&config.data_dir.join("db"), &identity)?;
+    let applier = WriteSetApplier::default();
+    let runs = applier.runs.clone();
     let registry = GroupRegistry::new(
         config.node_id,
         &config.cluster_id,
         store.clone(),
-        Arc::new(WriteSetApplier),
+        Arc::new(applier),
         &GroupConfig::default(),
         config.data_dir.join("snapshots"),
         LinkFaults::default(),
@@ -168,6 +170,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         shards: std::sync::OnceLock::new(),
         peers,
         owner: MatchingOwner::new(metadata.clone()),
+        runs,
     });
     let mut shards = Vec::new();
     for group in 1..=config.shards {

@@ -23,6 +23,7 @@ pub mod kv;
 mod log_limit;
 mod log_store;
 mod network;
+mod recent_entries;
 mod records;
 mod registry;
 mod service;

@@ -5,12 +5,14 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use keel_storage::{keys, Cf, GroupId, Store};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, Vote};
 
 use crate::codec;
+use crate::recent_entries::RecentEntries;
 use crate::records::{decode_record, read_record, storage_error, write_synced, StorageResult};
 use crate::types::{KeelRaft, NodeId};
 
@@ -20,17 +22,27 @@ const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const PURGED: &[u8] = b"purged";
 
-/// Raft log storage of one group. Cheap to clone (the reader is a clone).
+/// Raft log storage of one group. Cheap to clone (the reader is a clone, sharing the tail of
+/// recent entries).
 #[derive(Clone)]
 pub struct GroupLogStore {
     store: Store,
     group: GroupId,
+    recent: Arc<Mutex<RecentEntries>>,
 }
 
 impl GroupLogStore {
     /// The log of `group` in `store`.
     pub fn new(store: Store, group: GroupId) -> Self {
-        GroupLogStore { store, group }
+        GroupLogStore {
+            store,
+            group,
+            recent: Arc::default(),
+        }
+    }
+
+    fn recent(&self) -> MutexGuard<'_, RecentEntries> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -76,6 +88,9 @@ impl RaftLogReader<KeelRaft> for GroupLogStore {
         range: RB,
     ) -> StorageResult<Vec<Entry>> {
         let (start, end) = index_bounds(&range);
+        if let Some(entries) = self.recent().get(start, end) {
+            return Ok(entries);
+        }
         let start_key = keys::log_key(self.group, start);
         let end_key = match end {
             Some(end) => keys::log_key(self.group, end).to_vec(),
@@ -170,13 +185,16 @@ impl RaftLogStorage<KeelRaft> for GroupLogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = self.store.batch();
+        let mut recent = self.recent();
         for entry in entries {
+            recent.appended(&entry);
             batch.put(
                 Cf::RaftLog,
                 &keys::log_key(self.group, entry.log_id.index),
                 &codec::encode(&entry),
             );
         }
+        drop(recent);
         self.store.write_synced(batch, move |result| {
             callback.log_io_completed(result.map_err(io::Error::other));
         });
@@ -184,6 +202,7 @@ impl RaftLogStorage<KeelRaft> for GroupLogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        self.recent().truncated(log_id.index);
         let start = keys::log_key(self.group, log_id.index);
         let (_, end) = keys::group_range(self.group);
         let mut batch = self.store.batch();
@@ -196,6 +215,7 @@ impl RaftLogStorage<KeelRaft> for GroupLogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         // The purged record and the deletion are one synced write; its fsync also makes durable
         // every state-machine write before it, so no applied entry is lost with its log.
+        self.recent().purged(log_id.index);
         let start = keys::log_key(self.group, 0);
         let end = keys::log_key(self.group, log_id.index.saturating_add(1));
         let mut batch = self.store.batch();

@@ -412,13 +412,20 @@ impl Frontend {
             .map(|t| t.run_id.clone())
             .unwrap_or(execution.run_id);
         let shard = self.shard(&namespace.id, &execution.workflow_id).clone();
-        let mut changes = shard.changes();
         let deadline = self.poll_deadline();
         // One barrier makes the first read linearizable; a long poll's later reads follow this
         // replica's applied state, which only moves forward from there.
         shard.barrier().await?;
+        // No run id: the run current now, followed to its end (as Temporal does).
+        let run_id = match run_id.is_empty() {
+            true => shard
+                .current_run(&namespace.id, &execution.workflow_id)?
+                .ok_or_else(|| crate::shard::run_not_found(&execution.workflow_id, ""))?,
+            false => run_id,
+        };
+        let mut changes = shard.watch_run(&namespace.id, &execution.workflow_id, &run_id);
         loop {
-            changes.borrow_and_update();
+            changes.mark_seen();
             let state = shard
                 .load_state(&namespace.id, &execution.workflow_id, &run_id)?
                 .ok_or_else(|| crate::shard::run_not_found(&execution.workflow_id, &run_id))?;

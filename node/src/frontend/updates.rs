@@ -281,12 +281,12 @@ impl Frontend {
         deadline: tokio::time::Instant,
     ) -> Result<UpdateStatus, Status> {
         let shard = self.shard(&namespace.id, workflow_id);
-        let mut changes = shard.changes();
+        let mut changes = shard.watch_run(&namespace.id, workflow_id, run_id);
         // The update was admitted through the shard's leader: on a follower, read only once
         // this replica has applied that far.
         shard.catch_up().await?;
         loop {
-            changes.borrow_and_update();
+            changes.mark_seen();
             let state = shard
                 .load_state(&namespace.id, workflow_id, run_id)?
                 .ok_or_else(|| crate::shard::run_not_found(workflow_id, run_id))?;
@@ -302,11 +302,7 @@ impl Frontend {
                 return Err(Status::not_found("workflow execution already completed"));
             }
             tokio::select! {
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        return Ok(status);
-                    }
-                }
+                _ = changes.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => return Ok(status),
             }
         }

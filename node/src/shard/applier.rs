@@ -60,16 +60,19 @@ pub const FENCED: &[u8] = b"fenced";
 /// Response when the command could not be decoded.
 pub const REJECTED: &[u8] = b"rejected";
 
-/// Applies [`WriteSet`]s.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct WriteSetApplier;
+/// Applies [`WriteSet`]s, recording which runs' mutable states each one wrote.
+#[derive(Clone, Default)]
+pub struct WriteSetApplier {
+    /// Where applied run changes are recorded for long polls.
+    pub runs: std::sync::Arc<super::run_changes::RunChanges>,
+}
 
 impl Applier for WriteSetApplier {
     fn apply(
         &self,
-        _group: GroupId,
+        group: GroupId,
         term: u64,
-        _index: u64,
+        index: u64,
         command: &[u8],
         writes: &mut GroupWrites<'_>,
     ) -> Bytes {
@@ -84,6 +87,9 @@ impl Applier for WriteSetApplier {
         }
         for (key, value) in &set.puts {
             writes.put(key, value);
+            if super::keys::is_state(key) {
+                self.runs.record(group, index, key);
+            }
         }
         Bytes::from_static(APPLIED)
     }

@@ -39,6 +39,11 @@ pub fn state(namespace_id: &str, workflow_id: &str, run_id: &str) -> Vec<u8> {
     key(STATE, &[namespace_id, workflow_id, run_id])
 }
 
+/// True for the key of a run's mutable state.
+pub fn is_state(key: &[u8]) -> bool {
+    key.first() == Some(&STATE)
+}
+
 /// Range of every mutable state in the shard.
 pub fn state_range() -> (Vec<u8>, Vec<u8>) {
     (vec![STATE], vec![STATE + 1])

@@ -8,6 +8,7 @@ pub mod applier;
 pub mod balance;
 pub mod forwarding;
 pub mod keys;
+pub mod run_changes;
 mod transfer;
 mod writer;
 
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use keel_raft::{GroupError, GroupRegistry, NodeId, ReadError, ShardGroup};
 use prost::Message;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::proto::update::Request as UpdateRequest;
 use crate::engine::proto::HistoryEvent;
@@ -163,6 +164,8 @@ pub struct ShardContext {
     pub peers: Arc<forwarding::PeerClients>,
     /// Where matching runs.
     pub owner: crate::matching::MatchingOwner,
+    /// Applied run changes, for long polls (shared with the node's applier).
+    pub runs: Arc<run_changes::RunChanges>,
 }
 
 /// One shard group as the node serves it.
@@ -171,7 +174,6 @@ pub struct Shard {
     group: ShardGroup,
     context: Arc<ShardContext>,
     writer: Mutex<Option<(u64, mpsc::Sender<Job>)>>,
-    changes: watch::Sender<u64>,
     deliveries: Mutex<HashSet<Delivery>>,
     /// On the leader: the log index through which its writer's answers so far are committed.
     answered_through: AtomicU64,
@@ -211,14 +213,13 @@ impl Shard {
             group,
             context,
             writer: Mutex::new(None),
-            changes: watch::channel(0).0,
             deliveries: Mutex::new(HashSet::new()),
             answered_through: AtomicU64::new(0),
             forwarded_through: AtomicU64::new(0),
             handover: tokio::sync::RwLock::new(()),
         });
         tokio::spawn(writer::follow_leadership(Arc::downgrade(&shard)));
-        tokio::spawn(tick_on_apply(Arc::downgrade(&shard)));
+        tokio::spawn(publish_applied_runs(Arc::downgrade(&shard)));
         shard
     }
 
@@ -481,29 +482,48 @@ impl Shard {
             .map_err(|e| self.read_error(e))
     }
 
-    /// Ticks whenever this replica applies more of the shard's log (for long polls on history
-    /// and updates).
-    pub fn changes(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+    /// Watches one run for changes this replica applies (for long polls on history and
+    /// updates): mark it seen, read the run, then wait.
+    pub fn watch_run(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+    ) -> run_changes::RunWatch {
+        self.context.runs.watch(
+            self.group.id(),
+            &keys::state(namespace_id, workflow_id, run_id),
+        )
     }
 }
 
-/// Ticks [`Shard::changes`] whenever this replica applies more of the shard's log (on leaders
-/// and followers alike). Ends when the shard is dropped.
-async fn tick_on_apply(shard: Weak<Shard>) {
+/// Publishes the run changes this replica has applied whenever its applied index moves (on
+/// leaders and followers alike), and wakes every waiter of the shard when a snapshot changed
+/// its state wholesale. Ends when the shard is dropped.
+async fn publish_applied_runs(shard: Weak<Shard>) {
     let Some(mut metrics) = shard.upgrade().map(|s| s.group.metrics()) else {
         return;
     };
-    let mut applied = None;
+    let (mut applied, mut snapshot) = (None, None);
     loop {
-        let now_applied = metrics.borrow_and_update().last_applied;
+        let (now_applied, now_snapshot) = {
+            let m = metrics.borrow_and_update();
+            (m.last_applied, m.snapshot)
+        };
+        let Some(current) = shard.upgrade() else {
+            return;
+        };
+        let group = current.group.id();
+        if now_snapshot != snapshot {
+            snapshot = now_snapshot;
+            current.context.runs.publish_all(group);
+        }
         if now_applied != applied {
             applied = now_applied;
-            match shard.upgrade() {
-                Some(shard) => shard.changes.send_modify(|tick| *tick += 1),
-                None => return,
-            }
+            let index = applied.map_or(0, |log_id| log_id.index);
+            current.context.runs.publish(group, index);
         }
+        drop(current);
         if metrics.changed().await.is_err() {
             return;
         }
