@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tokio::process::{Child, Command};
 
+use crate::server::ShardCount;
+
 /// The cluster to start.
 pub struct DevCluster {
     /// Client port of node 1.
@@ -15,7 +17,7 @@ pub struct DevCluster {
     /// Data of node I goes to `data_dir/node-I`.
     pub data_dir: PathBuf,
     /// Shard groups.
-    pub shards: u64,
+    pub shards: ShardCount,
     /// Nodes (at least 2).
     pub nodes: u16,
     /// Flags passed on to every node (limits, long polls).
@@ -29,18 +31,23 @@ impl DevCluster {
         let peers: Vec<String> = (1..=self.nodes)
             .map(|i| format!("{i}={}", address(i)))
             .collect();
+        let data_dir = self.data_dir.join(format!("node-{id}"));
         let mut args = vec![
             "node".to_string(),
             format!("--node-id={id}"),
             "--cluster-id=keel-dev".to_string(),
             format!("--listen={}", address(id)),
             format!("--peer={}", peers.join(",")),
-            format!(
-                "--data-dir={}",
-                self.data_dir.join(format!("node-{id}")).display()
-            ),
-            format!("--shards={}", self.shards),
+            format!("--data-dir={}", data_dir.display()),
         ];
+        // A default goes only to a new data dir: an existing one keeps the count it has.
+        match self.shards {
+            ShardCount::Given(count) => args.push(format!("--shards={count}")),
+            ShardCount::Default(count) if !data_dir.join("db").exists() => {
+                args.push(format!("--shards={count}"))
+            }
+            ShardCount::Default(_) => {}
+        }
         args.extend(self.node_flags.iter().cloned());
         args
     }

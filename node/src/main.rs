@@ -28,7 +28,12 @@ use clap::{Parser, Subcommand};
 
 use crate::config_file::NodeFile;
 use crate::dev_cluster::DevCluster;
-use crate::server::{NodeConfig, PeerSpec};
+use crate::server::{NodeConfig, PeerSpec, ShardCount};
+
+/// Shard groups of a new `keel dev` data dir.
+const DEV_SHARDS: u64 = 4;
+/// Shard groups of a new `keel node` data dir.
+const NODE_SHARDS: u64 = 16;
 use keel_proto::admin::MembershipChange;
 
 /// Keel: a Temporal-compatible durable-execution server with replicated embedded storage.
@@ -53,9 +58,11 @@ enum Command {
         /// Directory for the node's RocksDB and snapshot files.
         #[arg(long, default_value = "./keel-data")]
         data_dir: PathBuf,
-        /// Number of shard groups (fixed when the data dir is created).
-        #[arg(long, default_value_t = 16)]
-        shards: u64,
+        /// Number of shard groups, fixed when the data dir is created (default for a new one:
+        /// 4, which batches more work per Raft entry on a laptop than more shards would; an
+        /// existing one keeps its count).
+        #[arg(long)]
+        shards: Option<u64>,
         #[command(flatten)]
         tuning: Tuning,
     },
@@ -80,7 +87,8 @@ enum Command {
         /// Directory for the node's RocksDB and snapshot files.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Number of shard groups (fixed when the cluster is created; default 16).
+        /// Number of shard groups, fixed when the cluster is created (default for a new data
+        /// dir: 16; an existing one keeps its count).
         #[arg(long)]
         shards: Option<u64>,
         /// Serve the test-only replicated key/value RPC (keel.debug.v1.DebugKv).
@@ -258,7 +266,7 @@ fn main() -> ExitCode {
             let cluster = DevCluster {
                 port,
                 data_dir,
-                shards,
+                shards: ShardCount::or_default(shards, DEV_SHARDS),
                 nodes,
                 node_flags: tuning.node_flags(),
             };
@@ -287,7 +295,7 @@ fn main() -> ExitCode {
                 }],
                 listen,
                 data_dir,
-                shards,
+                shards: ShardCount::or_default(shards, DEV_SHARDS),
                 debug_kv: true,
                 default_namespace: true,
                 join: false,
@@ -345,7 +353,7 @@ fn main() -> ExitCode {
                 listen,
                 peers,
                 data_dir,
-                shards: shards.or(file.shards).unwrap_or(16),
+                shards: ShardCount::or_default(shards.or(file.shards), NODE_SHARDS),
                 debug_kv,
                 default_namespace: true,
                 join: join || file.join.unwrap_or(false),

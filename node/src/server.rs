@@ -56,6 +56,30 @@ impl FromStr for PeerSpec {
     }
 }
 
+/// How many shard groups a node has: a count the user gave, which an existing data dir must have
+/// been created with, or a default, which only a new data dir takes (an existing one keeps the
+/// count it was created with).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardCount {
+    /// `--shards N` (or `shards:` in the config file).
+    Given(u64),
+    /// Nothing given.
+    Default(u64),
+}
+
+impl ShardCount {
+    /// `given`, else `default`.
+    pub fn or_default(given: Option<u64>, default: u64) -> ShardCount {
+        given.map_or(ShardCount::Default(default), ShardCount::Given)
+    }
+
+    fn count(self) -> u64 {
+        match self {
+            ShardCount::Given(count) | ShardCount::Default(count) => count,
+        }
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -64,7 +88,7 @@ pub struct NodeConfig {
     pub listen: String,
     pub peers: Vec<PeerSpec>,
     pub data_dir: PathBuf,
-    pub shards: u64,
+    pub shards: ShardCount,
     pub debug_kv: bool,
     /// Create namespace `default` if missing (keel dev).
     pub default_namespace: bool,
@@ -85,8 +109,11 @@ impl NodeConfig {
         if self.cluster_id.is_empty() {
             bail!("--cluster-id must not be empty");
         }
-        if !(1..=1024).contains(&self.shards) {
-            bail!("--shards must be between 1 and 1024, got {}", self.shards);
+        if !(1..=1024).contains(&self.shards.count()) {
+            bail!(
+                "--shards must be between 1 and 1024, got {}",
+                self.shards.count()
+            );
         }
         let mut members = BTreeMap::new();
         for peer in &self.peers {
@@ -129,32 +156,36 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         LinkFaults::default(),
     )?;
     registry.open_hosted().await?;
-    match recorded_shard_count(&store)? {
-        None if config.join => {
-            for group in 0..=config.shards {
+    let shard_count = match (recorded_shard_count(&store)?, config.shards) {
+        (None, wanted) if config.join => {
+            let shards = wanted.count();
+            for group in 0..=shards {
                 registry.create(group).await?;
             }
-            record_shard_count(&store, config.shards)?;
+            record_shard_count(&store, shards)?;
             tracing::info!(
                 node = config.node_id,
-                shards = config.shards,
+                shards,
                 "joined as an empty member: add it with `keel cluster add-node`"
             );
+            shards
         }
-        None => {
-            bootstrap(&registry, &members, config.node_id, config.shards).await?;
-            record_shard_count(&store, config.shards)?;
+        (None, wanted) => {
+            let shards = wanted.count();
+            bootstrap(&registry, &members, config.node_id, shards).await?;
+            record_shard_count(&store, shards)?;
+            shards
         }
-        Some(shards) if shards == config.shards => {}
-        Some(shards) => {
+        (Some(recorded), ShardCount::Default(_)) => recorded,
+        (Some(recorded), ShardCount::Given(given)) if recorded == given => recorded,
+        (Some(recorded), ShardCount::Given(given)) => {
             registry.shutdown().await;
             bail!(
-                "the data directory {} was created with {shards} shard groups but --shards is {}: the shard count is fixed when the cluster is created; start with --shards {shards}",
+                "the data directory {} was created with {recorded} shard groups but --shards is {given}: the shard count is fixed when the cluster is created; start with --shards {recorded} (or without --shards)",
                 config.data_dir.display(),
-                config.shards
             );
         }
-    }
+    };
     let metadata = registry
         .get(0)
         .context("the metadata group (0) is not hosted on this node")?;
@@ -173,7 +204,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         runs,
     });
     let mut shards = Vec::new();
-    for group in 1..=config.shards {
+    for group in 1..=shard_count {
         let handle = registry
             .get(group)
             .with_context(|| format!("shard group {group} is not hosted on this node"))?;
@@ -188,7 +219,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         let (metadata, mismatch, misconfigured) =
             (metadata.clone(), mismatch.clone(), misconfigured.clone());
         tokio::spawn(async move {
-            if let Err(error) = agree_on_shard_count(metadata, config.shards).await {
+            if let Err(error) = agree_on_shard_count(metadata, shard_count).await {
                 tracing::error!(%error, "stopping");
                 *mismatch.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
                 misconfigured.notify_one();

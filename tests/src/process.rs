@@ -96,6 +96,12 @@ impl KeelProcess {
         }
     }
 
+    /// The same node started without `--shards` (an existing data dir keeps its count).
+    pub fn without_shards(mut self) -> KeelProcess {
+        self.args.retain(|arg| !arg.starts_with("--shards="));
+        self
+    }
+
     /// The same node started with `--join` (a fresh member of a running cluster).
     pub fn joining(mut self) -> KeelProcess {
         self.args.push("--join".to_string());

@@ -223,6 +223,32 @@ async fn damaged_or_foreign_data_dirs_are_refused_with_the_file_named() -> anyho
         "{text}"
     );
 
+    // Without --shards, the existing data dir keeps its count (the default would differ).
+    let mut unsharded = KeelProcess::new(
+        1,
+        &node.addr,
+        "dir-test",
+        &format!("1={}", node.addr),
+        &node.data_dir.join(".."),
+        SHARDS,
+    )
+    .without_shards();
+    unsharded.start()?;
+    let report = wait_for_status(
+        "a node started without --shards to serve its status",
+        &node.addr,
+        Duration::from_secs(20),
+        |report| report.lines().any(|l| l.starts_with("shard ")),
+    )
+    .await;
+    unsharded.kill9().await?;
+    let report = report.map_err(|e| e.context(unsharded.log_text()))?;
+    assert_eq!(
+        group_leaders(&report).len() as u64,
+        SHARDS + 1,
+        "a node started without --shards on a {SHARDS}-shard data dir must keep {SHARDS} shards\n{report}"
+    );
+
     // A truncated SST file (a second start flushes the recovered WAL into SST files).
     node.start()?;
     tokio::time::sleep(Duration::from_secs(2)).await;
