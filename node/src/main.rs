@@ -31,7 +31,7 @@ use crate::dev_cluster::DevCluster;
 use crate::server::{NodeConfig, PeerSpec, ShardCount};
 
 /// Shard groups of a new `keel dev` data dir.
-const DEV_SHARDS: u64 = 4;
+const DEV_SHARDS: u64 = 2;
 /// Shard groups of a new `keel node` data dir.
 const NODE_SHARDS: u64 = 16;
 use keel_proto::admin::MembershipChange;
@@ -59,7 +59,7 @@ enum Command {
         #[arg(long, default_value = "./keel-data")]
         data_dir: PathBuf,
         /// Number of shard groups, fixed when the data dir is created (default for a new one:
-        /// 4, which batches more work per Raft entry on a laptop than more shards would; an
+        /// 2, which batches more work per Raft entry on a laptop than more shards would; an
         /// existing one keeps its count).
         #[arg(long)]
         shards: Option<u64>,
