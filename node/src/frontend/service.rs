@@ -424,18 +424,24 @@ impl Frontend {
             false => run_id,
         };
         let mut changes = shard.watch_run(&namespace.id, &execution.workflow_id, &run_id);
+        let not_found = || crate::shard::run_not_found(&execution.workflow_id, &run_id);
+        let from = token.as_ref().map_or(1, |t| t.next_event_id);
         loop {
             changes.mark_seen();
-            let state = shard
-                .load_state(&namespace.id, &execution.workflow_id, &run_id)?
-                .ok_or_else(|| crate::shard::run_not_found(&execution.workflow_id, &run_id))?;
-            let from = token.as_ref().map_or(1, |t| t.next_event_id);
+            // Each change of the run wakes this poll: check its progress (cheap), and read the
+            // whole state only to answer.
+            let progress = shard
+                .run_progress(&namespace.id, &execution.workflow_id, &run_id)?
+                .ok_or_else(not_found)?;
             let ready = if close_only {
-                !state.is_running()
+                !progress.running
             } else {
-                state.next_event_id > from || !state.is_running()
+                progress.next_event_id > from || !progress.running
             };
             if ready || !wait_new_event {
+                let state = shard
+                    .load_state(&namespace.id, &execution.workflow_id, &run_id)?
+                    .ok_or_else(not_found)?;
                 return self.history_from(
                     &shard,
                     &state,
@@ -448,7 +454,7 @@ impl Frontend {
             let waited = tokio::time::timeout_at(deadline, changes.changed()).await;
             if waited.is_err() {
                 let again = PageToken {
-                    run_id: state.run_id.clone(),
+                    run_id: run_id.clone(),
                     next_event_id: from,
                 };
                 return Ok(ws::GetWorkflowExecutionHistoryResponse {

@@ -398,6 +398,28 @@ impl Shard {
         self.answered_through.fetch_max(index, Ordering::AcqRel);
     }
 
+    /// Where a run stands in this replica's applied state, without decoding all of it.
+    pub fn run_progress(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+    ) -> Result<Option<RunProgress>, ShardError> {
+        let Some(bytes) = self
+            .group
+            .read_local(&keys::state(namespace_id, workflow_id, run_id))
+            .map_err(|e| self.read_error(e))?
+        else {
+            return Ok(None);
+        };
+        decode_progress(&bytes)
+            .map(Some)
+            .ok_or_else(|| ShardError::Corrupt {
+                shard: self.id,
+                reason: format!("undecodable mutable state of {workflow_id}/{run_id}"),
+            })
+    }
+
     /// A run's mutable state (applied state); `run_id` empty means the current run.
     pub fn load_state(
         &self,
@@ -548,6 +570,47 @@ pub(crate) fn encode_state(state: &MutableState) -> Vec<u8> {
     out
 }
 
+/// The leading fields of a stored mutable state, in [`MutableState`]'s order, borrowed from the
+/// stored bytes: decoding them allocates nothing (bincode reads a prefix and ignores the rest).
+#[derive(serde::Deserialize)]
+struct StateHead<'a> {
+    _namespace_id: &'a str,
+    _workflow_id: &'a str,
+    _run_id: &'a str,
+    _first_execution_run_id: &'a str,
+    _workflow_type: &'a str,
+    _task_queue: &'a str,
+    status: crate::engine::RunStatus,
+    _start_request_id: &'a str,
+    _start_time_ns: i64,
+    _execution_time_ns: i64,
+    _close_time_ns: Option<i64>,
+    next_event_id: i64,
+}
+
+/// Where a run stands, as a long poll checks it on every change of the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunProgress {
+    /// The run is open.
+    pub running: bool,
+    /// Id of the next event it will write.
+    pub next_event_id: i64,
+}
+
+/// Decodes the [`RunProgress`] of [`encode_state`] output (versions 2 and 3 share the head).
+fn decode_progress(bytes: &[u8]) -> Option<RunProgress> {
+    match bytes.split_first() {
+        Some((&STATE_VERSION | &2, rest)) => {
+            let head: StateHead<'_> = bincode::deserialize(rest).ok()?;
+            Some(RunProgress {
+                running: head.status == crate::engine::RunStatus::Running,
+                next_event_id: head.next_event_id,
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Decodes [`encode_state`] output, and states of version 2.
 pub(crate) fn decode_state(bytes: &[u8]) -> Option<MutableState> {
     match bytes.split_first() {
@@ -595,5 +658,44 @@ mod tests {
         let mut version_2 = current[..current.len() - 16].to_vec();
         version_2[0] = 2;
         assert_eq!(decode_state(&version_2), Some(state));
+    }
+
+    #[test]
+    fn the_progress_read_from_a_stored_state_matches_the_state() {
+        let mut state = crate::engine::new_run(
+            crate::engine::StartArgs {
+                namespace_id: "ns".into(),
+                workflow_id: "wf".into(),
+                run_id: "run".into(),
+                workflow_type: "T".into(),
+                task_queue: "q".into(),
+                ..Default::default()
+            },
+            1,
+            &Limits::default(),
+        )
+        .map(|outcome| outcome.state)
+        .unwrap_or_else(|e| panic!("start: {e}"));
+        state.start_request_id = "request".into();
+        state.close_time_ns = Some(7);
+        state.next_event_id = 42;
+        let running = RunProgress {
+            running: true,
+            next_event_id: 42,
+        };
+        let encoded = encode_state(&state);
+        assert_eq!(decode_progress(&encoded), Some(running));
+        let mut version_2 = encoded[..encoded.len() - 16].to_vec();
+        version_2[0] = 2;
+        assert_eq!(decode_progress(&version_2), Some(running));
+        state.status = crate::engine::RunStatus::Completed;
+        assert_eq!(
+            decode_progress(&encode_state(&state)),
+            Some(RunProgress {
+                running: false,
+                next_event_id: 42
+            })
+        );
+        assert_eq!(decode_progress(&[9, 1, 2]), None);
     }
 }
