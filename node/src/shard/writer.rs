@@ -81,7 +81,7 @@ pub(crate) async fn follow_leadership(shard: Weak<Shard>) {
 struct Writer {
     shard: Arc<Shard>,
     term: u64,
-    states: HashMap<RunKey, MutableState>,
+    states: HashMap<RunKey, Arc<MutableState>>,
     currents: HashMap<(String, String), String>,
     deadlines: BTreeSet<(i64, RunKey, Deadline)>,
 }
@@ -260,6 +260,9 @@ impl Writer {
             done.push((job.reply, result));
         }
         if !writes.is_empty() {
+            // In key order (stable: a key put twice keeps its last value), RocksDB's memtable
+            // inserts each key next to the one before instead of searching from the top.
+            writes.puts.sort_by(|a, b| a.0.cmp(&b.0));
             let outcome = self.group().propose(writes.encode()).await;
             let failure = match outcome {
                 Ok(committed) if committed.response.as_ref() == APPLIED => {
@@ -346,13 +349,14 @@ impl Writer {
         Ok(run)
     }
 
-    fn state(&mut self, run: &RunKey) -> Result<Option<MutableState>, ShardError> {
+    fn state(&mut self, run: &RunKey) -> Result<Option<Arc<MutableState>>, ShardError> {
         if let Some(state) = self.states.get(run) {
             return Ok(Some(state.clone()));
         }
         let state = self
             .shard
-            .load_state(&run.namespace_id, &run.workflow_id, &run.run_id)?;
+            .load_state(&run.namespace_id, &run.workflow_id, &run.run_id)?
+            .map(Arc::new);
         if let Some(state) = &state {
             self.states.insert(run.clone(), state.clone());
         }
@@ -377,7 +381,7 @@ impl Writer {
             encode_state(state),
         ));
         let run = RunKey::of(state);
-        self.states.insert(run.clone(), state.clone());
+        self.states.insert(run.clone(), Arc::new(state.clone()));
         touched.push(run);
         if let Some(successor) = &outcome.successor {
             self.record(successor, writes, touched);
@@ -419,7 +423,7 @@ impl Writer {
                     .ok_or_else(|| super::run_not_found(&job.workflow_id, &run_id))?;
                 match engine::handle(&state, request.clone(), now, &limits) {
                     Ok(outcome) => {
-                        if outcome.state != state || !outcome.events.is_empty() {
+                        if outcome.state != *state || !outcome.events.is_empty() {
                             self.record(&outcome, writes, touched);
                         }
                         Ok(OpResult::Reply {
@@ -485,7 +489,7 @@ impl Writer {
                     }
                 }
                 match decide_start(
-                    current.as_ref(),
+                    current.as_deref(),
                     &args.request_id,
                     *reuse_policy,
                     *conflict_policy,
@@ -502,7 +506,7 @@ impl Writer {
                                     now,
                                     &limits,
                                 )?;
-                                if outcome.state != *current {
+                                if outcome.state != **current {
                                     self.record(&outcome, writes, touched);
                                 }
                                 update_reply(outcome.reply)
@@ -605,7 +609,7 @@ impl Writer {
             .ok_or_else(|| super::run_not_found(&job.workflow_id, &current_id))?;
         if !args.request_id.is_empty() && current.reset_request_id == args.request_id {
             return Ok(OpResult::Started {
-                run_id: current.run_id,
+                run_id: current.run_id.clone(),
                 started: false,
                 update: None,
             });
