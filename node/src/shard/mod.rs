@@ -405,19 +405,7 @@ impl Shard {
         workflow_id: &str,
         run_id: &str,
     ) -> Result<Option<RunProgress>, ShardError> {
-        let Some(bytes) = self
-            .group
-            .read_local(&keys::state(namespace_id, workflow_id, run_id))
-            .map_err(|e| self.read_error(e))?
-        else {
-            return Ok(None);
-        };
-        decode_progress(&bytes)
-            .map(Some)
-            .ok_or_else(|| ShardError::Corrupt {
-                shard: self.id,
-                reason: format!("undecodable mutable state of {workflow_id}/{run_id}"),
-            })
+        self.read_stored_state(namespace_id, workflow_id, run_id, decode_progress)
     }
 
     /// A run's mutable state (applied state); `run_id` empty means the current run.
@@ -435,19 +423,29 @@ impl Shard {
         } else {
             run_id.to_string()
         };
+        self.read_stored_state(namespace_id, workflow_id, &run_id, decode_state)
+    }
+
+    /// Reads a run's stored mutable state from this replica's applied state and decodes it
+    /// with `decode` (None: the bytes are not a stored state).
+    fn read_stored_state<T>(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+        decode: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Result<Option<T>, ShardError> {
         let Some(bytes) = self
             .group
-            .read_local(&keys::state(namespace_id, workflow_id, &run_id))
+            .read_local(&keys::state(namespace_id, workflow_id, run_id))
             .map_err(|e| self.read_error(e))?
         else {
             return Ok(None);
         };
-        decode_state(&bytes)
-            .map(Some)
-            .ok_or_else(|| ShardError::Corrupt {
-                shard: self.id,
-                reason: format!("undecodable mutable state of {workflow_id}/{run_id}"),
-            })
+        decode(&bytes).map(Some).ok_or_else(|| ShardError::Corrupt {
+            shard: self.id,
+            reason: format!("undecodable mutable state of {workflow_id}/{run_id}"),
+        })
     }
 
     /// Events `[from, to)` of a run, at most `limit` (applied state).
@@ -637,9 +635,9 @@ pub(crate) const SETTLE_WAIT: Duration = Duration::from_secs(60);
 mod tests {
     use super::*;
 
-    #[test]
-    fn states_of_version_2_decode_with_empty_new_fields() {
-        let state = crate::engine::new_run(
+    /// The state of a run just started.
+    fn started_state() -> MutableState {
+        crate::engine::new_run(
             crate::engine::StartArgs {
                 namespace_id: "ns".into(),
                 workflow_id: "wf".into(),
@@ -652,7 +650,12 @@ mod tests {
             &Limits::default(),
         )
         .map(|outcome| outcome.state)
-        .unwrap_or_else(|e| panic!("start: {e}"));
+        .unwrap_or_else(|e| panic!("start: {e}"))
+    }
+
+    #[test]
+    fn states_of_version_2_decode_with_empty_new_fields() {
+        let state = started_state();
         let current = encode_state(&state);
         assert_eq!(decode_state(&current), Some(state.clone()));
         let mut version_2 = current[..current.len() - 16].to_vec();
@@ -662,20 +665,7 @@ mod tests {
 
     #[test]
     fn the_progress_read_from_a_stored_state_matches_the_state() {
-        let mut state = crate::engine::new_run(
-            crate::engine::StartArgs {
-                namespace_id: "ns".into(),
-                workflow_id: "wf".into(),
-                run_id: "run".into(),
-                workflow_type: "T".into(),
-                task_queue: "q".into(),
-                ..Default::default()
-            },
-            1,
-            &Limits::default(),
-        )
-        .map(|outcome| outcome.state)
-        .unwrap_or_else(|e| panic!("start: {e}"));
+        let mut state = started_state();
         state.start_request_id = "request".into();
         state.close_time_ns = Some(7);
         state.next_event_id = 42;
