@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tokio::process::{Child, Command};
 
-use crate::server::ShardCount;
+use crate::server::{db_dir, ShardCount};
 
 /// The cluster to start.
 pub struct DevCluster {
@@ -43,7 +43,7 @@ impl DevCluster {
         // A default goes only to a new data dir: an existing one keeps the count it has.
         match self.shards {
             ShardCount::Given(count) => args.push(format!("--shards={count}")),
-            ShardCount::Default(count) if !data_dir.join("db").exists() => {
+            ShardCount::Default(count) if !db_dir(&data_dir).exists() => {
                 args.push(format!("--shards={count}"))
             }
             ShardCount::Default(_) => {}

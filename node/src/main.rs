@@ -29,12 +29,12 @@ use clap::{Parser, Subcommand};
 use crate::config_file::NodeFile;
 use crate::dev_cluster::DevCluster;
 use crate::server::{NodeConfig, PeerSpec, ShardCount};
+use keel_proto::admin::MembershipChange;
 
 /// Shard groups of a new `keel dev` data dir.
 const DEV_SHARDS: u64 = 2;
 /// Shard groups of a new `keel node` data dir.
 const NODE_SHARDS: u64 = 16;
-use keel_proto::admin::MembershipChange;
 
 /// Keel: a Temporal-compatible durable-execution server with replicated embedded storage.
 #[derive(Parser, Debug)]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -80,6 +80,11 @@ impl ShardCount {
     }
 }
 
+/// Where a node keeps its RocksDB inside its data dir (present once the node has started).
+pub fn db_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("db")
+}
+
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -143,7 +148,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         cluster_id: config.cluster_id.clone(),
         node_id: config.node_id,
     };
-    let store = Store::open(&config.data_dir.join("db"), &identity)?;
+    let store = Store::open(&db_dir(&config.data_dir), &identity)?;
     let applier = WriteSetApplier::default();
     let runs = applier.runs.clone();
     let registry = GroupRegistry::new(
