@@ -266,7 +266,13 @@ impl Nemesis {
         let mut cluster = self.cluster.lock().await;
         match injected {
             Injected::Killed(id) => cluster.start(id),
-            Injected::Crashed(ids) => ids.into_iter().try_for_each(|id| cluster.start(id)),
+            Injected::Crashed(ids) => {
+                // Every crashed node gets its start even if one fails: a failed heal must not
+                // leave the rest of a power loss down.
+                let started: Vec<Result<()>> =
+                    ids.into_iter().map(|id| cluster.start(id)).collect();
+                started.into_iter().collect()
+            }
             Injected::Paused(id) => cluster.resume(id),
             Injected::Partitioned => self.topology.heal(),
             Injected::Skewed(id) => cluster.restart_with_clock(id, 0).await,

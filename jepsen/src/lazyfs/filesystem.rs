@@ -222,9 +222,15 @@ impl State {
         }
     }
 
-    fn open_handle(&mut self, file: File, key: BackingKey) -> FileHandle {
+    /// A handle number not given out before (files and directories share the numbering).
+    fn new_handle(&mut self) -> u64 {
         let fh = self.next_handle;
         self.next_handle += 1;
+        fh
+    }
+
+    fn open_handle(&mut self, file: File, key: BackingKey) -> FileHandle {
+        let fh = self.new_handle();
         self.handles
             .insert(fh, Arc::new(FileHandleState { file, key }));
         FileHandle(fh)
@@ -330,10 +336,7 @@ impl Filesystem for LazyFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.state().lookup(parent, name) {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(error) => reply.error(error.into()),
-        }
+        entry_reply(reply, self.state().lookup(parent, name));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -557,12 +560,7 @@ impl Filesystem for LazyFs {
             let key = key_of(&file.metadata()?);
             Ok(state.open_handle(file, key))
         })();
-        match outcome {
-            // No FOPEN_KEEP_CACHE: the kernel drops its cached pages of the file at each open,
-            // so reads come here and see the pending data as it is.
-            Ok(fh) => reply.opened(fh, FopenFlags::empty()),
-            Err(error) => reply.error(Errno::from(error)),
-        }
+        opened_reply(reply, outcome);
     }
 
     fn create(
@@ -721,15 +719,11 @@ impl Filesystem for LazyFs {
                     name: entry.file_name(),
                 });
             }
-            let fh = state.next_handle;
-            state.next_handle += 1;
+            let fh = state.new_handle();
             state.directories.insert(fh, entries);
             Ok(FileHandle(fh))
         })();
-        match outcome {
-            Ok(fh) => reply.opened(fh, FopenFlags::empty()),
-            Err(error) => reply.error(Errno::from(error)),
-        }
+        opened_reply(reply, outcome);
     }
 
     fn readdir(
@@ -847,6 +841,15 @@ impl Filesystem for LazyFs {
 fn entry_reply(reply: ReplyEntry, outcome: io::Result<FileAttr>) {
     match outcome {
         Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+        Err(error) => reply.error(error.into()),
+    }
+}
+
+fn opened_reply(reply: ReplyOpen, outcome: io::Result<FileHandle>) {
+    match outcome {
+        // No FOPEN_KEEP_CACHE: the kernel drops its cached pages of a file at each open, so
+        // reads come here and see the pending data as it is.
+        Ok(fh) => reply.opened(fh, FopenFlags::empty()),
         Err(error) => reply.error(error.into()),
     }
 }
