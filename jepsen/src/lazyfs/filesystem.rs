@@ -344,10 +344,7 @@ impl Filesystem for LazyFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.state().attr(ino) {
-            Ok(attr) => reply.attr(&TTL, &attr),
-            Err(error) => reply.error(error.into()),
-        }
+        attr_reply(reply, self.state().attr(ino));
     }
 
     fn setattr(
@@ -385,10 +382,7 @@ impl Filesystem for LazyFs {
             }
             state.attr(ino)
         })();
-        match outcome {
-            Ok(attr) => reply.attr(&TTL, &attr),
-            Err(error) => reply.error(error.into()),
-        }
+        attr_reply(reply, outcome);
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -398,10 +392,7 @@ impl Filesystem for LazyFs {
             .get(&ino.0)
             .ok_or_else(stale)
             .and_then(|inode| read_link_of(&inode.path_fd));
-        match outcome {
-            Ok(target) => reply.data(&target),
-            Err(error) => reply.error(error.into()),
-        }
+        data_reply(reply, outcome);
     }
 
     fn mknod(
@@ -612,10 +603,7 @@ impl Filesystem for LazyFs {
         let outcome = state
             .handle(fh)
             .and_then(|handle| state.read(&handle, offset, size as usize));
-        match outcome {
-            Ok(data) => reply.data(&data),
-            Err(error) => reply.error(error.into()),
-        }
+        data_reply(reply, outcome);
     }
 
     fn write(
@@ -850,6 +838,20 @@ fn opened_reply(reply: ReplyOpen, outcome: io::Result<FileHandle>) {
         // No FOPEN_KEEP_CACHE: the kernel drops its cached pages of a file at each open, so
         // reads come here and see the pending data as it is.
         Ok(fh) => reply.opened(fh, FopenFlags::empty()),
+        Err(error) => reply.error(error.into()),
+    }
+}
+
+fn attr_reply(reply: ReplyAttr, outcome: io::Result<FileAttr>) {
+    match outcome {
+        Ok(attr) => reply.attr(&TTL, &attr),
+        Err(error) => reply.error(error.into()),
+    }
+}
+
+fn data_reply(reply: ReplyData, outcome: io::Result<Vec<u8>>) {
+    match outcome {
+        Ok(data) => reply.data(&data),
         Err(error) => reply.error(error.into()),
     }
 }
