@@ -363,9 +363,21 @@ impl Writer {
         Ok(state)
     }
 
-    fn record(&mut self, outcome: &Outcome, writes: &mut WriteSet, touched: &mut Vec<RunKey>) {
-        let state = &outcome.state;
-        for event in &outcome.events {
+    /// Adds the outcome's writes (events, mutable state, and a successor run's) and caches its
+    /// states; answers its reply.
+    fn record(
+        &mut self,
+        outcome: Outcome,
+        writes: &mut WriteSet,
+        touched: &mut Vec<RunKey>,
+    ) -> Reply {
+        let Outcome {
+            state,
+            events,
+            reply,
+            successor,
+        } = outcome;
+        for event in &events {
             writes.puts.push((
                 keys::event(
                     &state.namespace_id,
@@ -378,23 +390,22 @@ impl Writer {
         }
         writes.puts.push((
             keys::state(&state.namespace_id, &state.workflow_id, &state.run_id),
-            encode_state(state),
+            encode_state(&state),
         ));
-        let run = RunKey::of(state);
-        self.states.insert(run.clone(), Arc::new(state.clone()));
+        let run = RunKey::of(&state);
+        self.states.insert(run.clone(), Arc::new(state));
         touched.push(run);
-        if let Some(successor) = &outcome.successor {
-            self.record(successor, writes, touched);
-            let next = &successor.state;
+        if let Some(successor) = successor {
+            let next = RunKey::of(&successor.state);
+            self.record(*successor, writes, touched);
             writes.puts.push((
                 keys::current(&next.namespace_id, &next.workflow_id),
                 next.run_id.clone().into_bytes(),
             ));
-            self.currents.insert(
-                (next.namespace_id.clone(), next.workflow_id.clone()),
-                next.run_id.clone(),
-            );
+            self.currents
+                .insert((next.namespace_id, next.workflow_id), next.run_id);
         }
+        reply
     }
 
     fn decide(
@@ -423,13 +434,12 @@ impl Writer {
                     .ok_or_else(|| super::run_not_found(&job.workflow_id, &run_id))?;
                 match engine::handle(&state, request.clone(), now, &limits) {
                     Ok(outcome) => {
-                        if outcome.state != *state || !outcome.events.is_empty() {
-                            self.record(&outcome, writes, touched);
-                        }
-                        Ok(OpResult::Reply {
-                            run_id,
-                            reply: outcome.reply,
-                        })
+                        let reply = if outcome.state != *state || !outcome.events.is_empty() {
+                            self.record(outcome, writes, touched)
+                        } else {
+                            outcome.reply
+                        };
+                        Ok(OpResult::Reply { run_id, reply })
                     }
                     Err(EngineError::NoChange) => {
                         touched.push(run);
@@ -461,7 +471,7 @@ impl Writer {
                     if current.is_running() {
                         let outcome =
                             engine::handle(current, Request::Signal(signal.clone()), now, &limits)?;
-                        self.record(&outcome, writes, touched);
+                        self.record(outcome, writes, touched);
                         return Ok(OpResult::Started {
                             run_id: current.run_id.clone(),
                             started: false,
@@ -506,10 +516,11 @@ impl Writer {
                                     now,
                                     &limits,
                                 )?;
-                                if outcome.state != **current {
-                                    self.record(&outcome, writes, touched);
-                                }
-                                update_reply(outcome.reply)
+                                update_reply(if outcome.state != **current {
+                                    self.record(outcome, writes, touched)
+                                } else {
+                                    outcome.reply
+                                })
                             }
                             _ => None,
                         };
@@ -560,9 +571,9 @@ impl Writer {
                                 now,
                                 &limits,
                             )?;
-                            self.record(&outcome, writes, touched);
+                            self.record(outcome, writes, touched);
                         }
-                        self.record(&started, writes, touched);
+                        self.record(started, writes, touched);
                         writes.puts.push((
                             keys::current(&job.namespace_id, &job.workflow_id),
                             args.run_id.clone().into_bytes(),
@@ -640,10 +651,10 @@ impl Writer {
                 now,
                 &limits,
             )?;
-            self.record(&outcome, writes, touched);
+            self.record(outcome, writes, touched);
         }
-        self.record(&reset, writes, touched);
         let new_run = reset.state.run_id.clone();
+        self.record(reset, writes, touched);
         writes.puts.push((
             keys::current(&job.namespace_id, &job.workflow_id),
             new_run.clone().into_bytes(),
