@@ -272,7 +272,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         "keel node serving the Temporal API and the Raft transport{}",
         if config.debug_kv { " and debug KV" } else { "" }
     );
-    let transport = RaftTransportServer::new(RaftTransportService::new(&registry))
+    let transport = RaftTransportService::new(&registry);
+    let peer_streams = transport.streams();
+    let transport = RaftTransportServer::new(transport)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     let debug_kv = config.debug_kv.then(|| {
@@ -306,6 +308,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
                 _ = shutdown_signal() => {}
                 _ = misconfigured.notified() => {}
             }
+            peer_streams.close();
         })
         .await
         .with_context(|| format!("cannot serve on {listen}"));

@@ -1,5 +1,7 @@
 //! Client side of the Raft transport: one lazily connected HTTP/2 channel per peer address,
 //! shared by every group on the node; each message is tagged with cluster, group and node ids.
+//! AppendEntries, the bulk of the traffic, go over the peer's message stream
+//! ([`PeerStream`]); votes, snapshots and handover steps are calls of their own.
 //! [`LinkFaults`] is the seam tests use to cut links without touching sockets.
 
 use std::collections::{HashMap, HashSet};
@@ -7,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use keel_proto::raft::raft_transport_client::RaftTransportClient;
-use keel_proto::raft::{RaftHeader, RaftRequest};
+use keel_proto::raft::{RaftHeader, RaftReply, RaftRequest};
 use keel_storage::GroupId;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
@@ -20,11 +22,12 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
-use tonic::Code;
+use tonic::{Code, Status};
 
 use crate::codec;
 use crate::handover::{HandoverReply, HandoverStep};
 use crate::log_limit::{LogLimiter, PEER_LOG_INTERVAL};
+use crate::peer_stream::PeerStream;
 use crate::types::{BasicNode, KeelRaft, NodeId};
 
 /// Longest a handover step waits for the peer's answer.
@@ -65,6 +68,7 @@ pub struct Peers {
     local: NodeId,
     cluster_id: String,
     channels: Mutex<HashMap<String, Channel>>,
+    streams: Mutex<HashMap<String, Arc<PeerStream>>>,
     faults: LinkFaults,
     refusals_logged: LogLimiter,
 }
@@ -76,6 +80,7 @@ impl Peers {
             local,
             cluster_id,
             channels: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
             faults,
             refusals_logged: LogLimiter::new(PEER_LOG_INTERVAL),
         })
@@ -121,6 +126,20 @@ impl Peers {
             .map_err(|status| format!("node {target} at {addr}: {}", status.message()))?;
         codec::decode(&reply.into_inner().payload)
             .map_err(|e| format!("undecodable handover reply from node {target} at {addr}: {e}"))
+    }
+
+    /// The message stream to the peer at `addr`, opened anew if the last one ended.
+    fn stream(&self, addr: &str) -> Result<Arc<PeerStream>, String> {
+        let mut streams = self
+            .streams
+            .lock()
+            .map_err(|_| "peer stream map poisoned".to_string())?;
+        if let Some(stream) = streams.get(addr).filter(|s| !s.has_ended()) {
+            return Ok(stream.clone());
+        }
+        let stream = Arc::new(PeerStream::open(self.channel(addr)?, addr));
+        streams.insert(addr.to_string(), stream.clone());
+        Ok(stream)
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, String> {
@@ -215,13 +234,16 @@ impl PeerLink {
         let ttl = option.hard_ttl();
         let call = async {
             match kind {
-                RPCTypes::AppendEntries => client.append_entries(message).await,
-                RPCTypes::Vote => client.vote(message).await,
-                RPCTypes::InstallSnapshot => client.install_snapshot(message).await,
+                RPCTypes::AppendEntries => {
+                    let stream = self.peers.stream(&self.addr).map_err(Status::unavailable)?;
+                    stream.call(message).await
+                }
+                RPCTypes::Vote => client.vote(message).await.map(payload),
+                RPCTypes::InstallSnapshot => client.install_snapshot(message).await.map(payload),
             }
         };
         let reply = match tokio::time::timeout(ttl, call).await {
-            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Ok(reply)) => reply,
             Ok(Err(status)) => {
                 let detail = format!(
                     "{kind} for group {} to node {} at {}: {}",
@@ -252,15 +274,18 @@ impl PeerLink {
         if self.peers.faults.is_blocked(self.target) {
             return Err(unreachable(format!("link to node {} is cut", self.target)));
         }
-        let result: Result<Resp, RaftError<NodeId, E>> =
-            codec::decode(&reply.payload).map_err(|e| {
-                RPCError::Network(NetworkError::new(&LinkError(format!(
-                    "undecodable {kind} reply from node {} at {}: {e}",
-                    self.target, self.addr
-                ))))
-            })?;
+        let result: Result<Resp, RaftError<NodeId, E>> = codec::decode(&reply).map_err(|e| {
+            RPCError::Network(NetworkError::new(&LinkError(format!(
+                "undecodable {kind} reply from node {} at {}: {e}",
+                self.target, self.addr
+            ))))
+        })?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
+}
+
+fn payload(reply: tonic::Response<RaftReply>) -> Vec<u8> {
+    reply.into_inner().payload
 }
 
 impl RaftNetwork<KeelRaft> for PeerLink {

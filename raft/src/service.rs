@@ -1,23 +1,48 @@
 //! Server side of the Raft transport: checks each message's cluster and node ids, finds the
-//! group in the registry and hands the request to its Raft instance.
+//! group in the registry and hands the request to its Raft instance. Each peer's message
+//! stream is read by a task of its own, and each message on it is answered by a task of its own,
+//! so one group's slow append does not hold up another's.
 
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
+use futures::Stream;
 use keel_proto::raft::raft_transport_server::RaftTransport;
-use keel_proto::raft::{RaftReply, RaftRequest};
+use keel_proto::raft::{RaftReply, RaftRequest, RaftStreamReply, RaftStreamRequest};
+use openraft::raft::AppendEntriesRequest;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::{Request, Response, Status};
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
 use crate::group::ShardGroup;
 use crate::handover;
 use crate::log_limit::{LogLimiter, PEER_LOG_INTERVAL};
 use crate::registry::GroupRegistry;
+use crate::types::KeelRaft;
 
-/// The tonic service every node runs for its peers. It holds the registry weakly: open peer
-/// connections must not keep a stopped node's groups and store alive.
+/// The tonic service every node runs for its peers.
 pub struct RaftTransportService {
+    router: Arc<Router>,
+    closing: watch::Sender<bool>,
+}
+
+/// Ends the message streams a [`RaftTransportService`] serves. A server shutting down gracefully
+/// waits for its open streams, and peers keep theirs open: close them first.
+#[derive(Clone)]
+pub struct TransportStreams(watch::Sender<bool>);
+
+impl TransportStreams {
+    /// Ends every message stream, open or opened later.
+    pub fn close(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// Finds the group a message is for. It holds the registry weakly: open peer connections must
+/// not keep a stopped node's groups and store alive.
+struct Router {
     registry: Weak<GroupRegistry>,
     foreign_logged: LogLimiter,
 }
@@ -26,20 +51,26 @@ impl RaftTransportService {
     /// Serves the groups of `registry`.
     pub fn new(registry: &Arc<GroupRegistry>) -> Self {
         RaftTransportService {
-            registry: Arc::downgrade(registry),
-            foreign_logged: LogLimiter::new(PEER_LOG_INTERVAL),
+            router: Arc::new(Router {
+                registry: Arc::downgrade(registry),
+                foreign_logged: LogLimiter::new(PEER_LOG_INTERVAL),
+            }),
+            closing: watch::Sender::new(false),
         }
     }
 
-    fn route<T: DeserializeOwned>(
-        &self,
-        request: Request<RaftRequest>,
-    ) -> Result<(ShardGroup, T), Status> {
+    /// The handle that ends this service's message streams.
+    pub fn streams(&self) -> TransportStreams {
+        TransportStreams(self.closing.clone())
+    }
+}
+
+impl Router {
+    fn route<T: DeserializeOwned>(&self, request: RaftRequest) -> Result<(ShardGroup, T), Status> {
         let registry = self
             .registry
             .upgrade()
             .ok_or_else(|| Status::unavailable("this node is shutting down"))?;
-        let request = request.into_inner();
         let header = request
             .header
             .ok_or_else(|| Status::invalid_argument("raft message without a header"))?;
@@ -80,7 +111,32 @@ impl RaftTransportService {
         })?;
         Ok((group, body))
     }
+
+    /// Answers one message of a peer's stream.
+    async fn append_entries(&self, message: RaftStreamRequest) -> RaftStreamReply {
+        let id = message.id;
+        let routed = message
+            .request
+            .ok_or_else(|| Status::invalid_argument("stream message without a request"))
+            .and_then(|request| self.route::<AppendEntriesRequest<KeelRaft>>(request));
+        match routed {
+            Ok((group, rpc)) => RaftStreamReply {
+                id,
+                payload: codec::encode(&group.raft().append_entries(rpc).await),
+                ..RaftStreamReply::default()
+            },
+            Err(status) => RaftStreamReply {
+                id,
+                refused_code: status.code() as i32,
+                refused_message: status.message().to_string(),
+                ..RaftStreamReply::default()
+            },
+        }
+    }
 }
+
+/// The answers of one peer's message stream.
+type StreamReplies = Pin<Box<dyn Stream<Item = Result<RaftStreamReply, Status>> + Send>>;
 
 fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
     Ok(Response::new(RaftReply {
@@ -90,16 +146,49 @@ fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
 
 #[tonic::async_trait]
 impl RaftTransport for RaftTransportService {
+    type AppendEntriesStreamStream = StreamReplies;
+
+    async fn append_entries_stream(
+        &self,
+        request: Request<Streaming<RaftStreamRequest>>,
+    ) -> Result<Response<StreamReplies>, Status> {
+        let mut incoming = request.into_inner();
+        let (answers, mut answered) = mpsc::unbounded_channel();
+        let router = self.router.clone();
+        let mut closing = self.closing.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    message = incoming.message() => message,
+                    _ = closing.wait_for(|closed| *closed) => break,
+                };
+                let Ok(Some(message)) = message else { break };
+                let answer = router.clone();
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let _ = answers.send(answer.append_entries(message).await);
+                });
+                // A stopped node's connections outlive it while they drain: end the stream so
+                // the peer reconnects, perhaps to this node restarted.
+                if router.registry.strong_count() == 0 {
+                    break;
+                }
+            }
+        });
+        let replies = futures::stream::poll_fn(move |cx| answered.poll_recv(cx).map(|a| a.map(Ok)));
+        Ok(Response::new(Box::pin(replies)))
+    }
+
     async fn append_entries(
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let (group, rpc) = self.route(request)?;
+        let (group, rpc) = self.router.route(request.into_inner())?;
         reply(&group.raft().append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let (group, rpc) = self.route(request)?;
+        let (group, rpc) = self.router.route(request.into_inner())?;
         reply(&group.raft().vote(rpc).await)
     }
 
@@ -107,12 +196,12 @@ impl RaftTransport for RaftTransportService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let (group, rpc) = self.route(request)?;
+        let (group, rpc) = self.router.route(request.into_inner())?;
         reply(&group.raft().install_snapshot(rpc).await)
     }
 
     async fn handover(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let (group, step) = self.route(request)?;
+        let (group, step) = self.router.route(request.into_inner())?;
         reply(&handover::answer(&group, &step))
     }
 }

@@ -13,6 +13,7 @@ use keel_proto::raft::raft_transport_server::RaftTransportServer;
 use keel_raft::kv::{KvApplier, KvCommand};
 use keel_raft::{
     GroupConfig, GroupId, GroupRegistry, LinkFaults, NodeId, RaftTransportService, ShardGroup,
+    TransportStreams,
 };
 use keel_storage::{NodeIdentity, Store};
 use tokio::sync::oneshot;
@@ -24,6 +25,7 @@ pub const CLUSTER_ID: &str = "keel-test";
 struct RunningNode {
     registry: Arc<GroupRegistry>,
     stop: oneshot::Sender<()>,
+    peer_streams: TransportStreams,
     server: JoinHandle<()>,
 }
 
@@ -170,8 +172,9 @@ impl TestCluster {
         )?;
         registry.open_hosted().await?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = RaftTransportServer::new(RaftTransportService::new(&registry))
-            .max_decoding_message_size(64 << 20);
+        let service = RaftTransportService::new(&registry);
+        let peer_streams = service.streams();
+        let service = RaftTransportServer::new(service).max_decoding_message_size(64 << 20);
         let listener = bind_retrying(node.addr).await?;
         let server = tokio::spawn(async move {
             let incoming =
@@ -189,6 +192,7 @@ impl TestCluster {
         node.running = Some(RunningNode {
             registry,
             stop,
+            peer_streams,
             server,
         });
         Ok(())
@@ -206,6 +210,7 @@ impl TestCluster {
             .take()
             .ok_or_else(|| anyhow!("node {id} is not running"))?;
         let _ = running.stop.send(());
+        running.peer_streams.close();
         running.server.abort();
         let _ = running.server.await;
         running.registry.shutdown().await;
