@@ -10,7 +10,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use keel_proto::debug::debug_kv_server::DebugKvServer;
 use keel_proto::raft::raft_transport_server::RaftTransportServer;
-use keel_raft::{GroupConfig, GroupRegistry, LinkFaults, NodeId, RaftTransportService};
+use keel_raft::{
+    GroupConfig, GroupRegistry, LinkFaults, NodeId, RaftTransportService, TransportStreams,
+};
 use keel_storage::{keys, Cf, NodeIdentity, Store};
 use tonic::codec::CompressionEncoding;
 
@@ -245,10 +247,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             }
         });
     }
+    let peer_streams = TransportStreams::default();
     let forwarding = ShardForwardingServer::new(ShardForwardingService {
         shards: shards.iter().map(Arc::downgrade).collect(),
         metadata: metadata.clone(),
         matching: matching.clone(),
+        streams: peer_streams.clone(),
     })
     .max_decoding_message_size(MAX_CLIENT_MESSAGE)
     .max_encoding_message_size(MAX_CLIENT_MESSAGE);
@@ -272,9 +276,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         "keel node serving the Temporal API and the Raft transport{}",
         if config.debug_kv { " and debug KV" } else { "" }
     );
-    let transport = RaftTransportService::new(&registry);
-    let peer_streams = transport.streams();
-    let transport = RaftTransportServer::new(transport)
+    let transport = RaftTransportServer::new(RaftTransportService::new(&registry, &peer_streams))
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     let debug_kv = config.debug_kv.then(|| {

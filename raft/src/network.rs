@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use keel_proto::raft::raft_transport_client::RaftTransportClient;
-use keel_proto::raft::{RaftHeader, RaftReply, RaftRequest};
+use keel_proto::raft::{RaftHeader, RaftReply, RaftRequest, RaftStreamReply, RaftStreamRequest};
 use keel_storage::GroupId;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
@@ -27,7 +27,7 @@ use tonic::{Code, Status};
 use crate::codec;
 use crate::handover::{HandoverReply, HandoverStep};
 use crate::log_limit::{LogLimiter, PEER_LOG_INTERVAL};
-use crate::peer_stream::PeerStream;
+use crate::peer_stream::{refused, PeerStream};
 use crate::types::{BasicNode, KeelRaft, NodeId};
 
 /// Longest a handover step waits for the peer's answer.
@@ -68,7 +68,7 @@ pub struct Peers {
     local: NodeId,
     cluster_id: String,
     channels: Mutex<HashMap<String, Channel>>,
-    streams: Mutex<HashMap<String, Arc<PeerStream>>>,
+    streams: Mutex<HashMap<String, Arc<AppendStream>>>,
     faults: LinkFaults,
     refusals_logged: LogLimiter,
 }
@@ -129,7 +129,7 @@ impl Peers {
     }
 
     /// The message stream to the peer at `addr`, opened anew if the last one ended.
-    fn stream(&self, addr: &str) -> Result<Arc<PeerStream>, String> {
+    fn stream(&self, addr: &str) -> Result<Arc<AppendStream>, String> {
         let mut streams = self
             .streams
             .lock()
@@ -137,7 +137,13 @@ impl Peers {
         if let Some(stream) = streams.get(addr).filter(|s| !s.has_ended()) {
             return Ok(stream.clone());
         }
-        let stream = Arc::new(PeerStream::open(self.channel(addr)?, addr));
+        let mut client = RaftTransportClient::new(self.channel(addr)?)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let stream = Arc::new(PeerStream::open(
+            |outgoing| async move { client.append_entries_stream(outgoing).await },
+            |reply: &RaftStreamReply| reply.id,
+        ));
         streams.insert(addr.to_string(), stream.clone());
         Ok(stream)
     }
@@ -161,6 +167,9 @@ impl Peers {
         Ok(channel)
     }
 }
+
+/// The stream that carries a node's AppendEntries to one peer.
+type AppendStream = PeerStream<RaftStreamRequest, RaftStreamReply>;
 
 /// Network factory of one group: hands openraft a client per target node.
 pub struct GroupNetwork {
@@ -236,7 +245,15 @@ impl PeerLink {
             match kind {
                 RPCTypes::AppendEntries => {
                     let stream = self.peers.stream(&self.addr).map_err(Status::unavailable)?;
-                    stream.call(message).await
+                    let reply = stream
+                        .call(|id| RaftStreamRequest {
+                            id,
+                            request: Some(message),
+                        })
+                        .await
+                        .map_err(Status::from)?;
+                    refused(reply.refused_code, reply.refused_message)?;
+                    Ok(reply.payload)
                 }
                 RPCTypes::Vote => client.vote(message).await.map(payload),
                 RPCTypes::InstallSnapshot => client.install_snapshot(message).await.map(payload),

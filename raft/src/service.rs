@@ -1,43 +1,28 @@
 //! Server side of the Raft transport: checks each message's cluster and node ids, finds the
-//! group in the registry and hands the request to its Raft instance. Each peer's message
-//! stream is read by a task of its own, and each message on it is answered by a task of its own,
-//! so one group's slow append does not hold up another's.
+//! group in the registry and hands the request to its Raft instance. AppendEntries arrive on
+//! each peer's message stream ([`answer_each`]), the rest as calls of their own.
 
-use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
-use futures::Stream;
 use keel_proto::raft::raft_transport_server::RaftTransport;
 use keel_proto::raft::{RaftReply, RaftRequest, RaftStreamReply, RaftStreamRequest};
 use openraft::raft::AppendEntriesRequest;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
 use crate::group::ShardGroup;
 use crate::handover;
 use crate::log_limit::{LogLimiter, PEER_LOG_INTERVAL};
+use crate::peer_stream::{answer_each, refusal, Answers, TransportStreams};
 use crate::registry::GroupRegistry;
 use crate::types::KeelRaft;
 
 /// The tonic service every node runs for its peers.
 pub struct RaftTransportService {
     router: Arc<Router>,
-    closing: watch::Sender<bool>,
-}
-
-/// Ends the message streams a [`RaftTransportService`] serves. A server shutting down gracefully
-/// waits for its open streams, and peers keep theirs open: close them first.
-#[derive(Clone)]
-pub struct TransportStreams(watch::Sender<bool>);
-
-impl TransportStreams {
-    /// Ends every message stream, open or opened later.
-    pub fn close(&self) {
-        self.0.send_replace(true);
-    }
+    streams: TransportStreams,
 }
 
 /// Finds the group a message is for. It holds the registry weakly: open peer connections must
@@ -48,20 +33,15 @@ struct Router {
 }
 
 impl RaftTransportService {
-    /// Serves the groups of `registry`.
-    pub fn new(registry: &Arc<GroupRegistry>) -> Self {
+    /// Serves the groups of `registry`; `streams` ends its message streams.
+    pub fn new(registry: &Arc<GroupRegistry>, streams: &TransportStreams) -> Self {
         RaftTransportService {
             router: Arc::new(Router {
                 registry: Arc::downgrade(registry),
                 foreign_logged: LogLimiter::new(PEER_LOG_INTERVAL),
             }),
-            closing: watch::Sender::new(false),
+            streams: streams.clone(),
         }
-    }
-
-    /// The handle that ends this service's message streams.
-    pub fn streams(&self) -> TransportStreams {
-        TransportStreams(self.closing.clone())
     }
 }
 
@@ -125,18 +105,18 @@ impl Router {
                 payload: codec::encode(&group.raft().append_entries(rpc).await),
                 ..RaftStreamReply::default()
             },
-            Err(status) => RaftStreamReply {
-                id,
-                refused_code: status.code() as i32,
-                refused_message: status.message().to_string(),
-                ..RaftStreamReply::default()
-            },
+            Err(status) => {
+                let (refused_code, refused_message) = refusal(&status);
+                RaftStreamReply {
+                    id,
+                    refused_code,
+                    refused_message,
+                    ..RaftStreamReply::default()
+                }
+            }
         }
     }
 }
-
-/// The answers of one peer's message stream.
-type StreamReplies = Pin<Box<dyn Stream<Item = Result<RaftStreamReply, Status>> + Send>>;
 
 fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
     Ok(Response::new(RaftReply {
@@ -146,37 +126,23 @@ fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
 
 #[tonic::async_trait]
 impl RaftTransport for RaftTransportService {
-    type AppendEntriesStreamStream = StreamReplies;
+    type AppendEntriesStreamStream = Answers<RaftStreamReply>;
 
     async fn append_entries_stream(
         &self,
         request: Request<Streaming<RaftStreamRequest>>,
-    ) -> Result<Response<StreamReplies>, Status> {
-        let mut incoming = request.into_inner();
-        let (answers, mut answered) = mpsc::unbounded_channel();
+    ) -> Result<Response<Answers<RaftStreamReply>>, Status> {
         let router = self.router.clone();
-        let mut closing = self.closing.subscribe();
-        tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    message = incoming.message() => message,
-                    _ = closing.wait_for(|closed| *closed) => break,
-                };
-                let Ok(Some(message)) = message else { break };
-                let answer = router.clone();
-                let answers = answers.clone();
-                tokio::spawn(async move {
-                    let _ = answers.send(answer.append_entries(message).await);
-                });
-                // A stopped node's connections outlive it while they drain: end the stream so
-                // the peer reconnects, perhaps to this node restarted.
-                if router.registry.strong_count() == 0 {
-                    break;
-                }
-            }
-        });
-        let replies = futures::stream::poll_fn(move |cx| answered.poll_recv(cx).map(|a| a.map(Ok)));
-        Ok(Response::new(Box::pin(replies)))
+        let registry = self.router.registry.clone();
+        Ok(Response::new(answer_each(
+            request.into_inner(),
+            self.streams.closing(),
+            move || registry.strong_count() == 0,
+            move |message| {
+                let router = router.clone();
+                async move { router.append_entries(message).await }
+            },
+        )))
     }
 
     async fn append_entries(

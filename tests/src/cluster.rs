@@ -172,9 +172,9 @@ impl TestCluster {
         )?;
         registry.open_hosted().await?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = RaftTransportService::new(&registry);
-        let peer_streams = service.streams();
-        let service = RaftTransportServer::new(service).max_decoding_message_size(64 << 20);
+        let peer_streams = TransportStreams::default();
+        let service = RaftTransportServer::new(RaftTransportService::new(&registry, &peer_streams))
+            .max_decoding_message_size(64 << 20);
         let listener = bind_retrying(node.addr).await?;
         let server = tokio::spawn(async move {
             let incoming =

@@ -1,5 +1,6 @@
 //! Forwarding between nodes: a node that does not lead a shard submits the shard's ops to the
-//! node that does (`keel.shard.v1.ShardForwarding/Submit`), and before a read asks the leader
+//! node that does (`keel.shard.v1.ShardForwarding/SubmitStream`, one message stream per peer),
+//! and before a read asks the leader
 //! for its applied index and waits until its own replica has applied that far (`ReadIndex`), so
 //! any node serves any request.
 
@@ -12,10 +13,12 @@ use keel_proto::shard::shard_forwarding_client::ShardForwardingClient;
 use keel_proto::shard::shard_forwarding_server::ShardForwarding;
 use keel_proto::shard::{
     OfferReply, OfferRequest, ReadIndexReply, ReadIndexRequest, SubmitReply, SubmitRequest,
+    SubmitStreamReply, SubmitStreamRequest,
 };
-use keel_raft::ShardGroup;
+use keel_raft::peer_stream::{answer_each, refusal, refused, Answers, PeerStream, StreamError};
+use keel_raft::{ShardGroup, TransportStreams};
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::{Local, Op, OpResult, Shard, ShardError};
 use crate::matching::{MatchTask, Matching, QueueKey, RunTask};
@@ -23,9 +26,6 @@ use crate::matching::{MatchTask, Matching, QueueKey, RunTask};
 /// Longest a forwarded op or read-index call waits for the leader's answer (an op's outcome is
 /// then unknown, as for any timeout).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How a status from a peer starts when no connection to it could be opened (nothing was sent).
-const NOT_CONNECTED: &str = "tcp connect error";
 
 /// What became of a forwarded op.
 pub(super) enum Forwarded {
@@ -35,13 +35,35 @@ pub(super) enum Forwarded {
     NotSent(ShardError),
 }
 
-/// Clients of the other nodes, by address.
+/// The stream that carries the ops a node forwards to one peer.
+type SubmitStream = PeerStream<SubmitStreamRequest, SubmitStreamReply>;
+
+/// Clients of the other nodes, and the streams of ops forwarded to them, by address.
 #[derive(Default)]
 pub struct PeerClients {
     clients: Mutex<HashMap<String, ShardForwardingClient<Channel>>>,
+    submit_streams: Mutex<HashMap<String, Arc<SubmitStream>>>,
 }
 
 impl PeerClients {
+    /// The stream of ops forwarded to the peer at `address`, opened anew if the last one ended.
+    fn submit_stream(&self, address: &str) -> Result<Arc<SubmitStream>, String> {
+        let mut streams = self
+            .submit_streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(stream) = streams.get(address).filter(|s| !s.has_ended()) {
+            return Ok(stream.clone());
+        }
+        let mut client = self.client(address)?;
+        let stream = Arc::new(PeerStream::open(
+            |outgoing| async move { client.submit_stream(outgoing).await },
+            |reply: &SubmitStreamReply| reply.id,
+        ));
+        streams.insert(address.to_string(), stream.clone());
+        Ok(stream)
+    }
+
     fn client(&self, address: &str) -> Result<ShardForwardingClient<Channel>, String> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = clients.get(address) {
@@ -131,40 +153,37 @@ impl Shard {
             Ok(address) => address,
             Err(error) => return Forwarded::NotSent(error),
         };
-        let client = match self.context.peers.client(&address) {
-            Ok(client) => client,
+        let stream = match self.context.peers.submit_stream(&address) {
+            Ok(stream) => stream,
             Err(reason) => return Forwarded::NotSent(self.unavailable(reason)),
         };
         match self
-            .send(client, &address, namespace_id, workflow_id, op)
+            .send(&stream, &address, namespace_id, workflow_id, op)
             .await
         {
-            Err(status)
-                if status.code() == tonic::Code::Unavailable
-                    && status.message().starts_with(NOT_CONNECTED) =>
-            {
-                Forwarded::NotSent(self.unavailable(format!(
-                    "its leader at {address} cannot be reached ({})",
-                    status.message()
-                )))
-            }
-            Err(status) => Forwarded::Answered(Err(self.unavailable(format!(
-                "forwarding to its leader at {address} failed ({}); the outcome is unknown",
+            Err(StreamError::Unsent(status)) => Forwarded::NotSent(self.unavailable(format!(
+                "its leader at {address} cannot be reached ({})",
                 status.message()
-            )))),
+            ))),
+            Err(StreamError::Unanswered(status)) => {
+                Forwarded::Answered(Err(self.unavailable(format!(
+                    "forwarding to its leader at {address} failed ({}); the outcome is unknown",
+                    status.message()
+                ))))
+            }
             Ok(forwarded) => forwarded,
         }
     }
 
-    /// One Submit call to `address`; a status if it got no answer.
+    /// Sends one op to `address` over `stream`; why not if it got no answer.
     async fn send(
         &self,
-        mut client: ShardForwardingClient<Channel>,
+        stream: &SubmitStream,
         address: &str,
         namespace_id: &str,
         workflow_id: &str,
         op: &Op,
-    ) -> Result<Forwarded, Status> {
+    ) -> Result<Forwarded, StreamError> {
         let op = match bincode::serialize(op) {
             Ok(op) => op,
             Err(e) => {
@@ -179,12 +198,19 @@ impl Shard {
             workflow_id: workflow_id.to_string(),
             op,
         };
-        let reply = tokio::time::timeout(FORWARD_TIMEOUT, client.submit(request))
+        let call = stream.call(|id| SubmitStreamRequest {
+            id,
+            request: Some(request),
+        });
+        let answer = tokio::time::timeout(FORWARD_TIMEOUT, call)
             .await
             .map_err(|_| {
-                Status::deadline_exceeded(format!("no answer within {FORWARD_TIMEOUT:?}"))
-            })??
-            .into_inner();
+                StreamError::Unanswered(Status::deadline_exceeded(format!(
+                    "no answer within {FORWARD_TIMEOUT:?}"
+                )))
+            })??;
+        refused(answer.refused_code, answer.refused_message).map_err(StreamError::Unanswered)?;
+        let reply = answer.reply.unwrap_or_default();
         let result = bincode::deserialize::<Result<OpResult, ShardError>>(&reply.result)
             .unwrap_or_else(|e| {
                 Err(self.unavailable(format!(
@@ -273,16 +299,69 @@ pub struct ShardForwardingService {
     pub metadata: ShardGroup,
     /// The node's matching (offers from shard leaders).
     pub matching: Arc<Matching>,
+    /// Ends the submit streams this service answers.
+    pub streams: TransportStreams,
 }
 
-impl ShardForwardingService {
-    fn shard(&self, id: u64) -> Result<Arc<Shard>, Status> {
-        usize::try_from(id)
-            .ok()
-            .and_then(|i| i.checked_sub(1))
-            .and_then(|i| self.shards.get(i))
-            .and_then(Weak::upgrade)
-            .ok_or_else(|| Status::not_found(format!("shard {id} is not hosted on this node")))
+/// Shard `id` of `shards` (the node's shards, at index shard-1).
+fn hosted_shard(shards: &[Weak<Shard>], id: u64) -> Result<Arc<Shard>, Status> {
+    usize::try_from(id)
+        .ok()
+        .and_then(|i| i.checked_sub(1))
+        .and_then(|i| shards.get(i))
+        .and_then(Weak::upgrade)
+        .ok_or_else(|| Status::not_found(format!("shard {id} is not hosted on this node")))
+}
+
+/// Runs a forwarded op on this node's writer of its shard.
+async fn submit_here(shards: &[Weak<Shard>], r: SubmitRequest) -> Result<SubmitReply, Status> {
+    let shard = hosted_shard(shards, r.shard)?;
+    let op: Op = bincode::deserialize(&r.op)
+        .map_err(|e| Status::invalid_argument(format!("undecodable forwarded op: {e}")))?;
+    // Only this node's own writer: a forwarded op is never forwarded again.
+    let (result, not_sent) = match shard
+        .submit_local(&r.namespace_id, &r.workflow_id, op)
+        .await
+    {
+        Local::Answered(result) => (result, false),
+        Local::NotLeading(_, error) => (Err(error), true),
+    };
+    // Read after the answer: the writer records the index before it answers.
+    let applied_index = shard.answered_through.load(Ordering::Acquire);
+    let result = bincode::serialize(&result)
+        .map_err(|e| Status::internal(format!("cannot encode the result: {e}")))?;
+    Ok(SubmitReply {
+        result,
+        applied_index,
+        not_sent,
+    })
+}
+
+/// Answers one op of a peer's submit stream.
+async fn answer_submit(shards: &[Weak<Shard>], message: SubmitStreamRequest) -> SubmitStreamReply {
+    let id = message.id;
+    let request = message
+        .request
+        .ok_or_else(|| Status::invalid_argument("stream message without a request"));
+    let reply = match request {
+        Ok(request) => submit_here(shards, request).await,
+        Err(status) => Err(status),
+    };
+    match reply {
+        Ok(reply) => SubmitStreamReply {
+            id,
+            reply: Some(reply),
+            ..SubmitStreamReply::default()
+        },
+        Err(status) => {
+            let (refused_code, refused_message) = refusal(&status);
+            SubmitStreamReply {
+                id,
+                refused_code,
+                refused_message,
+                ..SubmitStreamReply::default()
+            }
+        }
     }
 }
 
@@ -292,27 +371,28 @@ impl ShardForwarding for ShardForwardingService {
         &self,
         request: Request<SubmitRequest>,
     ) -> Result<Response<SubmitReply>, Status> {
-        let r = request.into_inner();
-        let shard = self.shard(r.shard)?;
-        let op: Op = bincode::deserialize(&r.op)
-            .map_err(|e| Status::invalid_argument(format!("undecodable forwarded op: {e}")))?;
-        // Only this node's own writer: a forwarded op is never forwarded again.
-        let (result, not_sent) = match shard
-            .submit_local(&r.namespace_id, &r.workflow_id, op)
+        submit_here(&self.shards, request.into_inner())
             .await
-        {
-            Local::Answered(result) => (result, false),
-            Local::NotLeading(_, error) => (Err(error), true),
-        };
-        // Read after the answer: the writer records the index before it answers.
-        let applied_index = shard.answered_through.load(Ordering::Acquire);
-        let result = bincode::serialize(&result)
-            .map_err(|e| Status::internal(format!("cannot encode the result: {e}")))?;
-        Ok(Response::new(SubmitReply {
-            result,
-            applied_index,
-            not_sent,
-        }))
+            .map(Response::new)
+    }
+
+    type SubmitStreamStream = Answers<SubmitStreamReply>;
+
+    async fn submit_stream(
+        &self,
+        request: Request<Streaming<SubmitStreamRequest>>,
+    ) -> Result<Response<Answers<SubmitStreamReply>>, Status> {
+        let shards: Arc<[Weak<Shard>]> = self.shards.clone().into();
+        let held = shards.clone();
+        Ok(Response::new(answer_each(
+            request.into_inner(),
+            self.streams.closing(),
+            move || held.iter().all(|shard| shard.strong_count() == 0),
+            move |message| {
+                let shards = shards.clone();
+                async move { answer_submit(&shards, message).await }
+            },
+        )))
     }
 
     async fn offer(&self, request: Request<OfferRequest>) -> Result<Response<OfferReply>, Status> {
@@ -333,7 +413,7 @@ impl ShardForwarding for ShardForwardingService {
         let group = if id == 0 {
             &self.metadata
         } else {
-            shard = self.shard(id)?;
+            shard = hosted_shard(&self.shards, id)?;
             &shard.group
         };
         group
