@@ -222,6 +222,11 @@ type RpcResult<T, E = openraft::error::Infallible> =
     Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl PeerLink {
+    /// A client for a call of its own (votes and snapshots; AppendEntries use the stream).
+    fn client(&self) -> Result<RaftTransportClient<Channel>, Status> {
+        self.client.clone().map_err(Status::unavailable)
+    }
+
     async fn call<Req, Resp, E>(
         &self,
         kind: RPCTypes,
@@ -238,7 +243,6 @@ impl PeerLink {
         if self.peers.faults.is_blocked(self.target) {
             return Err(unreachable(format!("link to node {} is cut", self.target)));
         }
-        let mut client = self.client.clone().map_err(unreachable)?;
         let message = self.peers.request(self.group, self.target, request);
         let ttl = option.hard_ttl();
         let call = async {
@@ -255,8 +259,10 @@ impl PeerLink {
                     refused(reply.refused_code, reply.refused_message)?;
                     Ok(reply.payload)
                 }
-                RPCTypes::Vote => client.vote(message).await.map(payload),
-                RPCTypes::InstallSnapshot => client.install_snapshot(message).await.map(payload),
+                RPCTypes::Vote => self.client()?.vote(message).await.map(payload),
+                RPCTypes::InstallSnapshot => {
+                    self.client()?.install_snapshot(message).await.map(payload)
+                }
             }
         };
         let reply = match tokio::time::timeout(ttl, call).await {
