@@ -18,6 +18,8 @@ pub struct NodeFile {
     pub cluster_id: Option<String>,
     /// Address (host:port) to listen on for clients and peers.
     pub listen: Option<String>,
+    /// Address (host:port) to serve Prometheus metrics on (absent: not served).
+    pub metrics_listen: Option<String>,
     /// Directory for the node's RocksDB and snapshots.
     pub data_dir: Option<PathBuf>,
     /// Number of shard groups (fixed when the cluster is created).
@@ -89,6 +91,7 @@ mod tests {
         assert_eq!(file.node_id, Some(1));
         assert_eq!(file.peer_specs().len(), 3);
         assert_eq!(file.shards, Some(16));
+        assert_eq!(file.metrics_listen.as_deref(), Some("0.0.0.0:9090"));
         assert!(file.dynamic_config_assignments().is_ok());
     }
 

@@ -1,5 +1,6 @@
 //! `keel dev --nodes N`: a real local cluster for trying failover on one machine. It starts N
-//! `keel node` processes (client ports PORT..PORT+N-1, data under DATA_DIR/node-I) and
+//! `keel node` processes (client ports PORT..PORT+N-1, metrics ports, if asked for,
+//! METRICS_PORT..METRICS_PORT+N-1, data under DATA_DIR/node-I) and
 //! supervises them: a node that dies (say, one the user killed) stays down until restarted by
 //! hand with the command printed at start-up; SIGINT or SIGTERM stops them all.
 
@@ -14,6 +15,8 @@ use crate::server::{db_dir, ShardCount};
 pub struct DevCluster {
     /// Client port of node 1.
     pub port: u16,
+    /// Metrics port of node 1, if metrics are served.
+    pub metrics_port: Option<u16>,
     /// Data of node I goes to `data_dir/node-I`.
     pub data_dir: PathBuf,
     /// Shard groups.
@@ -40,6 +43,9 @@ impl DevCluster {
             format!("--peer={}", peers.join(",")),
             format!("--data-dir={}", data_dir.display()),
         ];
+        if let Some(port) = self.metrics_port {
+            args.push(format!("--metrics-listen=127.0.0.1:{}", port + id - 1));
+        }
         // A default goes only to a new data dir: an existing one keeps the count it has.
         match self.shards {
             ShardCount::Given(count) => args.push(format!("--shards={count}")),
@@ -62,15 +68,22 @@ impl DevCluster {
 
     /// Starts the nodes and waits for a signal (or for every node to exit).
     pub async fn run(self) -> anyhow::Result<()> {
-        if self.nodes < 2 || u32::from(self.port) + u32::from(self.nodes) > 65_536 {
-            anyhow::bail!("--nodes must be at least 2 and the ports PORT..PORT+N-1 must exist");
+        let fits = |port: u16| u32::from(port) + u32::from(self.nodes) <= 65_536;
+        if self.nodes < 2 || !fits(self.port) || !self.metrics_port.is_none_or(fits) {
+            anyhow::bail!(
+                "--nodes must be at least 2 and the ports PORT..PORT+N-1 (and METRICS_PORT..METRICS_PORT+N-1) must exist"
+            );
         }
         let exe = std::env::current_exe().context("cannot find the keel binary")?;
         let mut children = Vec::new();
         for id in 1..=self.nodes {
             let child = self.spawn(&exe, id)?;
+            let metrics = match self.metrics_port {
+                Some(port) => format!(", metrics at http://127.0.0.1:{}/metrics", port + id - 1),
+                None => String::new(),
+            };
             eprintln!(
-                "keel dev: node {id} on 127.0.0.1:{} (pid {}); restart it with: {} {}",
+                "keel dev: node {id} on 127.0.0.1:{}{metrics} (pid {}); restart it with: {} {}",
                 self.port + id - 1,
                 child.id().unwrap_or(0),
                 exe.display(),
@@ -105,5 +118,39 @@ impl DevCluster {
             let _ = child.wait().await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(metrics_port: Option<u16>) -> DevCluster {
+        DevCluster {
+            port: 7000,
+            metrics_port,
+            data_dir: PathBuf::from("/nonexistent/keel-data"),
+            shards: ShardCount::Given(2),
+            nodes: 3,
+            node_flags: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn each_node_serves_metrics_on_its_own_port_when_asked() {
+        let with = cluster(Some(9100));
+        for id in 1..=3 {
+            let expected = format!("--metrics-listen=127.0.0.1:{}", 9100 + id - 1);
+            assert!(
+                with.node_args(id).contains(&expected),
+                "{:?}",
+                with.node_args(id)
+            );
+        }
+        let without = cluster(None);
+        assert!(!without
+            .node_args(1)
+            .iter()
+            .any(|arg| arg.starts_with("--metrics-listen")));
     }
 }

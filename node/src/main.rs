@@ -14,6 +14,7 @@ mod engine;
 mod frontend;
 mod health;
 mod matching;
+mod metrics;
 mod namespaces;
 mod server;
 mod shard;
@@ -55,6 +56,10 @@ enum Command {
         /// Start a local cluster of this many node processes (data under DATA_DIR/node-I).
         #[arg(long, default_value_t = 1)]
         nodes: u16,
+        /// Serve Prometheus metrics at http://127.0.0.1:PORT/metrics (default: off, as in
+        /// `temporal server start-dev`); with --nodes N, node I serves them on PORT+I-1.
+        #[arg(long, value_name = "PORT")]
+        metrics_port: Option<u16>,
         /// Directory for the node's RocksDB and snapshot files.
         #[arg(long, default_value = "./keel-data")]
         data_dir: PathBuf,
@@ -80,6 +85,9 @@ enum Command {
         /// Address (host:port) to listen on for peers and clients.
         #[arg(long)]
         listen: Option<String>,
+        /// Address (host:port) to serve Prometheus metrics on, at /metrics (default: off).
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics_listen: Option<String>,
         /// Every member of the initial cluster, this node included, as ID=HOST:PORT (repeat or
         /// separate with commas).
         #[arg(long, value_delimiter = ',')]
@@ -259,12 +267,14 @@ fn main() -> ExitCode {
         Command::Dev {
             port,
             nodes,
+            metrics_port,
             data_dir,
             shards,
             tuning,
         } if nodes > 1 => {
             let cluster = DevCluster {
                 port,
+                metrics_port,
                 data_dir,
                 shards: ShardCount::or_default(shards, DEV_SHARDS),
                 nodes,
@@ -280,6 +290,7 @@ fn main() -> ExitCode {
         }
         Command::Dev {
             port,
+            metrics_port,
             data_dir,
             shards,
             tuning,
@@ -294,6 +305,7 @@ fn main() -> ExitCode {
                     addr: listen.clone(),
                 }],
                 listen,
+                metrics_listen: metrics_port.map(|port| format!("127.0.0.1:{port}")),
                 data_dir,
                 shards: ShardCount::or_default(shards, DEV_SHARDS),
                 debug_kv: true,
@@ -311,6 +323,7 @@ fn main() -> ExitCode {
             node_id,
             cluster_id,
             listen,
+            metrics_listen,
             peer,
             data_dir,
             shards,
@@ -351,6 +364,7 @@ fn main() -> ExitCode {
                 node_id,
                 cluster_id,
                 listen,
+                metrics_listen: metrics_listen.or(file.metrics_listen.clone()),
                 peers,
                 data_dir,
                 shards: ShardCount::or_default(shards.or(file.shards), NODE_SHARDS),

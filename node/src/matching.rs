@@ -100,6 +100,15 @@ pub struct PollerSeen {
     pub last_access_ns: i64,
 }
 
+/// Polls waiting for a task on this node, by task kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaitingPolls {
+    /// On workflow task queues (normal and sticky).
+    pub workflow: usize,
+    /// On activity task queues.
+    pub activity: usize,
+}
+
 /// The node's task queues.
 #[derive(Default)]
 pub struct Matching {
@@ -187,6 +196,23 @@ impl Matching {
         self.lock().get(key).map_or(0, |queue| queue.tasks.len())
     }
 
+    /// Polls waiting for a task now (a poll whose caller went away is not counted).
+    pub fn waiting_polls(&self) -> WaitingPolls {
+        let mut waiting = WaitingPolls::default();
+        for (key, queue) in self.lock().iter() {
+            let polls = queue
+                .pollers
+                .iter()
+                .filter(|(_, poller)| !poller.is_closed())
+                .count();
+            match key.kind {
+                TaskKind::Workflow => waiting.workflow += polls,
+                TaskKind::Activity => waiting.activity += polls,
+            }
+        }
+        waiting
+    }
+
     /// Forgets a worker identity's polls on every queue of a namespace (ShutdownWorker).
     pub fn forget_poller(&self, namespace_id: &str, identity: &str) {
         for (key, queue) in self.lock().iter_mut() {
@@ -246,5 +272,30 @@ mod tests {
         matching.offer(key(), task(7));
         assert_eq!(waiting.await.ok().flatten(), Some(task(7)));
         assert_eq!(matching.backlog(&key()), 0);
+    }
+
+    #[tokio::test]
+    async fn waiting_polls_are_counted_by_kind_until_they_end() {
+        let matching = std::sync::Arc::new(Matching::default());
+        let activities = QueueKey {
+            kind: TaskKind::Activity,
+            ..key()
+        };
+        let poll = |key: QueueKey| {
+            let matching = matching.clone();
+            tokio::spawn(async move { matching.poll(&key, "w", 0, Duration::from_secs(5)).await })
+        };
+        let first = poll(key());
+        let _second = poll(key());
+        let _third = poll(activities);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let expected = WaitingPolls {
+            workflow: 2,
+            activity: 1,
+        };
+        assert_eq!(matching.waiting_polls(), expected);
+        first.abort();
+        let _ = first.await;
+        assert_eq!(matching.waiting_polls().workflow, 1);
     }
 }

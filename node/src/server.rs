@@ -1,5 +1,6 @@
 //! Node start-up and serving: opens the store, opens or creates and bootstraps the Raft groups,
-//! serves the peer transport (and the debug KV RPC) until SIGINT or SIGTERM.
+//! serves the peer transport (and the debug KV RPC) until SIGINT or SIGTERM, and the Prometheus
+//! metrics if asked to.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use crate::engine::Limits;
 use crate::frontend::{Frontend, Queries};
 use crate::health::HealthService;
 use crate::matching::{Matching, MatchingOwner};
+use crate::metrics::NodeMetrics;
 use crate::namespaces::{NamespaceError, NamespaceRecord, Namespaces};
 use crate::shard::applier::WriteSetApplier;
 use crate::shard::forwarding::ShardForwardingService;
@@ -93,6 +95,8 @@ pub struct NodeConfig {
     pub node_id: NodeId,
     pub cluster_id: String,
     pub listen: String,
+    /// Where to serve Prometheus metrics (`/metrics`); None: not served.
+    pub metrics_listen: Option<String>,
     pub peers: Vec<PeerSpec>,
     pub data_dir: PathBuf,
     pub shards: ShardCount,
@@ -146,6 +150,19 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .listen
         .parse()
         .with_context(|| format!("--listen {:?} is not HOST:PORT", config.listen))?;
+    let metrics = NodeMetrics::new()?;
+    // Bound before anything else starts, so a port in use stops the node at once.
+    let metrics_server = match &config.metrics_listen {
+        Some(addr) => {
+            let addr: SocketAddr = addr
+                .parse()
+                .with_context(|| format!("--metrics-listen {addr:?} is not HOST:PORT"))?;
+            let endpoint = metrics.endpoint(addr).await?;
+            tracing::info!(addr = %endpoint.local_addr()?, "serving Prometheus metrics at /metrics");
+            Some(tokio::spawn(endpoint.serve()))
+        }
+        None => None,
+    };
     let identity = NodeIdentity {
         cluster_id: config.cluster_id.clone(),
         node_id: config.node_id,
@@ -198,6 +215,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .context("the metadata group (0) is not hosted on this node")?;
     let clock = Arc::new(SystemClock);
     let matching = Arc::new(Matching::default());
+    metrics.watch_node(&registry, store.clone(), matching.clone())?;
     let peers = Arc::new(crate::shard::forwarding::PeerClients::default());
     let namespaces = Arc::new(Namespaces::load(metadata.clone(), peers.clone())?);
     let context = Arc::new(ShardContext {
@@ -267,6 +285,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         cluster_id: config.cluster_id.clone(),
         owner: MatchingOwner::new(metadata.clone()),
         matching_clients: Default::default(),
+        history_long_polls: metrics.history_long_polls(),
     };
     tracing::info!(
         node = config.node_id,
@@ -294,6 +313,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .send_compressed(CompressionEncoding::Gzip);
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(metrics.grpc_layer())
         .add_service(transport)
         .add_service(workflow)
         .add_service(operator)
@@ -314,6 +334,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         })
         .await
         .with_context(|| format!("cannot serve on {listen}"));
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     registry.shutdown().await;
     if let Some(error) = mismatch.lock().unwrap_or_else(|e| e.into_inner()).take() {
         return Err(error.into());

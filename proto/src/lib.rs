@@ -43,3 +43,7 @@ pub mod temporal_services {
 }
 
 pub use temporalio_protos::temporal;
+
+/// The gRPC path (`/package.Service/Method`) of every method of every service above, for
+/// per-method metrics.
+pub const GRPC_METHODS: &[&str] = include!(concat!(env!("OUT_DIR"), "/grpc_methods.rs"));

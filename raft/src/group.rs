@@ -14,6 +14,7 @@ use openraft::{ChangeMembers, Raft, RaftMetrics};
 use tokio::sync::{mpsc, oneshot, watch, OwnedRwLockWriteGuard, RwLock, Semaphore};
 
 use crate::error::{GroupError, ProposeError, ReadError};
+use crate::proposal_stats::{ProposalCounters, ProposalStats};
 use crate::types::{BasicNode, KeelRaft, NodeId, Proposal};
 
 /// Most commands batched into one log entry.
@@ -56,6 +57,8 @@ struct GroupInner {
     quiet: Arc<RwLock<()>>,
     /// Counts election holds, so that only the latest one's expiry enables elections again.
     election_holds: AtomicU64,
+    /// What the proposer committed and failed.
+    proposal_counters: Arc<ProposalCounters>,
 }
 
 /// One Raft group on this node. Cheap to clone.
@@ -74,7 +77,15 @@ impl ShardGroup {
     ) -> ShardGroup {
         let (proposals, queue) = mpsc::channel(PROPOSAL_QUEUE);
         let quiet = Arc::new(RwLock::new(()));
-        tokio::spawn(run_proposer(id, node, raft.clone(), queue, quiet.clone()));
+        let proposal_counters = Arc::new(ProposalCounters::default());
+        tokio::spawn(run_proposer(
+            id,
+            node,
+            raft.clone(),
+            queue,
+            quiet.clone(),
+            proposal_counters.clone(),
+        ));
         ShardGroup {
             inner: Arc::new(GroupInner {
                 id,
@@ -85,6 +96,7 @@ impl ShardGroup {
                 quorum_wait,
                 quiet,
                 election_holds: AtomicU64::new(0),
+                proposal_counters,
             }),
         }
     }
@@ -287,6 +299,11 @@ impl ShardGroup {
         self.leader() == Some(self.inner.node)
     }
 
+    /// The proposals this node's proposer committed and failed since the group was opened.
+    pub fn proposal_stats(&self) -> ProposalStats {
+        self.inner.proposal_counters.read()
+    }
+
     /// Watches the group's Raft metrics (leader, term, log and applied indexes, replication).
     pub fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
         self.inner.raft.metrics()
@@ -386,6 +403,7 @@ async fn run_proposer(
     raft: Raft<KeelRaft>,
     mut queue: mpsc::Receiver<Pending>,
     quiet: Arc<RwLock<()>>,
+    counters: Arc<ProposalCounters>,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
@@ -405,18 +423,26 @@ async fn run_proposer(
             }
         }
         let raft = raft.clone();
+        let counters = counters.clone();
         tokio::spawn(async move {
             let _permit = (permit, round);
-            commit_batch(group, node, &raft, batch).await;
+            commit_batch(group, node, &raft, batch, &counters).await;
         });
     }
 }
 
-async fn commit_batch(group: GroupId, node: NodeId, raft: &Raft<KeelRaft>, batch: Vec<Pending>) {
+async fn commit_batch(
+    group: GroupId,
+    node: NodeId,
+    raft: &Raft<KeelRaft>,
+    batch: Vec<Pending>,
+    counters: &ProposalCounters,
+) {
     let (commands, replies): (Vec<Bytes>, Vec<_>) =
         batch.into_iter().map(|p| (p.command, p.reply)).unzip();
     match raft.client_write(Proposal { commands }).await {
         Ok(written) => {
+            counters.committed(replies.len());
             let mut responses = written.data.responses.into_iter();
             for reply in replies {
                 let _ = reply.send(Ok(Committed {
@@ -426,6 +452,7 @@ async fn commit_batch(group: GroupId, node: NodeId, raft: &Raft<KeelRaft>, batch
             }
         }
         Err(error) => {
+            counters.failed(replies.len());
             let error = match error {
                 RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
                     ProposeError::NotLeader {

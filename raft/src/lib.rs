@@ -3,7 +3,8 @@
 //! It owns openraft's type configuration, the log store and state machine of each group over
 //! keel-storage, the peer transport over tonic (one channel per peer, every message tagged with
 //! cluster, group and node ids), the registry that creates, opens and closes groups, proposal
-//! batching, linearizable reads, leadership metrics and handover, bootstrap and membership
+//! batching, linearizable reads, leadership metrics and handover, counters of proposals and
+//! peer messages (read by the node's metrics exporter), bootstrap and membership
 //! change.
 //!
 //! It must not know what the groups replicate: commands are opaque bytes handed to an
@@ -23,7 +24,9 @@ pub mod kv;
 mod log_limit;
 mod log_store;
 mod network;
+mod peer_stats;
 pub mod peer_stream;
+mod proposal_stats;
 mod recent_entries;
 mod records;
 mod registry;
@@ -39,7 +42,9 @@ pub use group::{Committed, ShardGroup, MAX_COMMAND_BYTES};
 pub use keel_storage::GroupId;
 pub use log_store::GroupLogStore;
 pub use network::LinkFaults;
+pub use peer_stats::{MessageKind, PeerMessageStats};
 pub use peer_stream::TransportStreams;
+pub use proposal_stats::ProposalStats;
 pub use registry::GroupRegistry;
 pub use service::RaftTransportService;
 pub use snapshot_file::SnapshotFile;

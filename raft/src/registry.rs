@@ -14,6 +14,7 @@ use crate::error::GroupError;
 use crate::group::ShardGroup;
 use crate::log_store::GroupLogStore;
 use crate::network::{GroupNetwork, LinkFaults, Peers};
+use crate::peer_stats::{CountedNetwork, PeerMessageCounters, PeerMessageStats};
 use crate::records::write_synced;
 use crate::state_machine::GroupStateMachine;
 use crate::types::NodeId;
@@ -28,6 +29,7 @@ pub struct GroupRegistry {
     store: Store,
     applier: Arc<dyn Applier>,
     peers: Arc<Peers>,
+    peer_messages: Arc<PeerMessageCounters>,
     raft_config: Arc<openraft::Config>,
     quorum_wait: std::time::Duration,
     snapshot_root: PathBuf,
@@ -59,6 +61,7 @@ impl GroupRegistry {
             store,
             applier,
             peers: Peers::new(node_id, cluster_id.to_string(), faults),
+            peer_messages: Arc::default(),
             raft_config: Arc::new(raft_config),
             quorum_wait: config.quorum_wait,
             snapshot_root,
@@ -79,6 +82,11 @@ impl GroupRegistry {
     /// The link-fault seam of this node.
     pub fn faults(&self) -> &LinkFaults {
         self.peers.faults()
+    }
+
+    /// The Raft messages this node sent to each peer (all groups together), by kind.
+    pub fn peer_message_stats(&self) -> Vec<PeerMessageStats> {
+        self.peer_messages.read()
     }
 
     /// Opens every group recorded as hosted on this node; returns their ids.
@@ -133,7 +141,10 @@ impl GroupRegistry {
         )
         .await
         .map_err(storage)?;
-        let network = GroupNetwork::new(group, self.peers.clone());
+        let network = CountedNetwork::new(
+            GroupNetwork::new(group, self.peers.clone()),
+            self.peer_messages.clone(),
+        );
         let raft = Raft::new(self.node_id, self.raft_config.clone(), network, log, state)
             .await
             .map_err(|e| GroupError::Raft {

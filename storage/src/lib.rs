@@ -12,9 +12,11 @@ mod error;
 pub mod keys;
 mod sst;
 mod store;
+mod sync_stats;
 mod synced_writer;
 
 pub use error::StorageError;
 pub use keys::GroupId;
 pub use sst::ExportedRange;
 pub use store::{Cf, KeyValue, NodeIdentity, Store, WriteBatch};
+pub use sync_stats::SyncStats;

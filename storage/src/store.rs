@@ -2,9 +2,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, DB};
 
+use crate::sync_stats::{SyncCounters, SyncStats};
 use crate::synced_writer::{Completion, SyncedWriter};
 use crate::StorageError;
 
@@ -80,6 +82,7 @@ pub(crate) struct Inner {
     pub(crate) db: Arc<DB>,
     pub(crate) path: PathBuf,
     writer: SyncedWriter,
+    sync_counters: Arc<SyncCounters>,
 }
 
 /// A node's open database. Cheap to clone; all clones share one RocksDB and one synced writer.
@@ -165,12 +168,14 @@ impl Store {
             }
         })?;
         let db = Arc::new(db);
-        let writer = SyncedWriter::start(db.clone(), path.to_path_buf());
+        let sync_counters = Arc::new(SyncCounters::default());
+        let writer = SyncedWriter::start(db.clone(), path.to_path_buf(), sync_counters.clone());
         let store = Store {
             inner: Arc::new(Inner {
                 db,
                 path: path.to_path_buf(),
                 writer,
+                sync_counters,
             }),
         };
         store.check_identity(identity)?;
@@ -312,10 +317,17 @@ impl Store {
 
     /// Makes every write so far durable (fsyncs the WAL).
     pub fn sync_wal(&self) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let synced = self.inner.db.flush_wal(true);
         self.inner
-            .db
-            .flush_wal(true)
-            .map_err(|e| self.inner.rocks_error("sync WAL", e))
+            .sync_counters
+            .record_fsync(0, started.elapsed(), synced.is_err());
+        synced.map_err(|e| self.inner.rocks_error("sync WAL", e))
+    }
+
+    /// The store's durable-write counters since it was opened (for metrics).
+    pub fn sync_stats(&self) -> SyncStats {
+        self.inner.sync_counters.read()
     }
 
     pub(crate) fn cf_handle(&self, cf: Cf) -> &rocksdb::ColumnFamily {
@@ -411,5 +423,29 @@ mod tests {
             .get(Cf::RaftLog, &499u32.to_be_bytes())
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn sync_stats_count_every_synced_batch_and_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &identity("c", 1)).unwrap();
+        assert_eq!(store.sync_stats(), SyncStats::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0u32..100 {
+            let mut batch = store.batch();
+            batch.put(Cf::RaftLog, &i.to_be_bytes(), b"x");
+            let tx = tx.clone();
+            store.write_synced(batch, move |r| tx.send(r.is_ok()).unwrap());
+        }
+        drop(tx);
+        assert_eq!(rx.iter().filter(|ok| *ok).count(), 100);
+        let stats = store.sync_stats();
+        assert_eq!(stats.synced_batches, 100);
+        assert!((1..=100).contains(&stats.fsyncs), "{stats:?}");
+        assert_eq!(stats.failed_fsyncs, 0);
+        store.sync_wal().unwrap();
+        let after = store.sync_stats();
+        assert_eq!(after.fsyncs, stats.fsyncs + 1);
+        assert_eq!(after.synced_batches, 100);
     }
 }

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use rocksdb::DB;
 
+use crate::sync_stats::SyncCounters;
 use crate::StorageError;
 
 /// Called once a synced write is durable or has failed. Runs on the writer thread.
@@ -30,12 +32,12 @@ pub(crate) struct SyncedWriter {
 }
 
 impl SyncedWriter {
-    pub(crate) fn start(db: Arc<DB>, path: PathBuf) -> SyncedWriter {
+    pub(crate) fn start(db: Arc<DB>, path: PathBuf, counters: Arc<SyncCounters>) -> SyncedWriter {
         let (queue, jobs) = channel();
         let thread_path = path.clone();
         let thread = std::thread::Builder::new()
             .name("keel-synced-writer".to_string())
-            .spawn(move || run(db, thread_path, jobs));
+            .spawn(move || run(db, thread_path, jobs, &counters));
         match thread {
             Ok(thread) => SyncedWriter {
                 queue: Some(queue),
@@ -76,7 +78,7 @@ impl Drop for SyncedWriter {
     }
 }
 
-fn run(db: Arc<DB>, path: PathBuf, jobs: Receiver<Job>) {
+fn run(db: Arc<DB>, path: PathBuf, jobs: Receiver<Job>, counters: &SyncCounters) {
     let mut no_sync = rocksdb::WriteOptions::default();
     no_sync.set_sync(false);
     let mut written: Vec<(Result<(), rocksdb::Error>, Completion)> = Vec::new();
@@ -91,7 +93,9 @@ fn run(db: Arc<DB>, path: PathBuf, jobs: Receiver<Job>) {
                 None
             };
         }
+        let started = Instant::now();
         let synced = db.flush_wal(true);
+        counters.record_fsync(written.len(), started.elapsed(), synced.is_err());
         for (result, done) in written.drain(..) {
             let outcome = result.and_then(|()| synced.clone());
             done(outcome.map_err(|source| StorageError::Rocks {

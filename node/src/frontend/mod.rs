@@ -50,6 +50,8 @@ pub struct Frontend {
     pub owner: crate::matching::MatchingOwner,
     /// Clients of the node that runs matching.
     pub matching_clients: routing::MatchingClients,
+    /// Counts the history long polls waiting for an event.
+    pub history_long_polls: crate::metrics::HistoryLongPolls,
 }
 
 impl Frontend {

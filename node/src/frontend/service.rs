@@ -451,7 +451,10 @@ impl Frontend {
                     close_only,
                 );
             }
-            let waited = tokio::time::timeout_at(deadline, changes.changed()).await;
+            let waited = {
+                let _waiting = self.history_long_polls.waiting();
+                tokio::time::timeout_at(deadline, changes.changed()).await
+            };
             if waited.is_err() {
                 let again = PageToken {
                     run_id: run_id.clone(),
