@@ -291,10 +291,11 @@ fn write_started(txn: &mut Txn, activity: &ActivityInfo, identity: &str) -> i64 
             ..Default::default()
         },
     );
+    // Written when the attempt ends, dated when it started (as Temporal dates it).
     if txn.state.workflow_task_started() {
-        txn.add_worker_event(event)
+        txn.add_worker_event_at(event, started.time_ns)
     } else {
-        txn.append(event)
+        txn.append_at(event, started.time_ns)
     }
 }
 
@@ -413,12 +414,12 @@ pub(crate) fn time_out(
         .heartbeat_details
         .as_deref()
         .and_then(proto::decode_opt::<common::Payloads>);
-    let timeout_failure = failure::Failure {
+    let timeout_failure = |timeout_type: enums::TimeoutType| failure::Failure {
         message: format!("activity {} timeout", timeout_name(timeout_type)),
         failure_info: Some(failure::failure::FailureInfo::TimeoutFailureInfo(
             failure::TimeoutFailureInfo {
                 timeout_type: timeout_type as i32,
-                last_heartbeat_details: heartbeat_details,
+                last_heartbeat_details: heartbeat_details.clone(),
             },
         )),
         ..Default::default()
@@ -439,7 +440,10 @@ pub(crate) fn time_out(
         Err(enums::RetryState::Timeout)
     };
     match retry {
-        Ok(delay) => retry_attempt(txn, scheduled_event_id, delay, Some(timeout_failure), None),
+        Ok(delay) => {
+            let failure = timeout_failure(timeout_type);
+            retry_attempt(txn, scheduled_event_id, delay, Some(failure), None)
+        }
         Err(retry_state) => {
             let activity = remove(txn, scheduled_event_id)?;
             let started_event_id = write_started(txn, &activity, "");
@@ -449,9 +453,16 @@ pub(crate) fn time_out(
                 } else {
                     enums::RetryState::Timeout
                 };
+            // An attempt that timed out with no time left for another: as Temporal reports
+            // it, the activity ran out of its schedule-to-close time.
+            let reported = if retryable && retry_state == enums::RetryState::Timeout {
+                enums::TimeoutType::ScheduleToClose
+            } else {
+                timeout_type
+            };
             txn.add_worker_event(Attributes::ActivityTaskTimedOutEventAttributes(
                 history::ActivityTaskTimedOutEventAttributes {
-                    failure: Some(timeout_failure),
+                    failure: Some(timeout_failure(reported)),
                     scheduled_event_id,
                     started_event_id,
                     retry_state: retry_state as i32,

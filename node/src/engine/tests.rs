@@ -174,6 +174,10 @@ fn activity_round_trip_writes_temporals_event_sequence() {
     );
     let ids: Vec<i64> = outcome.events.iter().map(|e| e.event_id).collect();
     assert_eq!(ids, [6, 7, 8]);
+    // Written when the attempt ended, dated when it started, as Temporal dates it.
+    let times: Vec<_> = outcome.events.iter().map(|e| e.event_time).collect();
+    let at = |ns: i64| Some(proto::timestamp(ns));
+    assert_eq!(times, [at(4 * SEC), at(5 * SEC), at(5 * SEC)]);
     let (state, started) = take_workflow_task(&outcome.state, 6 * SEC);
     let outcome = complete(&state, &started, vec![complete_workflow()], 7 * SEC);
     assert_eq!(
@@ -182,6 +186,58 @@ fn activity_round_trip_writes_temporals_event_sequence() {
     );
     assert_eq!(outcome.state.status, RunStatus::Completed);
     assert_eq!(outcome.state.close_event_id, 11);
+}
+
+#[test]
+fn an_attempt_timing_out_with_no_schedule_to_close_time_left_reports_schedule_to_close() {
+    let state = start();
+    let (state, started) = take_workflow_task(&state, 2 * SEC);
+    let mut command = schedule_activity();
+    if let Some(command::command::Attributes::ScheduleActivityTaskCommandAttributes(a)) =
+        command.attributes.as_mut()
+    {
+        // Start-to-close defaults to schedule-to-close: an attempt started as soon as it was
+        // scheduled has both deadlines at the same instant.
+        a.start_to_close_timeout = None;
+        a.schedule_to_close_timeout = proto::duration(1500);
+    }
+    let state = complete(&state, &started, vec![command], 3 * SEC).state;
+    let start_activity = Request::RecordActivityTaskStarted {
+        scheduled_event_id: 5,
+        attempt: 1,
+        request_id: "a".into(),
+        identity: "worker".into(),
+    };
+    let state = step(&state, start_activity, 3 * SEC).state;
+    let start_to_close = Request::Deadline(Deadline::ActivityTimeout {
+        scheduled_event_id: 5,
+        attempt: 1,
+        timeout_type: enums::TimeoutType::StartToClose as i32,
+    });
+    let outcome = step(&state, start_to_close, 3 * SEC + 1500 * 1_000_000);
+    assert_eq!(
+        types(&outcome.events),
+        [
+            "ActivityTaskStarted",
+            "ActivityTaskTimedOut",
+            "WorkflowTaskScheduled"
+        ]
+    );
+    let Some(Attributes::ActivityTaskTimedOutEventAttributes(timed_out)) =
+        outcome.events[1].attributes.clone()
+    else {
+        panic!("expected ActivityTaskTimedOut, got {:?}", outcome.events[1]);
+    };
+    assert_eq!(timed_out.retry_state, enums::RetryState::Timeout as i32);
+    let failure = timed_out.failure.unwrap_or_default();
+    assert_eq!(failure.message, "activity ScheduleToClose timeout");
+    match failure.failure_info {
+        Some(proto::failure::failure::FailureInfo::TimeoutFailureInfo(info)) => assert_eq!(
+            info.timeout_type,
+            enums::TimeoutType::ScheduleToClose as i32
+        ),
+        other => panic!("expected a timeout failure, got {other:?}"),
+    }
 }
 
 #[test]

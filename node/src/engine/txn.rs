@@ -37,9 +37,13 @@ impl<'a> Txn<'a> {
     }
 
     fn event(&self, event_id: i64, attributes: Attributes) -> HistoryEvent {
+        self.event_at(event_id, self.now, attributes)
+    }
+
+    fn event_at(&self, event_id: i64, time_ns: i64, attributes: Attributes) -> HistoryEvent {
         HistoryEvent {
             event_id,
-            event_time: Some(proto::timestamp(self.now)),
+            event_time: Some(proto::timestamp(time_ns)),
             event_type: proto::event_type(&attributes) as i32,
             task_id: event_id,
             attributes: Some(attributes),
@@ -49,8 +53,14 @@ impl<'a> Txn<'a> {
 
     /// Writes an event to history now and returns its id.
     pub(crate) fn append(&mut self, attributes: Attributes) -> i64 {
+        self.append_at(attributes, self.now)
+    }
+
+    /// Writes to history now an event of something that happened at `time_ns` (a worker's
+    /// start of an activity attempt, recorded when the attempt ends); returns its id.
+    pub(crate) fn append_at(&mut self, attributes: Attributes, time_ns: i64) -> i64 {
         let id = self.state.next_event_id;
-        let event = self.event(id, attributes);
+        let event = self.event_at(id, time_ns, attributes);
         self.push(event);
         id
     }
@@ -71,12 +81,17 @@ impl<'a> Txn<'a> {
     /// otherwise; then makes sure a workflow task will deliver it. Returns the event id, or 0
     /// when buffered.
     pub(crate) fn add_worker_event(&mut self, attributes: Attributes) -> i64 {
+        self.add_worker_event_at(attributes, self.now)
+    }
+
+    /// [`Txn::add_worker_event`] for something that happened at `time_ns`.
+    pub(crate) fn add_worker_event_at(&mut self, attributes: Attributes, time_ns: i64) -> i64 {
         if self.state.workflow_task_started() {
-            let event = self.event(0, attributes);
+            let event = self.event_at(0, time_ns, attributes);
             self.state.buffered_events.push(event.encode_to_vec());
             0
         } else {
-            let id = self.append(attributes);
+            let id = self.append_at(attributes, time_ns);
             self.make_speculative_task_normal();
             self.schedule_workflow_task();
             id
