@@ -4,6 +4,10 @@
 //! runs' mutable state, and shard leaders offer them again when the owner changes, so this
 //! index may be lost at any time. Offers are deduplicated while queued; a task handed out twice
 //! is harmless because recording it as started is idempotent in the owning shard.
+//!
+//! A shard writer on this node may also claim a waiting poll ([`Matching::claim`]) for a task
+//! its batch made dispatchable, record the task as started in that same commit, and hand the
+//! poll the started task afterwards: one commit instead of two, as a sync match saves a hop.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -11,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::engine::{TaskKind, TaskRef};
+use crate::engine::{MutableState, Reply, TaskKind, TaskRef};
 
 /// One task queue of one namespace, for one kind of task.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -43,6 +47,55 @@ pub enum MatchTask {
     /// A query (workflow queues only), by query id.
     Query(u64),
 }
+
+/// What a poll receives.
+#[derive(Debug, PartialEq)]
+pub enum Dispatch {
+    /// A task for the poll to record as started.
+    Task(MatchTask),
+    /// A task a shard writer already recorded as started for this poll.
+    Started(Box<StartedTask>),
+}
+
+/// A run's task recorded as started for a claimed poll, with the run's state as committed.
+#[derive(Debug, PartialEq)]
+pub struct StartedTask {
+    /// The run's state after the start was applied.
+    pub state: std::sync::Arc<MutableState>,
+    /// The task.
+    pub task: TaskRef,
+    /// The engine's reply to the start.
+    pub reply: Reply,
+}
+
+/// A poll waiting on a queue.
+struct WaitingPoll {
+    id: u64,
+    identity: String,
+    request_id: String,
+    sender: oneshot::Sender<Dispatch>,
+}
+
+/// A waiting poll a shard writer took out of its queue, to start a task for it in the writer's
+/// next commit. Dropped undelivered (the commit failed), the poll ends empty, as on a timeout.
+pub struct ClaimedPoll {
+    /// The poller's identity.
+    pub identity: String,
+    /// The poll's request id.
+    pub request_id: String,
+    id: u64,
+    sender: oneshot::Sender<Dispatch>,
+}
+
+impl ClaimedPoll {
+    /// Hands the poll its started task.
+    pub fn deliver(self, started: StartedTask) {
+        let _ = self.sender.send(Dispatch::Started(Box::new(started)));
+    }
+}
+
+/// Longest a poll whose deadline passed waits for a claimed task's commit.
+const CLAIMED_WAIT: Duration = Duration::from_secs(10);
 
 /// Where matching runs: on the leader of the metadata group.
 pub struct MatchingOwner {
@@ -78,7 +131,7 @@ impl MatchingOwner {
 struct Queue {
     tasks: VecDeque<MatchTask>,
     queued: HashSet<MatchTask>,
-    pollers: VecDeque<(u64, oneshot::Sender<MatchTask>)>,
+    pollers: VecDeque<WaitingPoll>,
     recent_pollers: HashMap<String, i64>,
 }
 
@@ -128,25 +181,58 @@ impl Matching {
         if queue.queued.contains(&task) {
             return;
         }
-        let mut task = task;
-        while let Some((_, poller)) = queue.pollers.pop_front() {
-            match poller.send(task) {
+        let mut task = Dispatch::Task(task);
+        while let Some(poller) = queue.pollers.pop_front() {
+            match poller.sender.send(task) {
                 Ok(()) => return,
                 Err(returned) => task = returned,
             }
         }
-        queue.queued.insert(task.clone());
-        queue.tasks.push_back(task);
+        if let Dispatch::Task(task) = task {
+            queue.queued.insert(task.clone());
+            queue.tasks.push_back(task);
+        }
     }
 
-    /// Waits up to `timeout` for a task of `key`.
+    /// Takes the longest-waiting live poll of `key`, if any.
+    pub fn claim(&self, key: &QueueKey) -> Option<ClaimedPoll> {
+        let mut queues = self.lock();
+        let queue = queues.get_mut(key)?;
+        while let Some(poller) = queue.pollers.pop_front() {
+            if !poller.sender.is_closed() {
+                return Some(ClaimedPoll {
+                    id: poller.id,
+                    identity: poller.identity,
+                    request_id: poller.request_id,
+                    sender: poller.sender,
+                });
+            }
+        }
+        None
+    }
+
+    /// Puts a claimed poll back at the head of its queue (no task was started for it).
+    pub fn unclaim(&self, key: &QueueKey, poll: ClaimedPoll) {
+        if let Some(queue) = self.lock().get_mut(key) {
+            queue.pollers.push_front(WaitingPoll {
+                id: poll.id,
+                identity: poll.identity,
+                request_id: poll.request_id,
+                sender: poll.sender,
+            });
+        }
+    }
+
+    /// Waits up to `timeout` for a task of `key`, for a poll with `request_id` (which names
+    /// the poll in the task's started event if a shard writer starts the task for it).
     pub async fn poll(
         &self,
         key: &QueueKey,
         identity: &str,
+        request_id: String,
         now_ns: i64,
         timeout: Duration,
-    ) -> Option<MatchTask> {
+    ) -> Option<Dispatch> {
         let id = self
             .next_poller
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -156,20 +242,37 @@ impl Matching {
             queue.recent_pollers.insert(identity.to_string(), now_ns);
             if let Some(task) = queue.tasks.pop_front() {
                 queue.queued.remove(&task);
-                return Some(task);
+                return Some(Dispatch::Task(task));
             }
             let (sender, receiver) = oneshot::channel();
-            queue.pollers.push_back((id, sender));
+            queue.pollers.push_back(WaitingPoll {
+                id,
+                identity: identity.to_string(),
+                request_id,
+                sender,
+            });
             receiver
         };
         match tokio::time::timeout(timeout, &mut receiver).await {
-            Ok(Ok(task)) => Some(task),
-            _ => {
-                let mut queues = self.lock();
-                if let Some(queue) = queues.get_mut(key) {
-                    queue.pollers.retain(|(poller, _)| *poller != id);
+            Ok(dispatch) => dispatch.ok(),
+            Err(_) => {
+                let still_queued = {
+                    let mut queues = self.lock();
+                    queues.get_mut(key).is_some_and(|queue| {
+                        let before = queue.pollers.len();
+                        queue.pollers.retain(|poller| poller.id != id);
+                        queue.pollers.len() < before
+                    })
+                };
+                if still_queued {
+                    return None;
                 }
-                receiver.try_recv().ok()
+                // Handed a task or claimed by a writer: a claimed poll's task may be started
+                // for it, so it waits for the commit rather than leave the task to time out.
+                tokio::time::timeout(CLAIMED_WAIT, receiver)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
             }
         }
     }
@@ -203,7 +306,7 @@ impl Matching {
             let polls = queue
                 .pollers
                 .iter()
-                .filter(|(_, poller)| !poller.is_closed())
+                .filter(|poller| !poller.sender.is_closed())
                 .count();
             match key.kind {
                 TaskKind::Workflow => waiting.workflow += polls,
@@ -248,6 +351,44 @@ mod tests {
         })
     }
 
+    fn offered(id: i64) -> Option<Dispatch> {
+        Some(Dispatch::Task(task(id)))
+    }
+
+    fn poll(
+        matching: &std::sync::Arc<Matching>,
+        key: QueueKey,
+        timeout: Duration,
+    ) -> tokio::task::JoinHandle<Option<Dispatch>> {
+        let matching = matching.clone();
+        tokio::spawn(async move {
+            let request_id = "poll-1".to_string();
+            matching.poll(&key, "w", request_id, 0, timeout).await
+        })
+    }
+
+    fn started() -> StartedTask {
+        let args = crate::engine::StartArgs {
+            workflow_id: "wf".into(),
+            run_id: "run".into(),
+            workflow_type: "t".into(),
+            task_queue: "q".into(),
+            ..Default::default()
+        };
+        let limits = crate::engine::Limits::default();
+        let outcome = crate::engine::new_run(args, 0, &limits);
+        StartedTask {
+            state: std::sync::Arc::new(outcome.map(|o| o.state).unwrap_or_else(|e| panic!("{e}"))),
+            task: TaskRef {
+                kind: TaskKind::Workflow,
+                task_queue: "q".into(),
+                scheduled_event_id: 2,
+                attempt: 1,
+            },
+            reply: Reply::Done,
+        }
+    }
+
     #[tokio::test]
     async fn queued_tasks_are_deduplicated_and_handed_out_in_order() {
         let matching = Matching::default();
@@ -256,22 +397,72 @@ mod tests {
         matching.offer(key(), task(5));
         assert_eq!(matching.backlog(&key()), 2);
         let short = Duration::from_millis(10);
-        assert_eq!(matching.poll(&key(), "w", 0, short).await, Some(task(2)));
-        assert_eq!(matching.poll(&key(), "w", 0, short).await, Some(task(5)));
-        assert_eq!(matching.poll(&key(), "w", 0, short).await, None);
+        let key = key();
+        let poll = || matching.poll(&key, "w", String::new(), 0, short);
+        assert_eq!(poll().await, offered(2));
+        assert_eq!(poll().await, offered(5));
+        assert_eq!(poll().await, None);
     }
 
     #[tokio::test]
     async fn a_waiting_poller_gets_an_offered_task() {
         let matching = std::sync::Arc::new(Matching::default());
-        let waiting = {
-            let matching = matching.clone();
-            tokio::spawn(async move { matching.poll(&key(), "w", 0, Duration::from_secs(5)).await })
-        };
+        let waiting = poll(&matching, key(), Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(50)).await;
         matching.offer(key(), task(7));
-        assert_eq!(waiting.await.ok().flatten(), Some(task(7)));
+        assert_eq!(waiting.await.ok().flatten(), offered(7));
         assert_eq!(matching.backlog(&key()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_claimed_poll_gets_the_task_started_for_it() {
+        let matching = std::sync::Arc::new(Matching::default());
+        let waiting = poll(&matching, key(), Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let claimed = matching.claim(&key());
+        let claimed = claimed.unwrap_or_else(|| panic!("no poll to claim"));
+        assert_eq!(
+            (claimed.identity.as_str(), claimed.request_id.as_str()),
+            ("w", "poll-1")
+        );
+        assert!(matching.claim(&key()).is_none(), "a poll is claimed once");
+        // An offer meanwhile does not reach the claimed poll: it is queued.
+        matching.offer(key(), task(9));
+        claimed.deliver(started());
+        let got = waiting.await.ok().flatten();
+        assert_eq!(got, Some(Dispatch::Started(Box::new(started()))));
+        assert_eq!(matching.backlog(&key()), 1);
+    }
+
+    #[tokio::test]
+    async fn a_poll_claimed_before_its_deadline_waits_for_its_task() {
+        let matching = std::sync::Arc::new(Matching::default());
+        let waiting = poll(&matching, key(), Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let claimed = matching.claim(&key());
+        let claimed = claimed.unwrap_or_else(|| panic!("no poll to claim"));
+        // The commit outlasts the poll's deadline.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        claimed.deliver(started());
+        let got = waiting.await.ok().flatten();
+        assert_eq!(got, Some(Dispatch::Started(Box::new(started()))));
+    }
+
+    #[tokio::test]
+    async fn claims_skip_polls_whose_caller_left_and_unclaimed_polls_wait_on() {
+        let matching = std::sync::Arc::new(Matching::default());
+        let gone = poll(&matching, key(), Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gone.abort();
+        let _ = gone.await;
+        assert!(matching.claim(&key()).is_none());
+        let waiting = poll(&matching, key(), Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let claimed = matching.claim(&key());
+        let claimed = claimed.unwrap_or_else(|| panic!("no poll to claim"));
+        matching.unclaim(&key(), claimed);
+        matching.offer(key(), task(4));
+        assert_eq!(waiting.await.ok().flatten(), offered(4));
     }
 
     #[tokio::test]
@@ -281,13 +472,10 @@ mod tests {
             kind: TaskKind::Activity,
             ..key()
         };
-        let poll = |key: QueueKey| {
-            let matching = matching.clone();
-            tokio::spawn(async move { matching.poll(&key, "w", 0, Duration::from_secs(5)).await })
-        };
-        let first = poll(key());
-        let _second = poll(key());
-        let _third = poll(activities);
+        let long = Duration::from_secs(5);
+        let first = poll(&matching, key(), long);
+        let _second = poll(&matching, key(), long);
+        let _third = poll(&matching, activities, long);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let expected = WaitingPolls {
             workflow: 2,

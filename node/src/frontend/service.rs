@@ -19,7 +19,7 @@ use crate::engine::{
     ActivityReport, ActivityTarget, CompleteWorkflowTask, MutableState, Reply, Request as Engine,
     Signal, StartArgs, StartedWorkflowTask, TaskKind,
 };
-use crate::matching::{MatchTask, QueueKey, RunTask};
+use crate::matching::{Dispatch, MatchTask, QueueKey, RunTask};
 use crate::namespaces::NamespaceRecord;
 use crate::shard::{Op, OpResult};
 
@@ -817,24 +817,26 @@ impl WorkflowService for Frontend {
         let deadline = self.poll_deadline();
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let Some(task) = self
+            let Some(dispatch) = self
                 .matching
-                .poll(&key, &r.identity, self.now(), left)
+                .poll(&key, &r.identity, new_id(), self.now(), left)
                 .await
             else {
                 return Ok(Response::new(ws::PollWorkflowTaskQueueResponse::default()));
             };
-            match task {
-                MatchTask::Query(query_id) => {
+            let (state, started) = match dispatch {
+                Dispatch::Task(MatchTask::Query(query_id)) => {
                     if let Some(response) = self.query_task_response(&namespace, query_id).await? {
                         return Ok(Response::new(response));
                     }
+                    continue;
                 }
-                MatchTask::Run(RunTask {
+                Dispatch::Started(started) => (started.state, started.reply),
+                Dispatch::Task(MatchTask::Run(RunTask {
                     workflow_id,
                     run_id,
                     task,
-                }) => {
+                })) => {
                     let request = Engine::RecordWorkflowTaskStarted {
                         scheduled_event_id: task.scheduled_event_id,
                         attempt: task.attempt,
@@ -844,18 +846,21 @@ impl WorkflowService for Frontend {
                     let started = self
                         .run_request(&namespace, &workflow_id, &run_id, request)
                         .await;
-                    if let Ok((_, Reply::WorkflowTaskStarted(started))) = started {
-                        let shard = self.shard(&namespace.id, &workflow_id);
-                        shard.catch_up().await?;
-                        if let Some(state) =
-                            shard.load_state(&namespace.id, &workflow_id, &run_id)?
-                        {
-                            return Ok(Response::new(
-                                self.workflow_task_response(&namespace, &state, &started, sticky)?,
-                            ));
-                        }
+                    let Ok((_, started)) = started else {
+                        continue;
+                    };
+                    let shard = self.shard(&namespace.id, &workflow_id);
+                    shard.catch_up().await?;
+                    match shard.load_state(&namespace.id, &workflow_id, &run_id)? {
+                        Some(state) => (std::sync::Arc::new(state), started),
+                        None => continue,
                     }
                 }
+            };
+            if let Reply::WorkflowTaskStarted(started) = started {
+                return Ok(Response::new(
+                    self.workflow_task_response(&namespace, &state, &started, sticky)?,
+                ));
             }
         }
     }
@@ -993,39 +998,46 @@ impl WorkflowService for Frontend {
         let deadline = self.poll_deadline();
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let Some(MatchTask::Run(RunTask {
-                workflow_id,
-                run_id,
-                task,
-            })) = self
+            let dispatch = self
                 .matching
-                .poll(&key, &r.identity, self.now(), left)
-                .await
-            else {
-                return Ok(Response::new(ws::PollActivityTaskQueueResponse::default()));
-            };
-            let request = Engine::RecordActivityTaskStarted {
-                scheduled_event_id: task.scheduled_event_id,
-                attempt: task.attempt,
-                request_id: new_id(),
-                identity: r.identity.clone(),
-            };
-            if let Ok((_, Reply::ActivityTaskStarted { .. })) = self
-                .run_request(&namespace, &workflow_id, &run_id, request)
-                .await
-            {
-                let shard = self.shard(&namespace.id, &workflow_id);
-                shard.catch_up().await?;
-                if let Some(state) = shard.load_state(&namespace.id, &workflow_id, &run_id)? {
-                    if let Some(response) = self.activity_task_response(
-                        &namespace,
-                        &state,
-                        task.scheduled_event_id,
-                        task.attempt,
-                    ) {
-                        return Ok(Response::new(response));
+                .poll(&key, &r.identity, new_id(), self.now(), left)
+                .await;
+            let (state, task) = match dispatch {
+                None => return Ok(Response::new(ws::PollActivityTaskQueueResponse::default())),
+                Some(Dispatch::Task(MatchTask::Query(_))) => continue,
+                Some(Dispatch::Started(started)) => (started.state, started.task),
+                Some(Dispatch::Task(MatchTask::Run(RunTask {
+                    workflow_id,
+                    run_id,
+                    task,
+                }))) => {
+                    let request = Engine::RecordActivityTaskStarted {
+                        scheduled_event_id: task.scheduled_event_id,
+                        attempt: task.attempt,
+                        request_id: new_id(),
+                        identity: r.identity.clone(),
+                    };
+                    let Ok((_, Reply::ActivityTaskStarted { .. })) = self
+                        .run_request(&namespace, &workflow_id, &run_id, request)
+                        .await
+                    else {
+                        continue;
+                    };
+                    let shard = self.shard(&namespace.id, &workflow_id);
+                    shard.catch_up().await?;
+                    match shard.load_state(&namespace.id, &workflow_id, &run_id)? {
+                        Some(state) => (std::sync::Arc::new(state), task),
+                        None => continue,
                     }
                 }
+            };
+            if let Some(response) = self.activity_task_response(
+                &namespace,
+                &state,
+                task.scheduled_event_id,
+                task.attempt,
+            ) {
+                return Ok(Response::new(response));
             }
         }
     }

@@ -17,7 +17,7 @@ use crate::engine::{
     self, deadlines, decide_start, dispatchable, Deadline, EngineError, MutableState, Outcome,
     Reply, Request, StartDecision,
 };
-use crate::matching::{QueueKey, RunTask};
+use crate::matching::{ClaimedPoll, QueueKey, RunTask, StartedTask};
 
 /// A run, as the writer keys its caches and deadlines.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -259,6 +259,7 @@ impl Writer {
             let result = self.decide(&job, now, &mut writes, &mut touched);
             done.push((job.reply, result));
         }
+        let claimed = self.start_for_waiting_polls(now, &mut writes, &mut touched);
         if !writes.is_empty() {
             // In key order (stable: a key put twice keeps its last value), RocksDB's memtable
             // inserts each key next to the one before instead of searching from the top.
@@ -297,12 +298,81 @@ impl Writer {
             }
         }
         super::forwarding::offer_tasks(&self.shard, offers);
+        for (poll, started) in claimed {
+            poll.deliver(started);
+        }
         for (reply, result) in done {
             if let Some(reply) = reply {
                 let _ = reply.send(result);
             }
         }
         true
+    }
+
+    /// For each task this batch made dispatchable that a poll waits for on this node (when it
+    /// runs matching), records the task as started for that poll in this batch: the start
+    /// rides on the commit that scheduled it instead of a commit of its own. The polls get
+    /// their tasks after the commit.
+    fn start_for_waiting_polls(
+        &mut self,
+        now: i64,
+        writes: &mut WriteSet,
+        touched: &mut Vec<RunKey>,
+    ) -> Vec<(ClaimedPoll, StartedTask)> {
+        let mut claimed = Vec::new();
+        if touched.is_empty() || !matches!(self.shard.context.owner.remote(), Ok(None)) {
+            return claimed;
+        }
+        let matching = self.shard.context.matching.clone();
+        let mut runs = touched.clone();
+        runs.sort_unstable();
+        runs.dedup();
+        for run in runs {
+            let Some(mut current) = self.states.get(&run).cloned() else {
+                continue;
+            };
+            for task in dispatchable(&current, now) {
+                let key = QueueKey {
+                    namespace_id: run.namespace_id.clone(),
+                    name: task.task_queue.clone(),
+                    kind: task.kind,
+                };
+                let Some(poll) = matching.claim(&key) else {
+                    continue;
+                };
+                let (request_id, identity) = (poll.request_id.clone(), poll.identity.clone());
+                let (scheduled_event_id, attempt) = (task.scheduled_event_id, task.attempt);
+                let request = match task.kind {
+                    engine::TaskKind::Workflow => Request::RecordWorkflowTaskStarted {
+                        scheduled_event_id,
+                        attempt,
+                        request_id,
+                        identity,
+                    },
+                    engine::TaskKind::Activity => Request::RecordActivityTaskStarted {
+                        scheduled_event_id,
+                        attempt,
+                        request_id,
+                        identity,
+                    },
+                };
+                match engine::handle(&current, request, now, &self.shard.context.limits) {
+                    Ok(outcome) => {
+                        let reply = self.record(outcome, writes, touched);
+                        if let Some(state) = self.states.get(&run) {
+                            current = state.clone();
+                        }
+                        let state = current.clone();
+                        claimed.push((poll, StartedTask { state, task, reply }));
+                    }
+                    Err(error) => {
+                        tracing::debug!(shard = self.shard.id, %error, "a dispatchable task did not start");
+                        matching.unclaim(&key, poll);
+                    }
+                }
+            }
+        }
+        claimed
     }
 
     /// Collects the run's dispatchable tasks into `offers`, arms its deadlines and starts its
