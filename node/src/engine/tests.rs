@@ -817,6 +817,84 @@ fn a_run_cannot_close_over_an_update_the_worker_has_not_seen() {
 }
 
 #[test]
+fn answers_to_updates_after_a_close_command_write_nothing_and_leave_the_updates_unaccepted() {
+    let state = idle_run();
+    let state = step(&state, update_request("u1"), 4 * SEC).state;
+    let state = step(&state, update_request("u2"), 4 * SEC).state;
+    let (state, started) = take_workflow_task(&state, 5 * SEC);
+    assert_eq!(started.messages.len(), 2);
+    let acceptance = |update_id: &str| proto::update::Acceptance {
+        accepted_request_message_id: format!("{update_id}/request"),
+        accepted_request_sequencing_event_id: started.started_event_id - 1,
+        accepted_request: None,
+    };
+    let response = || proto::update::Response {
+        meta: None,
+        outcome: Some(proto::update::Outcome {
+            value: Some(proto::update::outcome::Value::Success(Default::default())),
+        }),
+    };
+    // u1 is answered before the continue-as-new, u2 after it (its messages named by no
+    // command, or by commands after the close): the worker ran u2's handler after deciding
+    // what the new run starts from.
+    let outcome = complete_with_messages(
+        &state,
+        &started,
+        vec![
+            protocol_command("u1/Acceptance"),
+            protocol_command("u1/Response"),
+            continue_as_new(),
+            protocol_command("u2/Acceptance"),
+        ],
+        vec![
+            worker_message("u1", acceptance("u1"), "Acceptance"),
+            worker_message("u1", response(), "Response"),
+            worker_message("u2", acceptance("u2"), "Acceptance"),
+            worker_message("u2", response(), "Response"),
+        ],
+        6 * SEC,
+    );
+    assert_eq!(
+        types(&outcome.events),
+        [
+            "WorkflowTaskScheduled",
+            "WorkflowTaskStarted",
+            "WorkflowTaskCompleted",
+            "WorkflowExecutionUpdateAccepted",
+            "WorkflowExecutionUpdateCompleted",
+            "WorkflowExecutionContinuedAsNew"
+        ],
+        "nothing follows the close event"
+    );
+    assert_eq!(outcome.state.status, RunStatus::ContinuedAsNew);
+    let stage = |id: &str| update_status(&outcome.state, id).map(|s| s.stage);
+    assert_eq!(
+        stage("u1"),
+        Some(enums::UpdateWorkflowExecutionLifecycleStage::Completed)
+    );
+    assert_eq!(
+        stage("u2"),
+        Some(enums::UpdateWorkflowExecutionLifecycleStage::Admitted),
+        "u2 was aborted by the close, for its caller to send to the new run"
+    );
+}
+
+fn continue_as_new() -> command::Command {
+    command::Command {
+        command_type: enums::CommandType::ContinueAsNewWorkflowExecution as i32,
+        attributes: Some(
+            command::command::Attributes::ContinueAsNewWorkflowExecutionCommandAttributes(
+                command::ContinueAsNewWorkflowExecutionCommandAttributes {
+                    input: Some(common::Payloads::default()),
+                    ..Default::default()
+                },
+            ),
+        ),
+        ..Default::default()
+    }
+}
+
+#[test]
 fn continue_as_new_closes_the_run_into_a_successor_that_inherits_what_is_unset() {
     let args = StartArgs {
         namespace_id: "ns".into(),
@@ -833,19 +911,7 @@ fn continue_as_new_closes_the_run_into_a_successor_that_inherits_what_is_unset()
     };
     let state = new_run(args, SEC, &Limits::default()).expect("start").state;
     let (state, started) = take_workflow_task(&state, 2 * SEC);
-    let can = command::Command {
-        command_type: enums::CommandType::ContinueAsNewWorkflowExecution as i32,
-        attributes: Some(
-            command::command::Attributes::ContinueAsNewWorkflowExecutionCommandAttributes(
-                command::ContinueAsNewWorkflowExecutionCommandAttributes {
-                    input: Some(common::Payloads::default()),
-                    ..Default::default()
-                },
-            ),
-        ),
-        ..Default::default()
-    };
-    let outcome = complete(&state, &started, vec![can], 3 * SEC);
+    let outcome = complete(&state, &started, vec![continue_as_new()], 3 * SEC);
     assert_eq!(outcome.state.status, RunStatus::ContinuedAsNew);
     assert_eq!(
         types(&outcome.events),

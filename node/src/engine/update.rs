@@ -240,7 +240,14 @@ fn apply(txn: &mut Txn, message: &protocol::Message) -> Result<(), EngineError> 
             message.id
         )));
     };
-    match decode(message)? {
+    let body = decode(message)?;
+    // A closed run takes no more events. As in Temporal, only a rejection still applies; an
+    // acceptance or response that follows the close command leaves its update unaccepted: the
+    // close aborted it (after a continue-as-new its caller sends it to the new run).
+    if !txn.state.is_running() && !matches!(body, Body::Rejection(_)) {
+        return Ok(());
+    }
+    match body {
         Body::Acceptance(acceptance) => {
             if txn.state.updates[position].accepted_event_id.is_some() {
                 return Ok(());

@@ -9,7 +9,7 @@ use tonic::Status;
 use super::errors::{invalid, multi_operation_failure};
 use super::{check_id, Frontend};
 use crate::engine::proto::{common, enums};
-use crate::engine::{update_status, Reply, Request as Engine, UpdateStatus};
+use crate::engine::{update_status, Reply, Request as Engine, RunStatus, UpdateStatus};
 use crate::namespaces::NamespaceRecord;
 use crate::shard::OpResult;
 
@@ -38,6 +38,19 @@ fn poll_wait_stage(policy: Option<&update::WaitPolicy>) -> Stage {
         Stage::Unspecified => Stage::Admitted,
         stage => stage,
     }
+}
+
+/// What waiting for an update's stage ended with.
+enum Waited {
+    /// The update reached the stage wanted, or the wait's deadline passed: where it stands.
+    Stage(Box<UpdateStatus>),
+    /// The run continued as new before it accepted the update (the close aborted it).
+    Continued,
+}
+
+/// Temporal's answer to an update whose run closed before the update finished.
+fn workflow_completed() -> Status {
+    Status::not_found("workflow execution already completed")
 }
 
 /// An update request that passed validation.
@@ -69,22 +82,35 @@ impl Frontend {
         let namespace = self.namespace(&r.namespace).await?;
         let checked = self.check_update(r)?;
         let deadline = self.poll_deadline();
-        let (run_id, reply) = self
-            .run_request(
-                &namespace,
-                &checked.workflow_id,
-                &checked.run_id,
-                Engine::Update {
-                    request: checked.request.clone(),
-                    first_execution_run_id: checked.first_execution_run_id.clone(),
-                },
-            )
-            .await?;
-        let Reply::Update(admitted) = reply else {
-            return Err(Status::internal("unexpected reply to an update"));
-        };
-        self.update_response(&namespace, &checked, &run_id, *admitted, deadline)
-            .await
+        loop {
+            let (run_id, reply) = self
+                .run_request(
+                    &namespace,
+                    &checked.workflow_id,
+                    &checked.run_id,
+                    Engine::Update {
+                        request: checked.request.clone(),
+                        first_execution_run_id: checked.first_execution_run_id.clone(),
+                    },
+                )
+                .await?;
+            let Reply::Update(admitted) = reply else {
+                return Err(Status::internal("unexpected reply to an update"));
+            };
+            match self
+                .update_response(&namespace, &checked, &run_id, *admitted, deadline)
+                .await?
+            {
+                Some(response) => return Ok(response),
+                // The run continued as new before accepting the update, which it aborted: as
+                // Temporal does, send the update to the workflow's current run, unless the
+                // caller named the run.
+                None if checked.run_id.is_empty() && tokio::time::Instant::now() < deadline => {
+                    continue
+                }
+                None => return Err(workflow_completed()),
+            }
+        }
     }
 
     /// ExecuteMultiOperation: update-with-start ([Start, Update] on one workflow id).
@@ -150,6 +176,7 @@ impl Frontend {
         let updated = self
             .update_response(&namespace, &checked, &run_id, *admitted, deadline)
             .await
+            .and_then(|response| response.ok_or_else(workflow_completed))
             .map_err(fail(1))?;
         Ok(ws::ExecuteMultiOperationResponse {
             responses: vec![
@@ -204,7 +231,8 @@ impl Frontend {
         })
     }
 
-    /// Waits (until `deadline`) for the admitted update to reach the stage its caller wants.
+    /// Waits (until `deadline`) for the admitted update to reach the stage its caller wants;
+    /// None if the run continued as new before accepting it.
     async fn update_response(
         &self,
         namespace: &NamespaceRecord,
@@ -212,26 +240,31 @@ impl Frontend {
         run_id: &str,
         admitted: UpdateStatus,
         deadline: tokio::time::Instant,
-    ) -> Result<ws::UpdateWorkflowExecutionResponse, Status> {
+    ) -> Result<Option<ws::UpdateWorkflowExecutionResponse>, Status> {
         let status = if admitted.stage >= checked.wanted {
             admitted
         } else {
-            self.await_update(
-                namespace,
-                &checked.workflow_id,
-                run_id,
-                &checked.update_id,
-                checked.wanted,
-                deadline,
-            )
-            .await?
+            let waited = self
+                .await_update(
+                    namespace,
+                    &checked.workflow_id,
+                    run_id,
+                    &checked.update_id,
+                    checked.wanted,
+                    deadline,
+                )
+                .await?;
+            match waited {
+                Waited::Stage(status) => *status,
+                Waited::Continued => return Ok(None),
+            }
         };
-        Ok(ws::UpdateWorkflowExecutionResponse {
+        Ok(Some(ws::UpdateWorkflowExecutionResponse {
             update_ref: Some(update_ref(&checked.workflow_id, run_id, &checked.update_id)),
             outcome: status.outcome,
             stage: status.stage as i32,
             ..Default::default()
-        })
+        }))
     }
 
     /// PollWorkflowExecutionUpdate.
@@ -249,7 +282,7 @@ impl Frontend {
         let state = self
             .read_state(&namespace, &execution.workflow_id, &execution.run_id)
             .await?;
-        let status = self
+        let waited = self
             .await_update(
                 &namespace,
                 &execution.workflow_id,
@@ -259,6 +292,9 @@ impl Frontend {
                 self.poll_deadline(),
             )
             .await?;
+        let Waited::Stage(status) = waited else {
+            return Err(workflow_completed());
+        };
         Ok(ws::PollWorkflowExecutionUpdateResponse {
             outcome: status.outcome,
             stage: status.stage as i32,
@@ -271,6 +307,8 @@ impl Frontend {
     }
 
     /// Waits until the update reaches `wanted` or `deadline` passes, then reports its stage.
+    /// A run closed before accepting the update answers "workflow execution already
+    /// completed", unless it continued as new.
     async fn await_update(
         &self,
         namespace: &NamespaceRecord,
@@ -279,7 +317,7 @@ impl Frontend {
         update_id: &str,
         wanted: Stage,
         deadline: tokio::time::Instant,
-    ) -> Result<UpdateStatus, Status> {
+    ) -> Result<Waited, Status> {
         let shard = self.shard(&namespace.id, workflow_id);
         let mut changes = shard.watch_run(&namespace.id, workflow_id, run_id);
         // The update was admitted through the shard's leader: on a follower, read only once
@@ -296,14 +334,17 @@ impl Frontend {
                 )));
             };
             if status.stage >= wanted {
-                return Ok(status);
+                return Ok(Waited::Stage(Box::new(status)));
             }
             if !state.is_running() {
-                return Err(Status::not_found("workflow execution already completed"));
+                if status.stage < Stage::Accepted && state.status == RunStatus::ContinuedAsNew {
+                    return Ok(Waited::Continued);
+                }
+                return Err(workflow_completed());
             }
             tokio::select! {
                 _ = changes.changed() => {}
-                _ = tokio::time::sleep_until(deadline) => return Ok(status),
+                _ = tokio::time::sleep_until(deadline) => return Ok(Waited::Stage(Box::new(status))),
             }
         }
     }
