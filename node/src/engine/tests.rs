@@ -242,7 +242,10 @@ fn an_attempt_timing_out_with_no_schedule_to_close_time_left_reports_schedule_to
 
 #[test]
 fn a_signal_during_a_workflow_task_is_buffered_and_blocks_completion() {
-    let state = start();
+    let mut state = start();
+    // As if an earlier completion had made the run sticky.
+    state.sticky_queue = "worker-sticky".into();
+    state.sticky_timeout_ms = 5_000;
     let (state, started) = take_workflow_task(&state, 2 * SEC);
     let outcome = step(
         &state,
@@ -271,6 +274,12 @@ fn a_signal_during_a_workflow_task_is_buffered_and_blocks_completion() {
         failed.cause,
         enums::WorkflowTaskFailedCause::UnhandledCommand as i32
     );
+    // The worker's cached state is behind: the retry goes to the normal queue, with the whole
+    // history, as in Temporal.
+    assert!(outcome.state.sticky_queue.is_empty());
+    let tasks = dispatchable(&outcome.state, 4 * SEC);
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].task_queue, "q");
 }
 
 #[test]

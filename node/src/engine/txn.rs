@@ -257,7 +257,9 @@ impl<'a> Txn<'a> {
     }
 
     /// Ends the current workflow task attempt: a WorkflowTaskFailed event is written for a
-    /// started first attempt (transient attempts leave no trace, as in Temporal).
+    /// started first attempt (transient attempts leave no trace, as in Temporal), and the run
+    /// leaves its sticky queue, as in Temporal: the worker's cached state is behind what
+    /// happened, so the next task carries the whole history to a worker that replays it.
     pub(crate) fn end_workflow_task_attempt(
         &mut self,
         cause: enums::WorkflowTaskFailedCause,
@@ -267,6 +269,7 @@ impl<'a> Txn<'a> {
         let Some(task) = self.state.workflow_task.take() else {
             return;
         };
+        self.clear_sticky();
         if let (false, Some(started)) = (task.is_transient(), task.started.as_ref()) {
             self.append(Attributes::WorkflowTaskFailedEventAttributes(
                 history::WorkflowTaskFailedEventAttributes {

@@ -189,7 +189,6 @@ pub(crate) fn fail(
         materialize(txn, &mut task);
     }
     let cause = Cause::try_from(cause).unwrap_or(Cause::Unspecified);
-    txn.clear_sticky();
     txn.end_workflow_task_attempt(cause, failure, identity);
     txn.reschedule_workflow_task(task.attempt + 1);
     Ok(Reply::Done)
