@@ -182,6 +182,35 @@ async fn finish_install(
     Ok(())
 }
 
+/// The thread building a snapshot gave up before answering.
+#[derive(Debug, thiserror::Error)]
+#[error("the snapshot thread ended without an answer")]
+struct BackgroundThreadLost;
+
+/// Runs `work` on a thread of its own at the lowest CPU priority (nice 19). A snapshot reads
+/// the group's whole state: on a busy node it must take only CPU that serving leaves idle,
+/// or every request waits behind it (50-90 ms stalls in p99 latency on two cores).
+async fn in_background<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, BackgroundThreadLost> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("keel-snapshot".into())
+        .spawn(move || {
+            // On Linux the nice value is per thread: this lowers only this one.
+            // SAFETY: setpriority has no memory effects; a failure leaves the priority as is.
+            let lowered = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } == 0;
+            if !lowered {
+                tracing::debug!("could not lower the snapshot thread's priority");
+            }
+            let _ = answer.send(work());
+        });
+    if spawned.is_err() {
+        return Err(BackgroundThreadLost);
+    }
+    answered.await.map_err(|_| BackgroundThreadLost)
+}
+
 /// Builds snapshots of one group from a consistent view of its state range.
 pub struct GroupSnapshotBuilder {
     store: Store,
@@ -195,7 +224,8 @@ impl RaftSnapshotBuilder<KeelRaft> for GroupSnapshotBuilder {
         let path = self.snapshots.new_path("snap");
         let store = self.store.clone();
         let export_path = path.clone();
-        let exported = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let exported = in_background(move || {
             let (start, end) = keys::group_range(group);
             let applied_key = keys::state_system_key(group, APPLIED);
             let mut applied = None;
@@ -246,7 +276,8 @@ impl RaftSnapshotBuilder<KeelRaft> for GroupSnapshotBuilder {
         let file = SnapshotFile::open(&path)
             .await
             .map_err(|e| storage_error(subject, ErrorVerb::Read, e))?;
-        tracing::info!(group, snapshot = %meta.snapshot_id, "built snapshot");
+        let elapsed_ms = started.elapsed().as_millis();
+        tracing::info!(group, snapshot = %meta.snapshot_id, elapsed_ms, "built snapshot");
         Ok(Snapshot {
             meta,
             snapshot: Box::new(file),
@@ -423,6 +454,19 @@ mod tests {
                 commands: vec![command.encode()],
             }),
         }
+    }
+
+    #[tokio::test]
+    async fn background_work_runs_at_the_lowest_priority_and_answers() {
+        // SAFETY: getpriority only reads the calling thread's nice value.
+        let nice_here = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let before = nice_here();
+        assert_eq!(in_background(nice_here).await.ok(), Some(19));
+        assert_eq!(
+            nice_here(),
+            before,
+            "the caller's thread keeps its priority"
+        );
     }
 
     #[tokio::test]
