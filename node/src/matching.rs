@@ -28,6 +28,17 @@ pub struct QueueKey {
     pub kind: TaskKind,
 }
 
+impl QueueKey {
+    /// The queue a run's task of namespace `namespace_id` is dispatched on.
+    pub fn of_task(namespace_id: &str, task: &TaskRef) -> QueueKey {
+        QueueKey {
+            namespace_id: namespace_id.to_string(),
+            name: task.task_queue.clone(),
+            kind: task.kind,
+        }
+    }
+}
+
 /// A task of a run, as matching holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct RunTask {
@@ -367,6 +378,18 @@ mod tests {
         })
     }
 
+    /// A poll of `key()` with `timeout`, claimed once it waits.
+    async fn claimed_poll(
+        matching: &std::sync::Arc<Matching>,
+        timeout: Duration,
+    ) -> (tokio::task::JoinHandle<Option<Dispatch>>, ClaimedPoll) {
+        let waiting = poll(matching, key(), timeout);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let claimed = matching.claim(&key());
+        let claimed = claimed.unwrap_or_else(|| panic!("no poll to claim"));
+        (waiting, claimed)
+    }
+
     fn started() -> StartedTask {
         let args = crate::engine::StartArgs {
             workflow_id: "wf".into(),
@@ -417,10 +440,7 @@ mod tests {
     #[tokio::test]
     async fn a_claimed_poll_gets_the_task_started_for_it() {
         let matching = std::sync::Arc::new(Matching::default());
-        let waiting = poll(&matching, key(), Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let claimed = matching.claim(&key());
-        let claimed = claimed.unwrap_or_else(|| panic!("no poll to claim"));
+        let (waiting, claimed) = claimed_poll(&matching, Duration::from_secs(5)).await;
         assert_eq!(
             (claimed.identity.as_str(), claimed.request_id.as_str()),
             ("w", "poll-1")
@@ -437,10 +457,7 @@ mod tests {
     #[tokio::test]
     async fn a_poll_claimed_before_its_deadline_waits_for_its_task() {
         let matching = std::sync::Arc::new(Matching::default());
-        let waiting = poll(&matching, key(), Duration::from_millis(100));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let claimed = matching.claim(&key());
-        let claimed = claimed.unwrap_or_else(|| panic!("no poll to claim"));
+        let (waiting, claimed) = claimed_poll(&matching, Duration::from_millis(100)).await;
         // The commit outlasts the poll's deadline.
         tokio::time::sleep(Duration::from_millis(150)).await;
         claimed.deliver(started());
@@ -456,10 +473,7 @@ mod tests {
         gone.abort();
         let _ = gone.await;
         assert!(matching.claim(&key()).is_none());
-        let waiting = poll(&matching, key(), Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let claimed = matching.claim(&key());
-        let claimed = claimed.unwrap_or_else(|| panic!("no poll to claim"));
+        let (waiting, claimed) = claimed_poll(&matching, Duration::from_secs(5)).await;
         matching.unclaim(&key(), claimed);
         matching.offer(key(), task(4));
         assert_eq!(waiting.await.ok().flatten(), offered(4));

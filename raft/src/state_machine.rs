@@ -182,19 +182,25 @@ async fn finish_install(
     Ok(())
 }
 
-/// The thread building a snapshot gave up before answering.
+/// Why background work gave no answer.
 #[derive(Debug, thiserror::Error)]
-#[error("the snapshot thread ended without an answer")]
-struct BackgroundThreadLost;
+enum BackgroundError {
+    /// The thread could not be started.
+    #[error("could not start the snapshot thread: {0}")]
+    Spawn(#[from] std::io::Error),
+    /// The thread ended (it panicked) before answering.
+    #[error("the snapshot thread ended without an answer")]
+    Lost,
+}
 
 /// Runs `work` on a thread of its own at the lowest CPU priority (nice 19). A snapshot reads
 /// the group's whole state: on a busy node it must take only CPU that serving leaves idle,
 /// or every request waits behind it (50-90 ms stalls in p99 latency on two cores).
 async fn in_background<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, BackgroundThreadLost> {
+) -> Result<T, BackgroundError> {
     let (answer, answered) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("keel-snapshot".into())
         .spawn(move || {
             // On Linux the nice value is per thread: this lowers only this one.
@@ -204,11 +210,8 @@ async fn in_background<T: Send + 'static>(
                 tracing::debug!("could not lower the snapshot thread's priority");
             }
             let _ = answer.send(work());
-        });
-    if spawned.is_err() {
-        return Err(BackgroundThreadLost);
-    }
-    answered.await.map_err(|_| BackgroundThreadLost)
+        })?;
+    answered.await.map_err(|_| BackgroundError::Lost)
 }
 
 /// Builds snapshots of one group from a consistent view of its state range.

@@ -406,19 +406,24 @@ mod tests {
         assert_eq!(store.last_in_range(Cf::State, b"d", b"e").unwrap(), None);
     }
 
-    #[test]
-    fn concurrent_synced_writes_all_complete() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &identity("c", 1)).unwrap();
+    /// Queues `count` synced one-key batches at once; how many succeeded.
+    fn write_synced_batches(store: &Store, count: u32) -> usize {
         let (tx, rx) = std::sync::mpsc::channel();
-        for i in 0u32..500 {
+        for i in 0..count {
             let mut batch = store.batch();
             batch.put(Cf::RaftLog, &i.to_be_bytes(), b"x");
             let tx = tx.clone();
             store.write_synced(batch, move |r| tx.send(r.is_ok()).unwrap());
         }
         drop(tx);
-        assert_eq!(rx.iter().filter(|ok| *ok).count(), 500);
+        rx.iter().filter(|ok| *ok).count()
+    }
+
+    #[test]
+    fn concurrent_synced_writes_all_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &identity("c", 1)).unwrap();
+        assert_eq!(write_synced_batches(&store, 500), 500);
         assert!(store
             .get(Cf::RaftLog, &499u32.to_be_bytes())
             .unwrap()
@@ -430,15 +435,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &identity("c", 1)).unwrap();
         assert_eq!(store.sync_stats(), SyncStats::default());
-        let (tx, rx) = std::sync::mpsc::channel();
-        for i in 0u32..100 {
-            let mut batch = store.batch();
-            batch.put(Cf::RaftLog, &i.to_be_bytes(), b"x");
-            let tx = tx.clone();
-            store.write_synced(batch, move |r| tx.send(r.is_ok()).unwrap());
-        }
-        drop(tx);
-        assert_eq!(rx.iter().filter(|ok| *ok).count(), 100);
+        assert_eq!(write_synced_batches(&store, 100), 100);
         let stats = store.sync_stats();
         assert_eq!(stats.synced_batches, 100);
         assert!((1..=100).contains(&stats.fsyncs), "{stats:?}");

@@ -625,6 +625,25 @@ fn worker_message(
     }
 }
 
+/// The worker's acceptance of `update_id`, delivered by the task `started`.
+fn acceptance(update_id: &str, started: &StartedWorkflowTask) -> proto::update::Acceptance {
+    proto::update::Acceptance {
+        accepted_request_message_id: format!("{update_id}/request"),
+        accepted_request_sequencing_event_id: started.started_event_id - 1,
+        accepted_request: None,
+    }
+}
+
+/// The worker's successful answer to an update.
+fn success_response() -> proto::update::Response {
+    proto::update::Response {
+        meta: None,
+        outcome: Some(proto::update::Outcome {
+            value: Some(proto::update::outcome::Value::Success(Default::default())),
+        }),
+    }
+}
+
 fn protocol_command(message_id: &str) -> command::Command {
     command::Command {
         command_type: enums::CommandType::ProtocolMessage as i32,
@@ -723,17 +742,8 @@ fn an_accepted_update_writes_accepted_and_completed_events_and_is_deduplicated()
     let state = idle_run();
     let state = step(&state, update_request("u1"), 4 * SEC).state;
     let (state, started) = take_workflow_task(&state, 5 * SEC);
-    let acceptance = proto::update::Acceptance {
-        accepted_request_message_id: "u1/request".into(),
-        accepted_request_sequencing_event_id: started.started_event_id - 1,
-        accepted_request: None,
-    };
-    let response = proto::update::Response {
-        meta: None,
-        outcome: Some(proto::update::Outcome {
-            value: Some(proto::update::outcome::Value::Success(Default::default())),
-        }),
-    };
+    let acceptance = acceptance("u1", &started);
+    let response = success_response();
     let outcome = complete_with_messages(
         &state,
         &started,
@@ -832,17 +842,6 @@ fn answers_to_updates_after_a_close_command_write_nothing_and_leave_the_updates_
     let state = step(&state, update_request("u2"), 4 * SEC).state;
     let (state, started) = take_workflow_task(&state, 5 * SEC);
     assert_eq!(started.messages.len(), 2);
-    let acceptance = |update_id: &str| proto::update::Acceptance {
-        accepted_request_message_id: format!("{update_id}/request"),
-        accepted_request_sequencing_event_id: started.started_event_id - 1,
-        accepted_request: None,
-    };
-    let response = || proto::update::Response {
-        meta: None,
-        outcome: Some(proto::update::Outcome {
-            value: Some(proto::update::outcome::Value::Success(Default::default())),
-        }),
-    };
     // u1 is answered before the continue-as-new, u2 after it (its messages named by no
     // command, or by commands after the close): the worker ran u2's handler after deciding
     // what the new run starts from.
@@ -856,10 +855,10 @@ fn answers_to_updates_after_a_close_command_write_nothing_and_leave_the_updates_
             protocol_command("u2/Acceptance"),
         ],
         vec![
-            worker_message("u1", acceptance("u1"), "Acceptance"),
-            worker_message("u1", response(), "Response"),
-            worker_message("u2", acceptance("u2"), "Acceptance"),
-            worker_message("u2", response(), "Response"),
+            worker_message("u1", acceptance("u1", &started), "Acceptance"),
+            worker_message("u1", success_response(), "Response"),
+            worker_message("u2", acceptance("u2", &started), "Acceptance"),
+            worker_message("u2", success_response(), "Response"),
         ],
         6 * SEC,
     );

@@ -89,6 +89,20 @@ impl Frontend {
             .ok_or_else(|| crate::shard::run_not_found(workflow_id, run_id).into())
     }
 
+    /// The run's state once this replica has applied what this node's writes were answered
+    /// through (after `run_request`, whose writer may be another node's); None if the run is
+    /// gone.
+    async fn state_after_write(
+        &self,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+    ) -> Result<Option<MutableState>, Status> {
+        let shard = self.shard(namespace_id, workflow_id);
+        shard.catch_up().await?;
+        Ok(shard.load_state(namespace_id, workflow_id, run_id)?)
+    }
+
     fn check_payloads(&self, payloads: Option<&common::Payloads>) -> Result<(), Status> {
         let size: usize = payloads
             .map(|p| p.payloads.iter().map(|p| p.data.len()).sum())

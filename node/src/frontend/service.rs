@@ -849,9 +849,8 @@ impl WorkflowService for Frontend {
                     let Ok((_, started)) = started else {
                         continue;
                     };
-                    let shard = self.shard(&namespace.id, &workflow_id);
-                    shard.catch_up().await?;
-                    match shard.load_state(&namespace.id, &workflow_id, &run_id)? {
+                    let state = self.state_after_write(&namespace.id, &workflow_id, &run_id);
+                    match state.await? {
                         Some(state) => (std::sync::Arc::new(state), started),
                         None => continue,
                     }
@@ -927,9 +926,8 @@ impl WorkflowService for Frontend {
         };
         let workflow_task = match reply {
             Reply::WorkflowTaskStarted(started) => {
-                let shard = self.shard(&namespace.id, &workflow_id);
-                shard.catch_up().await?;
-                match shard.load_state(&namespace.id, &workflow_id, &run_id)? {
+                let state = self.state_after_write(&namespace.id, &workflow_id, &run_id);
+                match state.await? {
                     Some(state) => {
                         let sticky = !state.sticky_queue.is_empty();
                         Some(self.workflow_task_response(&namespace, &state, &started, sticky)?)
@@ -1023,9 +1021,8 @@ impl WorkflowService for Frontend {
                     else {
                         continue;
                     };
-                    let shard = self.shard(&namespace.id, &workflow_id);
-                    shard.catch_up().await?;
-                    match shard.load_state(&namespace.id, &workflow_id, &run_id)? {
+                    let state = self.state_after_write(&namespace.id, &workflow_id, &run_id);
+                    match state.await? {
                         Some(state) => (std::sync::Arc::new(state), task),
                         None => continue,
                     }

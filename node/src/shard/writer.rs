@@ -332,11 +332,7 @@ impl Writer {
                 continue;
             };
             for task in dispatchable(&current, now) {
-                let key = QueueKey {
-                    namespace_id: run.namespace_id.clone(),
-                    name: task.task_queue.clone(),
-                    kind: task.kind,
-                };
+                let key = QueueKey::of_task(&run.namespace_id, &task);
                 let Some(poll) = matching.claim(&key) else {
                     continue;
                 };
@@ -381,11 +377,7 @@ impl Writer {
         let now = self.shard.context.clock.now_ns();
         let run = RunKey::of(state);
         for task in dispatchable(state, now) {
-            let key = QueueKey {
-                namespace_id: state.namespace_id.clone(),
-                name: task.task_queue.clone(),
-                kind: task.kind,
-            };
+            let key = QueueKey::of_task(&state.namespace_id, &task);
             offers.push((
                 key,
                 RunTask {
