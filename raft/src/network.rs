@@ -12,13 +12,16 @@ use keel_proto::raft::raft_transport_client::RaftTransportClient;
 use keel_proto::raft::{RaftHeader, RaftReply, RaftRequest, RaftStreamReply, RaftStreamRequest};
 use keel_storage::GroupId;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Timeout, Unreachable,
 };
+use openraft::network::snapshot_transport::{Chunked, SnapshotTransport};
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
 };
+use openraft::{OptionalSend, Snapshot, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
@@ -334,5 +337,21 @@ impl RaftNetwork<KeelRaft> for PeerLink {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>> {
         self.call(RPCTypes::Vote, &rpc, option).await
+    }
+
+    /// Writes the pinned snapshot to its file, then sends the file in chunks.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        mut snapshot: Snapshot<KeelRaft>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<KeelRaft, Fatal<NodeId>>> {
+        if let Err(e) = snapshot.snapshot.export().await {
+            tracing::warn!(group = self.group, peer = self.target, snapshot = %snapshot.meta.snapshot_id, "could not write a snapshot to send: {e}");
+            // openraft backs off and asks for a new snapshot, as after an unreachable peer.
+            return Err(StreamingError::Unreachable(Unreachable::new(&e)));
+        }
+        Chunked::send_snapshot(self, vote, snapshot, cancel, option).await
     }
 }

@@ -2,6 +2,11 @@
 //! group's [`Applier`] in one write batch per apply call (together with the applied index and
 //! membership, so replay is idempotent), and moves snapshots as SST files of the group's state
 //! range.
+//!
+//! The state in RocksDB is itself the snapshot: building one pins a RocksDB view of it (no copy)
+//! and makes the applied state durable, so that openraft may purge the log it covers. The range
+//! is written to a file only when a follower needs it, so a snapshot costs the same whatever the
+//! size of the state.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::applier::{Applier, GroupWrites};
 use crate::codec;
 use crate::records::{decode_record, read_record, storage_error, write_synced, StorageResult};
-use crate::snapshot_file::SnapshotFile;
+use crate::snapshot_file::{PinRequest, SnapshotError, SnapshotFile};
 use crate::types::{Applied, BasicNode, KeelRaft, NodeId};
 
 type Entry = openraft::Entry<KeelRaft>;
@@ -26,11 +31,13 @@ type Membership = StoredMembership<NodeId, BasicNode>;
 
 /// State-machine record (inside the group's state range, so snapshots carry it).
 const APPLIED: &[u8] = b"applied";
-/// Raft-meta record of the group's current snapshot.
-const SNAPSHOT: &[u8] = b"snapshot";
+/// Raft-meta record of the group's last built snapshot, written by Keel before snapshots were
+/// pinned views; removed on open.
+const LEGACY_SNAPSHOT: &[u8] = b"snapshot";
 /// Raft-meta record of a snapshot whose install has begun but not finished.
 const INSTALLING: &[u8] = b"installing";
 
+/// A snapshot being installed, and the file it is installed from.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct SnapshotRecord {
     meta: SnapshotMeta<NodeId, BasicNode>,
@@ -67,6 +74,53 @@ fn file_name_of(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+fn snapshot_error(e: SnapshotError) -> openraft::StorageError<NodeId> {
+    let verb = match e {
+        SnapshotError::File { .. } => ErrorVerb::Write,
+        _ => ErrorVerb::Read,
+    };
+    storage_error(ErrorSubject::Snapshot(None), verb, e)
+}
+
+/// Pins the group's state as it is now, as a snapshot whose meta is the applied index and
+/// membership read from the same view.
+async fn pin_state(
+    store: &Store,
+    group: GroupId,
+    snapshots: &SnapshotDir,
+) -> StorageResult<Snapshot<KeelRaft>> {
+    let (start, end) = keys::group_range(group);
+    let path = snapshots.new_path("send");
+    let (applied, file) = SnapshotFile::pin(PinRequest {
+        store: store.clone(),
+        start,
+        end,
+        read_key: keys::state_system_key(group, APPLIED),
+        path: path.clone(),
+    })
+    .await
+    .map_err(snapshot_error)?;
+    let (last_log_id, last_membership): (Option<LogId<NodeId>>, Membership) = match applied {
+        Some(bytes) => decode_record(&bytes, ErrorSubject::StateMachine, || applied_name(group))?,
+        None => (None, Membership::default()),
+    };
+    // Same applied log id, same state (apply is deterministic): the id names the content, on
+    // any node. A receiver may see one id streamed twice (a send restarted, or a new leader);
+    // it keeps only the last stream's bytes (`SnapshotFile::finish_receiving`).
+    let snapshot_id = match last_log_id {
+        Some(id) => format!("{}-{}", id.leader_id, id.index),
+        None => "empty".to_string(),
+    };
+    Ok(Snapshot {
+        meta: SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id,
+        },
+        snapshot: Box::new(file),
+    })
+}
+
 fn read_snapshot_record(
     store: &Store,
     group: GroupId,
@@ -99,7 +153,7 @@ fn read_applied(
 
 impl GroupStateMachine {
     /// Opens the state machine of `group`, finishing a snapshot install a crash interrupted and
-    /// removing snapshot files no record points at.
+    /// removing every other snapshot file (those being sent or received when the node stopped).
     pub async fn open(
         store: Store,
         group: GroupId,
@@ -117,22 +171,20 @@ impl GroupStateMachine {
             tracing::warn!(group, snapshot = %record.meta.snapshot_id, "finishing a snapshot install interrupted by a crash");
             finish_install(&store, group, &snapshots.dir, record).await?;
         }
-        let current = read_snapshot_record(&store, group, SNAPSHOT)?.map(|r| r.file_name);
         let mut entries = tokio::fs::read_dir(&snapshots.dir).await.map_err(io)?;
         while let Some(entry) = entries.next_entry().await.map_err(io)? {
-            if Some(entry.file_name().to_string_lossy().into_owned()) != current {
-                tokio::fs::remove_file(entry.path()).await.map_err(io)?;
-            }
+            tokio::fs::remove_file(entry.path()).await.map_err(io)?;
         }
-        if let Some(name) = &current {
-            // New files must not reuse the current snapshot's name.
-            let taken = name
-                .trim_end_matches(".sst")
-                .rsplit('-')
-                .next()
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0);
-            snapshots.next.store(taken + 1, Ordering::Relaxed);
+        let legacy = keys::meta_key(group, LEGACY_SNAPSHOT);
+        let found = store
+            .get(Cf::RaftMeta, &legacy)
+            .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        if found.is_some() {
+            let mut batch = store.batch();
+            batch.delete(Cf::RaftMeta, &legacy);
+            write_synced(&store, batch)
+                .await
+                .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
         }
         let (last_applied, membership) = read_applied(&store, group)?;
         Ok(GroupStateMachine {
@@ -146,8 +198,8 @@ impl GroupStateMachine {
     }
 }
 
-/// Replaces the group's state with the snapshot file of `record` and makes it current. Safe to
-/// repeat after a crash: the INSTALLING record stays until the end.
+/// Replaces the group's state with the snapshot file of `record`, then removes the file. Safe to
+/// repeat after a crash: the INSTALLING record stays until the state is replaced.
 async fn finish_install(
     store: &Store,
     group: GroupId,
@@ -165,56 +217,17 @@ async fn finish_install(
     .await
     .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?
     .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?;
-    let previous = read_snapshot_record(store, group, SNAPSHOT)?;
     let mut batch = store.batch();
-    batch.put(
-        Cf::RaftMeta,
-        &keys::meta_key(group, SNAPSHOT),
-        &codec::encode(&record),
-    );
     batch.delete(Cf::RaftMeta, &keys::meta_key(group, INSTALLING));
     write_synced(store, batch)
         .await
         .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?;
-    if let Some(previous) = previous.filter(|p| p.file_name != record.file_name) {
-        let _ = tokio::fs::remove_file(dir.join(previous.file_name)).await;
-    }
+    // Removed again on the next open if this fails.
+    let _ = tokio::fs::remove_file(&file).await;
     Ok(())
 }
 
-/// Why background work gave no answer.
-#[derive(Debug, thiserror::Error)]
-enum BackgroundError {
-    /// The thread could not be started.
-    #[error("could not start the snapshot thread: {0}")]
-    Spawn(#[from] std::io::Error),
-    /// The thread ended (it panicked) before answering.
-    #[error("the snapshot thread ended without an answer")]
-    Lost,
-}
-
-/// Runs `work` on a thread of its own at the lowest CPU priority (nice 19). A snapshot reads
-/// the group's whole state: on a busy node it must take only CPU that serving leaves idle,
-/// or every request waits behind it (50-90 ms stalls in p99 latency on two cores).
-async fn in_background<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, BackgroundError> {
-    let (answer, answered) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("keel-snapshot".into())
-        .spawn(move || {
-            // On Linux the nice value is per thread: this lowers only this one.
-            // SAFETY: setpriority has no memory effects; a failure leaves the priority as is.
-            let lowered = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } == 0;
-            if !lowered {
-                tracing::debug!("could not lower the snapshot thread's priority");
-            }
-            let _ = answer.send(work());
-        })?;
-    answered.await.map_err(|_| BackgroundError::Lost)
-}
-
-/// Builds snapshots of one group from a consistent view of its state range.
+/// Builds snapshots of one group: pinned views of its state range.
 pub struct GroupSnapshotBuilder {
     store: Store,
     group: GroupId,
@@ -223,68 +236,16 @@ pub struct GroupSnapshotBuilder {
 
 impl RaftSnapshotBuilder<KeelRaft> for GroupSnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<KeelRaft>> {
-        let group = self.group;
-        let path = self.snapshots.new_path("snap");
+        let snapshot = pin_state(&self.store, self.group, &self.snapshots).await?;
+        // openraft purges the log up to the snapshot next: the state it covers must not depend
+        // on that log any more. Applies are buffered; syncing the WAL makes them durable.
         let store = self.store.clone();
-        let export_path = path.clone();
-        let started = std::time::Instant::now();
-        let exported = in_background(move || {
-            let (start, end) = keys::group_range(group);
-            let applied_key = keys::state_system_key(group, APPLIED);
-            let mut applied = None;
-            store
-                .export_range(Cf::State, &start, &end, &export_path, |key, value| {
-                    if key == applied_key.as_slice() {
-                        applied = Some(value.to_vec());
-                    }
-                })
-                .map(|_| applied)
-        })
-        .await
-        .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?
-        .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
-        let (last_log_id, last_membership): (Option<LogId<NodeId>>, Membership) = match exported {
-            Some(bytes) => {
-                decode_record(&bytes, ErrorSubject::StateMachine, || applied_name(group))?
-            }
-            None => (None, Membership::default()),
-        };
-        let snapshot_id = match last_log_id {
-            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, file_name_of(&path)),
-            None => format!("empty-{}", file_name_of(&path)),
-        };
-        let meta = SnapshotMeta {
-            last_log_id,
-            last_membership,
-            snapshot_id,
-        };
-        let record = SnapshotRecord {
-            meta: meta.clone(),
-            file_name: file_name_of(&path),
-        };
-        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-        let previous = read_snapshot_record(&self.store, group, SNAPSHOT)?;
-        let mut batch = self.store.batch();
-        batch.put(
-            Cf::RaftMeta,
-            &keys::meta_key(group, SNAPSHOT),
-            &codec::encode(&record),
-        );
-        write_synced(&self.store, batch)
+        tokio::task::spawn_blocking(move || store.sync_wal())
             .await
-            .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?;
-        if let Some(previous) = previous {
-            let _ = tokio::fs::remove_file(self.snapshots.dir.join(previous.file_name)).await;
-        }
-        let file = SnapshotFile::open(&path)
-            .await
-            .map_err(|e| storage_error(subject, ErrorVerb::Read, e))?;
-        let elapsed_ms = started.elapsed().as_millis();
-        tracing::info!(group, snapshot = %meta.snapshot_id, elapsed_ms, "built snapshot");
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(file),
-        })
+            .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?
+            .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        tracing::debug!(group = self.group, snapshot = %snapshot.meta.snapshot_id, "built snapshot");
+        Ok(snapshot)
     }
 }
 
@@ -354,9 +315,7 @@ impl RaftStateMachine<KeelRaft> for GroupStateMachine {
 
     async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<SnapshotFile>> {
         let path = self.snapshots.new_path("recv");
-        let file = SnapshotFile::create(&path)
-            .await
-            .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        let file = SnapshotFile::create(&path).await.map_err(snapshot_error)?;
         Ok(Box::new(file))
     }
 
@@ -366,28 +325,18 @@ impl RaftStateMachine<KeelRaft> for GroupStateMachine {
         mut snapshot: Box<SnapshotFile>,
     ) -> StorageResult<()> {
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-        snapshot
-            .sync()
-            .await
-            .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?;
+        let write_error = |e| storage_error(subject.clone(), ErrorVerb::Write, e);
         // The handle is usually the file begin_receiving_snapshot made here, but any snapshot
-        // file is accepted: one from elsewhere is copied into this group's directory first.
-        let path = if snapshot.path().parent() == Some(self.snapshots.dir.as_path()) {
-            snapshot.path().to_path_buf()
+        // is accepted: one from elsewhere is written into this group's directory first.
+        let path = if snapshot.is_file_in(&self.snapshots.dir) {
+            snapshot.finish_receiving().await.map_err(write_error)?;
+            snapshot.keep().map_err(write_error)?
         } else {
             let copy = self.snapshots.new_path("recv");
-            tokio::fs::copy(snapshot.path(), &copy)
-                .await
-                .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?;
-            SnapshotFile::open(&copy)
-                .await
-                .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?
-                .sync()
-                .await
-                .map_err(|e| storage_error(subject.clone(), ErrorVerb::Write, e))?;
-            copy
+            let written = snapshot.write_to(&copy).await.map_err(write_error)?;
+            drop(snapshot);
+            written.keep().map_err(write_error)?
         };
-        drop(snapshot);
         let record = SnapshotRecord {
             meta: meta.clone(),
             file_name: file_name_of(&path),
@@ -409,17 +358,12 @@ impl RaftStateMachine<KeelRaft> for GroupStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<KeelRaft>>> {
-        let Some(record) = read_snapshot_record(&self.store, self.group, SNAPSHOT)? else {
+        if self.last_applied.is_none() {
             return Ok(None);
-        };
-        let subject = ErrorSubject::Snapshot(Some(record.meta.signature()));
-        let file = SnapshotFile::open(&self.snapshots.dir.join(&record.file_name))
+        }
+        pin_state(&self.store, self.group, &self.snapshots)
             .await
-            .map_err(|e| storage_error(subject, ErrorVerb::Read, e))?;
-        Ok(Some(Snapshot {
-            meta: record.meta,
-            snapshot: Box::new(file),
-        }))
+            .map(Some)
     }
 }
 
@@ -459,17 +403,121 @@ mod tests {
         }
     }
 
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("list snapshot dir")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn membership_entry(index: u64) -> Entry<KeelRaft> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Membership(Membership::new(vec![[1u64].into()], None)),
+        }
+    }
+
     #[tokio::test]
-    async fn background_work_runs_at_the_lowest_priority_and_answers() {
-        // SAFETY: getpriority only reads the calling thread's nice value.
-        let nice_here = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-        let before = nice_here();
-        assert_eq!(in_background(nice_here).await.ok(), Some(19));
-        assert_eq!(
-            nice_here(),
-            before,
-            "the caller's thread keeps its priority"
+    async fn a_snapshot_is_the_state_at_its_index_even_when_written_out_later() {
+        let leader_dir = tempfile::tempdir().expect("tempdir");
+        let follower_dir = tempfile::tempdir().expect("tempdir");
+        let (_leader_store, mut leader) = open(leader_dir.path(), 1).await;
+        leader
+            .apply(vec![membership_entry(1), put(2, "a"), put(3, "b")])
+            .await
+            .expect("apply");
+        let mut snapshot = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+        assert_eq!(snapshot.meta.last_log_id.map(|id| id.index), Some(3));
+        let leader_snapshots = leader_dir.path().join("snapshots");
+        assert!(
+            files_in(&leader_snapshots).is_empty(),
+            "building a snapshot must not copy the state"
         );
+
+        leader.apply(vec![put(4, "c")]).await.expect("apply");
+        snapshot.snapshot.export().await.expect("export");
+        assert_eq!(files_in(&leader_snapshots).len(), 1);
+
+        let (store, mut follower) = open(follower_dir.path(), 2).await;
+        follower
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .expect("install");
+        assert!(
+            files_in(&leader_snapshots).is_empty(),
+            "the written-out snapshot outlived its handle"
+        );
+        assert!(files_in(&follower_dir.path().join("snapshots")).is_empty());
+        let get = |key: &str| {
+            store
+                .get(Cf::State, &keys::state_user_key(3, key.as_bytes()))
+                .expect("read")
+        };
+        assert_eq!(get("a"), Some(b"v".to_vec()));
+        assert_eq!(get("b"), Some(b"v".to_vec()));
+        assert_eq!(
+            get("c"),
+            None,
+            "a write applied after the snapshot leaked in"
+        );
+        let (applied, _) = follower.applied_state().await.expect("applied state");
+        assert_eq!(applied, snapshot.meta.last_log_id);
+
+        let current = leader
+            .get_current_snapshot()
+            .await
+            .expect("pin")
+            .expect("a current snapshot");
+        assert_eq!(current.meta.last_log_id.map(|id| id.index), Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_group_with_nothing_applied_has_no_current_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_store, mut sm) = open(dir.path(), 1).await;
+        assert!(sm.get_current_snapshot().await.expect("read").is_none());
+    }
+
+    #[tokio::test]
+    async fn open_removes_leftover_files_and_the_old_snapshot_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snapshots = dir.path().join("snapshots");
+        {
+            let (store, mut sm) = open(dir.path(), 1).await;
+            sm.apply(vec![membership_entry(1)]).await.expect("apply");
+            std::fs::write(snapshots.join("send-0.sst"), b"half written").expect("write");
+            std::fs::write(snapshots.join("snap-7.sst"), b"old format").expect("write");
+            let mut batch = store.batch();
+            batch.put(
+                Cf::RaftMeta,
+                &keys::meta_key(3, LEGACY_SNAPSHOT),
+                b"anything",
+            );
+            store.write_synced_blocking(batch).expect("write record");
+        }
+        let (store, mut sm) = open(dir.path(), 1).await;
+        assert!(files_in(&snapshots).is_empty());
+        assert_eq!(
+            store
+                .get(Cf::RaftMeta, &keys::meta_key(3, LEGACY_SNAPSHOT))
+                .expect("read"),
+            None
+        );
+        let current = sm.get_current_snapshot().await.expect("pin").expect("some");
+        assert_eq!(current.meta.last_log_id.map(|id| id.index), Some(1));
     }
 
     #[tokio::test]
@@ -477,20 +525,17 @@ mod tests {
         let leader_dir = tempfile::tempdir().expect("tempdir");
         let follower_dir = tempfile::tempdir().expect("tempdir");
         let (_leader_store, mut leader) = open(leader_dir.path(), 1).await;
-        let membership = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
-            payload: EntryPayload::Membership(Membership::new(vec![[1u64].into()], None)),
-        };
         leader
-            .apply(vec![membership, put(2, "a"), put(3, "b")])
+            .apply(vec![membership_entry(1), put(2, "a"), put(3, "b")])
             .await
             .expect("apply");
-        let snapshot = leader
+        let mut snapshot = leader
             .get_snapshot_builder()
             .await
             .build_snapshot()
             .await
             .expect("build");
+        snapshot.snapshot.export().await.expect("export");
 
         // The follower crashed after recording INSTALLING and before replacing its state.
         {
@@ -532,7 +577,9 @@ mod tests {
             .await
             .expect("read")
             .expect("a current snapshot");
-        assert_eq!(current.meta, snapshot.meta);
+        assert_eq!(current.meta.last_log_id, snapshot.meta.last_log_id);
+        assert_eq!(current.meta.last_membership, snapshot.meta.last_membership);
+        assert!(files_in(&follower_dir.path().join("snapshots")).is_empty());
         assert!(read_snapshot_record(&store, 3, INSTALLING)
             .expect("read")
             .is_none());

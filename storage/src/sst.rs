@@ -5,6 +5,7 @@ use std::path::Path;
 
 use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter};
 
+use crate::store::StoreView;
 use crate::{Cf, StorageError, Store};
 
 /// What an export wrote.
@@ -26,17 +27,15 @@ fn file_error(
     }
 }
 
-impl Store {
-    /// Writes every key of `[start, end)` in `cf`, as of one consistent read view, to a new SST
-    /// file at `file`, showing each exported pair to `inspect` (so a caller can read records of
-    /// that same view). An empty range produces an empty file.
+impl StoreView<'_> {
+    /// Writes every key of `[start, end)` in `cf`, as of the view, to a new SST file at `file`.
+    /// An empty range produces an empty file.
     pub fn export_range(
         &self,
         cf: Cf,
         start: &[u8],
         end: &[u8],
         file: &Path,
-        mut inspect: impl FnMut(&[u8], &[u8]),
     ) -> Result<ExportedRange, StorageError> {
         let options = Options::default();
         let mut writer: Option<SstFileWriter> = None;
@@ -54,7 +53,6 @@ impl Store {
                     writer.insert(new)
                 }
             };
-            inspect(key, value);
             if let Err(e) = writer.put(key, value) {
                 failure = Some(file_error(file, e));
                 return false;
@@ -76,7 +74,9 @@ impl Store {
             .len();
         Ok(ExportedRange { keys, bytes })
     }
+}
 
+impl Store {
     /// Replaces everything in `[start, end)` of `cf` with the content of the SST `file` made by
     /// [`Store::export_range`]. The file is copied in and kept, so a crash half-way can be
     /// recovered by calling this again with the same file. Durable when it returns.
@@ -143,7 +143,8 @@ mod tests {
 
         let file = source_dir.path().join("snap.sst");
         let exported = source
-            .export_range(Cf::State, b"g1", b"g2", &file, |_, _| {})
+            .view()
+            .export_range(Cf::State, b"g1", b"g2", &file)
             .unwrap();
         assert_eq!(exported.keys, 1000);
         target
@@ -184,7 +185,8 @@ mod tests {
         let file = dir.path().join("empty.sst");
         assert_eq!(
             store
-                .export_range(Cf::State, b"a", b"b", &file, |_, _| {})
+                .view()
+                .export_range(Cf::State, b"a", b"b", &file)
                 .unwrap()
                 .keys,
             0

@@ -91,6 +91,36 @@ pub struct Store {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// The store as it was at one moment (a RocksDB snapshot): writes made after the view was taken
+/// are not seen through it. While a view is held RocksDB keeps every version it sees, so the
+/// space it pins grows with the writes made since: hold views briefly.
+pub struct StoreView<'a> {
+    inner: &'a Inner,
+    snapshot: rocksdb::Snapshot<'a>,
+}
+
+impl StoreView<'_> {
+    /// Reads one key as of the view.
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.snapshot
+            .get_cf(self.inner.cf(cf), key)
+            .map_err(|e| self.inner.rocks_error("read", e))
+    }
+
+    /// [`Store::scan`] as of the view.
+    pub fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        let mut read = ReadOptions::default();
+        read.set_snapshot(&self.snapshot);
+        self.inner.scan(read, cf, start, end, visit)
+    }
+}
+
 /// An atomic group of writes across column families.
 pub struct WriteBatch {
     inner: Arc<Inner>,
@@ -131,6 +161,29 @@ impl Inner {
             Some(handle) => handle,
             None => unreachable!("column family {} is created at open", cf.name()),
         }
+    }
+
+    fn scan(
+        &self,
+        mut read: ReadOptions,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        read.set_iterate_upper_bound(end.to_vec());
+        let iter = self.db.iterator_cf_opt(
+            self.cf(cf),
+            read,
+            IteratorMode::From(start, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(|e| self.rocks_error("scan", e))?;
+            if !visit(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn rocks_error(
@@ -235,22 +288,18 @@ impl Store {
         cf: Cf,
         start: &[u8],
         end: &[u8],
-        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError> {
-        let mut read = ReadOptions::default();
-        read.set_iterate_upper_bound(end.to_vec());
-        let iter = self.inner.db.iterator_cf_opt(
-            self.inner.cf(cf),
-            read,
-            IteratorMode::From(start, Direction::Forward),
-        );
-        for item in iter {
-            let (key, value) = item.map_err(|e| self.inner.rocks_error("scan", e))?;
-            if !visit(&key, &value) {
-                break;
-            }
+        self.inner
+            .scan(ReadOptions::default(), cf, start, end, visit)
+    }
+
+    /// A consistent read view of the whole store as it is now. See [`StoreView`].
+    pub fn view(&self) -> StoreView<'_> {
+        StoreView {
+            inner: &self.inner,
+            snapshot: self.inner.db.snapshot(),
         }
-        Ok(())
     }
 
     /// The last key/value in `[start, end)` of `cf`, if any.
@@ -382,6 +431,40 @@ mod tests {
             StorageError::ForeignDataDir { found_node: 1, .. }
         ));
         Store::open(dir.path(), &identity("cluster-a", 1)).unwrap();
+    }
+
+    #[test]
+    fn a_view_sees_the_store_as_it_was_when_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &identity("c", 1)).unwrap();
+        let mut batch = store.batch();
+        batch.put(Cf::State, b"a", b"old");
+        batch.put(Cf::State, b"b", b"old");
+        store.write_buffered(batch).unwrap();
+        let view = store.view();
+        let mut batch = store.batch();
+        batch.put(Cf::State, b"a", b"new");
+        batch.delete(Cf::State, b"b");
+        batch.put(Cf::State, b"c", b"new");
+        store.write_buffered(batch).unwrap();
+
+        assert_eq!(view.get(Cf::State, b"a").unwrap(), Some(b"old".to_vec()));
+        assert_eq!(view.get(Cf::State, b"b").unwrap(), Some(b"old".to_vec()));
+        assert_eq!(view.get(Cf::State, b"c").unwrap(), None);
+        let mut seen = Vec::new();
+        view.scan(Cf::State, b"a", b"z", |key, value| {
+            seen.push((key.to_vec(), value.to_vec()));
+            true
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (b"a".to_vec(), b"old".to_vec()),
+                (b"b".to_vec(), b"old".to_vec())
+            ]
+        );
+        assert_eq!(store.get(Cf::State, b"a").unwrap(), Some(b"new".to_vec()));
     }
 
     #[test]
