@@ -425,21 +425,28 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_snapshot_is_the_state_at_its_index_even_when_written_out_later() {
-        let leader_dir = tempfile::tempdir().expect("tempdir");
-        let follower_dir = tempfile::tempdir().expect("tempdir");
-        let (_leader_store, mut leader) = open(leader_dir.path(), 1).await;
+    /// A leader of group 3 that applied keys `a` and `b` (entries 2 and 3), and the snapshot it
+    /// built then.
+    async fn leader_with_snapshot(dir: &Path) -> (GroupStateMachine, Snapshot<KeelRaft>) {
+        let (_store, mut leader) = open(dir, 1).await;
         leader
             .apply(vec![membership_entry(1), put(2, "a"), put(3, "b")])
             .await
             .expect("apply");
-        let mut snapshot = leader
+        let snapshot = leader
             .get_snapshot_builder()
             .await
             .build_snapshot()
             .await
             .expect("build");
+        (leader, snapshot)
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_the_state_at_its_index_even_when_written_out_later() {
+        let leader_dir = tempfile::tempdir().expect("tempdir");
+        let follower_dir = tempfile::tempdir().expect("tempdir");
+        let (mut leader, mut snapshot) = leader_with_snapshot(leader_dir.path()).await;
         assert_eq!(snapshot.meta.last_log_id.map(|id| id.index), Some(3));
         let leader_snapshots = leader_dir.path().join("snapshots");
         assert!(
@@ -524,17 +531,7 @@ mod tests {
     async fn an_install_interrupted_by_a_crash_is_finished_on_open() {
         let leader_dir = tempfile::tempdir().expect("tempdir");
         let follower_dir = tempfile::tempdir().expect("tempdir");
-        let (_leader_store, mut leader) = open(leader_dir.path(), 1).await;
-        leader
-            .apply(vec![membership_entry(1), put(2, "a"), put(3, "b")])
-            .await
-            .expect("apply");
-        let mut snapshot = leader
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("build");
+        let (_leader, mut snapshot) = leader_with_snapshot(leader_dir.path()).await;
         snapshot.snapshot.export().await.expect("export");
 
         // The follower crashed after recording INSTALLING and before replacing its state.
