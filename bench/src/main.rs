@@ -98,6 +98,12 @@ struct Args {
     /// Task queue to use (default: a new one per run).
     #[arg(long)]
     task_queue: Option<String>,
+    /// Ask for activities to start eagerly, in the workflow task completion's answer, as the
+    /// official SDKs do by default (`--eager-activities false` to poll for every activity).
+    /// Servers that do not support it (Temporal's unless `system.enableActivityEagerExecution`)
+    /// answer without activities, which are then polled.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    eager_activities: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum, Serialize)]
@@ -245,6 +251,7 @@ async fn run(args: Args) -> Result<()> {
         plan: plan.clone(),
         connections: connections.clone(),
         recorder: recorder.clone(),
+        eager_activities: args.eager_activities,
     });
     let mut background = Vec::new();
     for _ in 0..args.workflow_pollers.max(1) {

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use anyhow::Result;
 use keel_proto::temporal::api::{
+    command::v1::command::Attributes,
     common::v1::WorkflowExecution,
     enums::v1::TaskQueueKind,
     history::v1::HistoryEvent,
     taskqueue::v1::TaskQueue,
     workflowservice::v1::{
         GetWorkflowExecutionHistoryRequest, PollActivityTaskQueueRequest,
-        PollWorkflowTaskQueueRequest, PollWorkflowTaskQueueResponse,
+        PollActivityTaskQueueResponse, PollWorkflowTaskQueueRequest, PollWorkflowTaskQueueResponse,
         RespondActivityTaskCompletedRequest, RespondWorkflowTaskCompletedRequest,
     },
 };
@@ -34,6 +35,8 @@ pub struct Worker {
     pub plan: WorkflowPlan,
     pub connections: Arc<Connections>,
     pub recorder: Arc<Recorder>,
+    /// Ask for activities on this worker's queue to start eagerly.
+    pub eager_activities: bool,
 }
 
 impl Worker {
@@ -104,22 +107,60 @@ impl Worker {
                 self.recorder.timer_late(late_ms);
             }
         }
+        let mut commands = decision.commands;
+        if self.eager_activities {
+            for command in &mut commands {
+                if let Some(Attributes::ScheduleActivityTaskCommandAttributes(a)) =
+                    &mut command.attributes
+                {
+                    let queue = a.task_queue.as_ref().map(|q| q.name.as_str());
+                    a.request_eager_execution = queue == Some(self.task_queue.as_str());
+                }
+            }
+        }
         let response = RespondWorkflowTaskCompletedRequest {
             task_token: task.task_token,
-            commands: decision.commands,
+            commands,
             messages: decision.messages,
             identity: self.identity.clone(),
             namespace: self.namespace.clone(),
             ..Default::default()
         };
-        self.connections
+        let answer = self
+            .connections
             .client()
             .respond_workflow_task_completed(response)
             .await
             .map_err(|status| {
                 anyhow::anyhow!("respond workflow task completed: {}", describe(&status))
-            })?;
+            })?
+            .into_inner();
+        for activity in answer.activity_tasks {
+            self.complete_activity(activity).await;
+        }
         Ok(())
+    }
+
+    /// Completes an activity task at once with no result.
+    async fn complete_activity(&self, task: PollActivityTaskQueueResponse) {
+        self.recorder.activity_tasks.fetch_add(1, Ordering::Relaxed);
+        let response = RespondActivityTaskCompletedRequest {
+            task_token: task.task_token,
+            identity: self.identity.clone(),
+            namespace: self.namespace.clone(),
+            ..Default::default()
+        };
+        if let Err(status) = self
+            .connections
+            .client()
+            .respond_activity_task_completed(response)
+            .await
+        {
+            self.recorder.worker_error(&format!(
+                "respond activity task completed: {}",
+                describe(&status)
+            ));
+        }
     }
 
     /// The task's history plus any further pages the server left out of the poll response.
@@ -180,28 +221,9 @@ impl Worker {
             if task.task_token.is_empty() {
                 continue;
             }
-            self.recorder.activity_tasks.fetch_add(1, Ordering::Relaxed);
-            let response = RespondActivityTaskCompletedRequest {
-                task_token: task.task_token,
-                identity: self.identity.clone(),
-                namespace: self.namespace.clone(),
-                ..Default::default()
-            };
             // Complete on another task and poll again at once (see poll_workflow_tasks).
             let worker = self.clone();
-            tokio::spawn(async move {
-                if let Err(status) = worker
-                    .connections
-                    .client()
-                    .respond_activity_task_completed(response)
-                    .await
-                {
-                    worker.recorder.worker_error(&format!(
-                        "respond activity task completed: {}",
-                        describe(&status)
-                    ));
-                }
-            });
+            tokio::spawn(async move { worker.complete_activity(task).await });
         }
     }
 }

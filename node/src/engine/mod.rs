@@ -345,6 +345,15 @@ pub enum Reply {
     Done,
     /// A workflow task was started (by a poll, or by return_new_workflow_task).
     WorkflowTaskStarted(Box<StartedWorkflowTask>),
+    /// A workflow task completed and activities it scheduled with `request_eager_execution`
+    /// were started for the completing worker (eager activity execution); `next_task` is the
+    /// workflow task started through return_new_workflow_task, if any.
+    EagerActivitiesStarted {
+        /// The next workflow task, started for the same worker.
+        next_task: Option<Box<StartedWorkflowTask>>,
+        /// Scheduled event ids of the started activities (all at attempt 1), in command order.
+        activities: Vec<i64>,
+    },
     /// An activity attempt was started.
     ActivityTaskStarted {
         /// Scheduled event id.

@@ -1,7 +1,7 @@
 //! Engine tests: drive the pure engine directly through request sequences and check the events
 //! it writes against Temporal's histories.
 
-use super::proto::{command, common, enums, Attributes};
+use super::proto::{command, common, enums, taskqueue, Attributes};
 use super::*;
 
 const SEC: i64 = 1_000_000_000;
@@ -186,6 +186,144 @@ fn activity_round_trip_writes_temporals_event_sequence() {
     );
     assert_eq!(outcome.state.status, RunStatus::Completed);
     assert_eq!(outcome.state.close_event_id, 11);
+}
+
+fn eager(mut command: command::Command, activity_id: &str) -> command::Command {
+    if let Some(command::command::Attributes::ScheduleActivityTaskCommandAttributes(a)) =
+        &mut command.attributes
+    {
+        a.activity_id = activity_id.into();
+        a.request_eager_execution = true;
+    }
+    command
+}
+
+fn request_cancel_activity(scheduled_event_id: i64) -> command::Command {
+    command::Command {
+        command_type: enums::CommandType::RequestCancelActivityTask as i32,
+        attributes: Some(
+            command::command::Attributes::RequestCancelActivityTaskCommandAttributes(
+                command::RequestCancelActivityTaskCommandAttributes { scheduled_event_id },
+            ),
+        ),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn activities_asked_for_eagerly_start_for_the_completing_worker() {
+    let state = start();
+    let (state, started) = take_workflow_task(&state, 2 * SEC);
+    let outcome = complete(
+        &state,
+        &started,
+        vec![eager(schedule_activity(), "a"), schedule_activity()],
+        3 * SEC,
+    );
+    assert_eq!(
+        types(&outcome.events),
+        [
+            "WorkflowTaskCompleted",
+            "ActivityTaskScheduled",
+            "ActivityTaskScheduled"
+        ]
+    );
+    assert_eq!(
+        outcome.reply,
+        Reply::EagerActivitiesStarted {
+            next_task: None,
+            activities: vec![5],
+        }
+    );
+    let eager_started = outcome.state.activities[&5]
+        .started
+        .clone()
+        .expect("the eager activity is started");
+    assert_eq!(eager_started.identity, "worker");
+    assert_eq!(eager_started.time_ns, 3 * SEC);
+    // Only the activity not asked for eagerly waits for a poller.
+    let tasks = dispatchable(&outcome.state, 3 * SEC);
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].scheduled_event_id, 6);
+
+    let outcome = step(
+        &outcome.state,
+        Request::Activity {
+            target: ActivityTarget::Token {
+                scheduled_event_id: 5,
+                attempt: 1,
+            },
+            report: ActivityReport::Completed(None),
+            identity: "worker".into(),
+        },
+        4 * SEC,
+    );
+    assert_eq!(
+        types(&outcome.events),
+        [
+            "ActivityTaskStarted",
+            "ActivityTaskCompleted",
+            "WorkflowTaskScheduled"
+        ]
+    );
+    assert_eq!(
+        outcome.events[0].event_time,
+        Some(proto::timestamp(3 * SEC))
+    );
+}
+
+#[test]
+fn eager_execution_is_refused_to_canceled_activities_other_task_queues_and_closed_runs() {
+    let state = start();
+    let (state, started) = take_workflow_task(&state, 2 * SEC);
+    // The activity would be event 5: canceled by the next command, it never starts.
+    let outcome = complete(
+        &state,
+        &started,
+        vec![eager(schedule_activity(), "a"), request_cancel_activity(5)],
+        3 * SEC,
+    );
+    assert!(
+        !matches!(outcome.reply, Reply::EagerActivitiesStarted { .. }),
+        "{:?}",
+        outcome.reply
+    );
+    assert!(outcome
+        .state
+        .activities
+        .values()
+        .all(|a| a.started.is_none()));
+
+    // The completing worker polls the workflow's queue: an activity sent elsewhere waits there.
+    let state = start();
+    let (state, started) = take_workflow_task(&state, 2 * SEC);
+    let mut elsewhere = eager(schedule_activity(), "a");
+    if let Some(command::command::Attributes::ScheduleActivityTaskCommandAttributes(a)) =
+        &mut elsewhere.attributes
+    {
+        a.task_queue = Some(taskqueue::TaskQueue {
+            name: "other-queue".into(),
+            ..Default::default()
+        });
+    }
+    let outcome = complete(&state, &started, vec![elsewhere], 3 * SEC);
+    assert_eq!(outcome.reply, Reply::Done);
+    assert!(outcome
+        .state
+        .activities
+        .values()
+        .all(|a| a.task_queue == "other-queue" && a.started.is_none()));
+
+    let state = start();
+    let (state, started) = take_workflow_task(&state, 2 * SEC);
+    let outcome = complete(
+        &state,
+        &started,
+        vec![eager(schedule_activity(), "a"), complete_workflow()],
+        3 * SEC,
+    );
+    assert_eq!(outcome.reply, Reply::Done);
+    assert_eq!(outcome.state.status, RunStatus::Completed);
 }
 
 #[test]

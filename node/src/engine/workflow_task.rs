@@ -272,12 +272,19 @@ pub(crate) fn complete(txn: &mut Txn, req: CompleteWorkflowTask) -> Result<Reply
         _ => txn.clear_sticky(),
     }
     let mut needs_task = req.force_create_new_workflow_task;
+    let mut eager = Vec::new();
     for command in req.commands {
         if !txn.state.is_running() {
             break;
         }
         let first_event = txn.events.len();
         let user_metadata = command.user_metadata.clone();
+        let eager_activity = match &command.attributes {
+            Some(Cmd::ScheduleActivityTaskCommandAttributes(a)) if a.request_eager_execution => {
+                Some(a.activity_id.clone())
+            }
+            _ => None,
+        };
         let applied = match &command.attributes {
             Some(Cmd::ProtocolMessageCommandAttributes(a)) => messages
                 .apply_named(txn, &a.message_id)
@@ -288,6 +295,7 @@ pub(crate) fn complete(txn: &mut Txn, req: CompleteWorkflowTask) -> Result<Reply
         match applied {
             Ok(wakes) => {
                 needs_task |= wakes;
+                eager.extend(eager_activity);
                 // The command's summary/details go on the event it produced, as in Temporal.
                 if let (Some(metadata), Some(event)) =
                     (user_metadata, txn.events.get_mut(first_event))
@@ -315,21 +323,65 @@ pub(crate) fn complete(txn: &mut Txn, req: CompleteWorkflowTask) -> Result<Reply
     }
     needs_task |= !txn.state.buffered_events.is_empty() || update::has_unaccepted(txn);
     txn.flush_buffered();
+    let activities = start_eager_activities(txn, &eager, &req.new_task_request_id, &req.identity);
+    let mut next_task = None;
     if needs_task {
         txn.schedule_workflow_task();
         if req.return_new_workflow_task {
             if let Some(next) = txn.state.workflow_task.clone() {
-                return record_started(
+                next_task = Some(record_started(
                     txn,
                     next.scheduled_event_id,
                     next.attempt,
                     req.new_task_request_id,
                     req.identity,
-                );
+                )?);
             }
         }
     }
-    Ok(Reply::Done)
+    if activities.is_empty() {
+        return Ok(next_task.unwrap_or(Reply::Done));
+    }
+    let next_task = match next_task {
+        Some(Reply::WorkflowTaskStarted(started)) => Some(started),
+        _ => None,
+    };
+    Ok(Reply::EagerActivitiesStarted {
+        next_task,
+        activities,
+    })
+}
+
+/// Starts, for the worker completing the task, the activities it scheduled asking for eager
+/// execution, as Temporal does once all commands are applied: an activity the same completion
+/// already canceled is left out, and so is one on another task queue than the workflow's (the
+/// completing worker polls the workflow's queue, not necessarily that one).
+fn start_eager_activities(
+    txn: &mut Txn,
+    activity_ids: &[String],
+    request_id: &str,
+    identity: &str,
+) -> Vec<i64> {
+    let mut started = Vec::new();
+    for activity_id in activity_ids {
+        let Some(&scheduled_event_id) = txn.state.activity_ids.get(activity_id) else {
+            continue;
+        };
+        let same_queue = txn
+            .state
+            .activities
+            .get(&scheduled_event_id)
+            .is_some_and(|info| info.task_queue == txn.state.task_queue);
+        if !same_queue {
+            continue;
+        }
+        let request_id = format!("{request_id}-eager-{scheduled_event_id}");
+        if activity::record_started(txn, scheduled_event_id, 1, request_id, identity.into()).is_ok()
+        {
+            started.push(scheduled_event_id);
+        }
+    }
+    started
 }
 
 /// Refuses a completion: everything it did is rolled back to `before`, the attempt fails

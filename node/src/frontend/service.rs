@@ -924,23 +924,34 @@ impl WorkflowService for Frontend {
             } => reset_history_event_id,
             _ => 0,
         };
-        let workflow_task = match reply {
-            Reply::WorkflowTaskStarted(started) => {
-                let state = self.state_after_write(&namespace.id, &workflow_id, &run_id);
-                match state.await? {
-                    Some(state) => {
-                        let sticky = !state.sticky_queue.is_empty();
-                        Some(self.workflow_task_response(&namespace, &state, &started, sticky)?)
-                    }
-                    None => None,
-                }
-            }
-            _ => None,
+        let (next_task, eager_activities) = match reply {
+            Reply::WorkflowTaskStarted(started) => (Some(started), Vec::new()),
+            Reply::EagerActivitiesStarted {
+                next_task,
+                activities,
+            } => (next_task, activities),
+            _ => (None, Vec::new()),
         };
+        let mut workflow_task = None;
+        let mut activity_tasks = Vec::new();
+        if next_task.is_some() || !eager_activities.is_empty() {
+            let state = self.state_after_write(&namespace.id, &workflow_id, &run_id);
+            if let Some(state) = state.await? {
+                if let Some(started) = next_task {
+                    let sticky = !state.sticky_queue.is_empty();
+                    workflow_task =
+                        Some(self.workflow_task_response(&namespace, &state, &started, sticky)?);
+                }
+                activity_tasks = eager_activities
+                    .into_iter()
+                    .filter_map(|id| self.activity_task_response(&namespace, &state, id, 1))
+                    .collect();
+            }
+        }
         Ok(Response::new(ws::RespondWorkflowTaskCompletedResponse {
             workflow_task,
+            activity_tasks,
             reset_history_event_id,
-            ..Default::default()
         }))
     }
 
