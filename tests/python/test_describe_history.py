@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from helpers import (
     KEEL_INT,
@@ -22,11 +22,15 @@ from helpers import (
 from temporalio import workflow
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType, HistoryEventFilterType
+from temporalio.api.filter.v1 import StartTimeFilter, WorkflowExecutionFilter
 from temporalio.api.workflowservice.v1 import (
     GetWorkflowExecutionHistoryRequest,
     GetWorkflowExecutionHistoryReverseRequest,
+    ListClosedWorkflowExecutionsRequest,
+    ListOpenWorkflowExecutionsRequest,
 )
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 WFT = ["WorkflowTaskScheduled", "WorkflowTaskStarted", "WorkflowTaskCompleted"]
 
@@ -248,6 +252,76 @@ async def test_list_workflows(client: Client, task_queue: str) -> None:
         assert info.workflow_type == "WaitForFinish"
         assert info.run_id == done.result_run_id
         assert info.close_time is not None
+        await running.terminate()
+
+
+async def test_list_filter_language(client: Client, task_queue: str, custom_search_attributes: None) -> None:
+    """Ranges, IN, STARTS_WITH, IS NULL, OR and parentheses, GROUP BY, the older list RPCs and a
+    malformed query, as Temporal's SQL visibility answers them."""
+    before = datetime.now(timezone.utc) - timedelta(seconds=5)
+    prefix = new_id("lf")
+    async with new_worker(client, task_queue, ALL):
+        done = await client.start_workflow(
+            WaitForFinish.run, "r", id=f"{prefix}-done", task_queue=task_queue, start_signal="finish"
+        )
+        await done.result()
+        upserted = await client.start_workflow(Upsert.run, new_id("kw"), id=new_id(), task_queue=task_queue)
+        assert await upserted.result() == 99
+        running = await client.start_workflow(WaitForFinish.run, "r", id=f"{prefix}-running", task_queue=task_queue)
+        await wait_for_event(running, "WorkflowTaskCompleted")
+
+        async def eventually(query: str, expected: list[str]) -> None:
+            async def check() -> bool:
+                return sorted([wf.id async for wf in client.list_workflows(query)]) == sorted(expected)
+
+            await wait_for(check, timeout=15, what=f"list_workflows({query!r}) == {expected}")
+
+        tq = f"TaskQueue = '{task_queue}'"
+        everyone = [done.id, upserted.id, running.id]
+        await eventually(f"{tq} AND (ExecutionStatus = 'Running' OR WorkflowId = '{done.id}')", [running.id, done.id])
+        await eventually(f'TaskQueue="{task_queue}" and ExecutionStatus in ("Completed", "Failed")', [done.id, upserted.id])
+        await eventually(f"{tq} AND ExecutionStatus NOT IN ('Completed')", [running.id])
+        await eventually(f"{tq} AND WorkflowId STARTS_WITH '{prefix}'", [done.id, running.id])
+        await eventually(f"{tq} AND CloseTime IS NULL", [running.id])
+        await eventually(f"{tq} AND CloseTime IS NOT NULL", [done.id, upserted.id])
+        await eventually(f"{tq} AND StartTime > '{before.isoformat()}'", everyone)
+        await eventually(f"{tq} AND StartTime < '{before.isoformat()}'", [])
+        await eventually(f"{tq} AND KeelInt >= 50", [upserted.id])
+        await eventually(f"{tq} AND KeelInt BETWEEN 1 AND 10", [])
+        await eventually(f"{tq} AND ExecutionStatus != 'Running'", [done.id, upserted.id])
+
+        counted = await client.count_workflows(f"{tq} GROUP BY ExecutionStatus")
+        assert counted.count == 3
+        groups = {tuple(g.group_values): g.count for g in counted.groups}
+        assert groups == {("Completed",): 2, ("Running",): 1}
+
+        since_before = StartTimeFilter()
+        since_before.earliest_time.FromDatetime(before)
+        opened = await client.workflow_service.list_open_workflow_executions(
+            ListOpenWorkflowExecutionsRequest(
+                namespace=NAMESPACE,
+                maximum_page_size=10,
+                start_time_filter=since_before,
+                execution_filter=WorkflowExecutionFilter(workflow_id=running.id),
+            )
+        )
+        assert [e.execution.workflow_id for e in opened.executions] == [running.id]
+        closed = await client.workflow_service.list_closed_workflow_executions(
+            ListClosedWorkflowExecutionsRequest(
+                namespace=NAMESPACE,
+                maximum_page_size=10,
+                start_time_filter=since_before,
+                execution_filter=WorkflowExecutionFilter(workflow_id=done.id),
+            )
+        )
+        assert [e.execution.workflow_id for e in closed.executions] == [done.id]
+
+        with pytest.raises(RPCError) as refused:
+            [wf async for wf in client.list_workflows(f"{tq} AND WorkflowId >< 'x'")]
+        assert refused.value.status == RPCStatusCode.INVALID_ARGUMENT
+        with pytest.raises(RPCError) as unknown:
+            [wf async for wf in client.list_workflows("NoSuchAttribute = 'x'")]
+        assert unknown.value.status == RPCStatusCode.INVALID_ARGUMENT
         await running.terminate()
 
 

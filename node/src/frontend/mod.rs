@@ -3,6 +3,7 @@
 //! (poll responses, histories, descriptions).
 
 mod errors;
+mod list_query;
 mod operator;
 mod queries;
 mod routing;

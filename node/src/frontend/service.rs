@@ -4,15 +4,18 @@
 use std::time::Duration;
 
 use keel_proto::temporal_services::workflowservice::workflow_service_server::WorkflowService;
+use temporalio_protos::temporal::api::filter::v1 as filter;
 use temporalio_protos::temporal::api::history::v1::History;
 use temporalio_protos::temporal::api::taskqueue::v1 as tq;
+use temporalio_protos::temporal::api::workflow::v1::WorkflowExecutionInfo;
 use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 use tonic::{Request, Response, Status};
 
 use super::errors::{invalid, query_failed};
+use super::list_query::{self, ListQuery};
 use super::routing::forwarded;
 use super::tokens::TaskToken;
-use super::views::{self, ListFilter};
+use super::views;
 use super::{check_id, Frontend};
 use crate::engine::proto::{self, common, enums};
 use crate::engine::{
@@ -28,7 +31,8 @@ type Rpc<T> = Result<Response<T>, Status>;
 /// Keel's version as GetSystemInfo and GetClusterInfo report it.
 const SERVER_VERSION: &str = concat!("1.32.0+keel.", env!("CARGO_PKG_VERSION"));
 
-/// Default page size of histories and lists.
+/// Default page size of histories and lists; also the largest page of a list, as Temporal's
+/// `frontend.visibilityMaxPageSize` defaults to.
 const DEFAULT_PAGE: usize = 1000;
 
 /// How long QueryWorkflow waits for a worker's answer.
@@ -511,28 +515,110 @@ impl Frontend {
         })
     }
 
+    /// The namespace's runs that `query` selects, in its order.
     async fn visible_runs(
         &self,
         namespace: &NamespaceRecord,
-        filter: &ListFilter,
+        query: &ListQuery,
     ) -> Result<Vec<MutableState>, Status> {
         let mut runs = Vec::new();
         for shard in &self.shards {
             shard.barrier().await?;
             shard.scan_states(&namespace.id, |state| {
-                if filter.matches(&state) {
+                if query.matches(&state) {
                     runs.push(state);
                 }
                 true
             })?;
         }
-        runs.sort_by(|a, b| {
-            b.start_time_ns
-                .cmp(&a.start_time_ns)
-                .then_with(|| a.run_id.cmp(&b.run_id))
-        });
-        Ok(runs)
+        Ok(query.sort(runs))
     }
+
+    /// One page of the runs a list query selects and the token of the next page: what
+    /// ListWorkflowExecutions, ScanWorkflowExecutions and ListOpen/ClosedWorkflowExecutions
+    /// answer. Pages hold at most [`DEFAULT_PAGE`] runs, as in Temporal.
+    async fn list_page(
+        &self,
+        namespace: &str,
+        query: &str,
+        page_size: i32,
+        next_page_token: &[u8],
+    ) -> Result<(Vec<WorkflowExecutionInfo>, Vec<u8>), Status> {
+        let namespace = self.namespace(namespace).await?;
+        let query = ListQuery::parse(query, &self.namespaces.search_attributes(&namespace.id)?)?;
+        let offset = if next_page_token.is_empty() {
+            0
+        } else {
+            bincode::deserialize::<u64>(next_page_token)
+                .map_err(|_| invalid("Invalid NextPageToken."))? as usize
+        };
+        let page = usize::try_from(page_size)
+            .ok()
+            .filter(|p| (1..=DEFAULT_PAGE).contains(p))
+            .unwrap_or(DEFAULT_PAGE);
+        let runs = self.visible_runs(&namespace, &query).await?;
+        let end = offset.saturating_add(page).min(runs.len());
+        let executions = runs
+            .get(offset..end)
+            .unwrap_or_default()
+            .iter()
+            .map(views::execution_info)
+            .collect();
+        let next_page_token = if end < runs.len() {
+            bincode::serialize(&(end as u64)).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Ok((executions, next_page_token))
+    }
+}
+
+/// The list query ListOpenWorkflowExecutions (`open`) or ListClosedWorkflowExecutions asks for,
+/// built as Temporal's frontend builds it: open runs within the time range by StartTime, closed
+/// ones by CloseTime, and at most one more condition.
+fn legacy_list_query(
+    open: bool,
+    range: Option<filter::StartTimeFilter>,
+    condition: Option<String>,
+) -> Result<String, Status> {
+    let nanos = |t: prost_wkt_types::Timestamp| {
+        t.seconds
+            .saturating_mul(1_000_000_000)
+            .saturating_add(i64::from(t.nanos))
+    };
+    let range = range.unwrap_or_default();
+    let (earliest, latest) = (range.earliest_time.map(nanos), range.latest_time.map(nanos));
+    let (status, time) = if open {
+        ("ExecutionStatus = 'Running'", "StartTime")
+    } else {
+        ("ExecutionStatus != 'Running'", "CloseTime")
+    };
+    let mut terms = vec![status.to_string()];
+    match (earliest, latest) {
+        (Some(earliest), Some(latest)) if earliest > latest => {
+            return Err(invalid(
+                "EarliestTime in StartTimeFilter should not be larger than LatestTime.",
+            ))
+        }
+        (Some(earliest), Some(latest)) => {
+            terms.push(format!("{time} BETWEEN {earliest} AND {latest}"))
+        }
+        (Some(earliest), None) => terms.push(format!("{time} >= {earliest}")),
+        (None, Some(latest)) => terms.push(format!("{time} <= {latest}")),
+        (None, None) => {}
+    }
+    terms.extend(condition);
+    Ok(terms.join(" AND "))
+}
+
+/// The legacy lists' execution filter (by workflow id; Temporal ignores its run id).
+fn legacy_execution_filter(f: &filter::WorkflowExecutionFilter) -> String {
+    format!("WorkflowId = {}", list_query::quote(&f.workflow_id))
+}
+
+/// The legacy lists' workflow type filter.
+fn legacy_type_filter(f: &filter::WorkflowTypeFilter) -> String {
+    format!("WorkflowType = {}", list_query::quote(&f.name))
 }
 
 /// The start fields StartWorkflowExecution and SignalWithStart share.
@@ -1488,34 +1574,88 @@ impl WorkflowService for Frontend {
         request: Request<ws::ListWorkflowExecutionsRequest>,
     ) -> Rpc<ws::ListWorkflowExecutionsResponse> {
         let r = request.into_inner();
-        let namespace = self.namespace(&r.namespace).await?;
-        let filter =
-            ListFilter::parse(&r.query, &self.namespaces.search_attributes(&namespace.id)?)?;
-        let offset = if r.next_page_token.is_empty() {
-            0
-        } else {
-            bincode::deserialize::<u64>(&r.next_page_token)
-                .map_err(|_| invalid("Invalid NextPageToken."))? as usize
-        };
-        let page = usize::try_from(r.page_size)
-            .ok()
-            .filter(|p| *p > 0)
-            .unwrap_or(DEFAULT_PAGE);
-        let runs = self.visible_runs(&namespace, &filter).await?;
-        let end = (offset + page).min(runs.len());
-        let executions = runs
-            .get(offset..end)
-            .unwrap_or_default()
-            .iter()
-            .map(views::execution_info)
-            .collect();
+        let (executions, next_page_token) = self
+            .list_page(&r.namespace, &r.query, r.page_size, &r.next_page_token)
+            .await?;
         Ok(Response::new(ws::ListWorkflowExecutionsResponse {
             executions,
-            next_page_token: if end < runs.len() {
-                bincode::serialize(&(end as u64)).unwrap_or_default()
-            } else {
-                Vec::new()
-            },
+            next_page_token,
+        }))
+    }
+
+    async fn scan_workflow_executions(
+        &self,
+        request: Request<ws::ScanWorkflowExecutionsRequest>,
+    ) -> Rpc<ws::ScanWorkflowExecutionsResponse> {
+        let r = request.into_inner();
+        let (executions, next_page_token) = self
+            .list_page(&r.namespace, &r.query, r.page_size, &r.next_page_token)
+            .await?;
+        Ok(Response::new(ws::ScanWorkflowExecutionsResponse {
+            executions,
+            next_page_token,
+        }))
+    }
+
+    async fn list_open_workflow_executions(
+        &self,
+        request: Request<ws::ListOpenWorkflowExecutionsRequest>,
+    ) -> Rpc<ws::ListOpenWorkflowExecutionsResponse> {
+        use ws::list_open_workflow_executions_request::Filters;
+        let r = request.into_inner();
+        let filter = match r.filters {
+            Some(Filters::ExecutionFilter(f)) => Some(legacy_execution_filter(&f)),
+            Some(Filters::TypeFilter(f)) => Some(legacy_type_filter(&f)),
+            None => None,
+        };
+        let query = legacy_list_query(true, r.start_time_filter, filter)?;
+        let (executions, next_page_token) = self
+            .list_page(
+                &r.namespace,
+                &query,
+                r.maximum_page_size,
+                &r.next_page_token,
+            )
+            .await?;
+        Ok(Response::new(ws::ListOpenWorkflowExecutionsResponse {
+            executions,
+            next_page_token,
+        }))
+    }
+
+    async fn list_closed_workflow_executions(
+        &self,
+        request: Request<ws::ListClosedWorkflowExecutionsRequest>,
+    ) -> Rpc<ws::ListClosedWorkflowExecutionsResponse> {
+        use ws::list_closed_workflow_executions_request::Filters;
+        let r = request.into_inner();
+        let filter = match r.filters {
+            Some(Filters::ExecutionFilter(f)) => Some(legacy_execution_filter(&f)),
+            Some(Filters::TypeFilter(f)) => Some(legacy_type_filter(&f)),
+            Some(Filters::StatusFilter(f)) => {
+                let running = enums::WorkflowExecutionStatus::Running as i32;
+                let unspecified = enums::WorkflowExecutionStatus::Unspecified as i32;
+                if f.status == running || f.status == unspecified {
+                    return Err(invalid(
+                        "StatusFilter must be specified and must be not Running.",
+                    ));
+                }
+                Some(format!("ExecutionStatus = {}", f.status))
+            }
+            None => None,
+        };
+        let query = legacy_list_query(false, r.start_time_filter, filter)?;
+        let (executions, next_page_token) = self
+            .list_page(
+                &r.namespace,
+                &query,
+                r.maximum_page_size,
+                &r.next_page_token,
+            )
+            .await?;
+        Ok(Response::new(ws::ListClosedWorkflowExecutionsResponse {
+            executions,
+            next_page_token,
         }))
     }
 
@@ -1525,12 +1665,15 @@ impl WorkflowService for Frontend {
     ) -> Rpc<ws::CountWorkflowExecutionsResponse> {
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace).await?;
-        let filter =
-            ListFilter::parse(&r.query, &self.namespaces.search_attributes(&namespace.id)?)?;
-        let runs = self.visible_runs(&namespace, &filter).await?;
+        let query = ListQuery::parse(&r.query, &self.namespaces.search_attributes(&namespace.id)?)?;
+        let runs = self.visible_runs(&namespace, &query).await?;
         Ok(Response::new(ws::CountWorkflowExecutionsResponse {
             count: runs.len() as i64,
-            groups: Vec::new(),
+            groups: if query.groups_by_status() {
+                list_query::status_groups(&runs)
+            } else {
+                Vec::new()
+            },
         }))
     }
 
@@ -1659,5 +1802,56 @@ impl WorkflowService for Frontend {
         Ok(Response::new(ws::GetSearchAttributesResponse {
             keys: views::system_search_attributes(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time(seconds: i64) -> Option<prost_wkt_types::Timestamp> {
+        Some(prost_wkt_types::Timestamp { seconds, nanos: 5 })
+    }
+
+    #[test]
+    fn legacy_lists_build_the_queries_temporal_builds() {
+        let range = |earliest, latest| {
+            Some(filter::StartTimeFilter {
+                earliest_time: earliest,
+                latest_time: latest,
+            })
+        };
+        let open = legacy_list_query(true, range(time(1), time(2)), None);
+        assert_eq!(
+            open.as_deref().ok(),
+            Some("ExecutionStatus = 'Running' AND StartTime BETWEEN 1000000005 AND 2000000005")
+        );
+        let by_id = legacy_execution_filter(&filter::WorkflowExecutionFilter {
+            workflow_id: "it's".into(),
+            run_id: "ignored".into(),
+        });
+        let closed = legacy_list_query(false, range(None, time(2)), Some(by_id));
+        assert_eq!(
+            closed.as_deref().ok(),
+            Some("ExecutionStatus != 'Running' AND CloseTime <= 2000000005 AND WorkflowId = 'it\\'s'")
+        );
+        let by_type = legacy_type_filter(&filter::WorkflowTypeFilter { name: "T".into() });
+        let closed = legacy_list_query(false, range(time(1), None), Some(by_type));
+        assert_eq!(
+            closed.as_deref().ok(),
+            Some("ExecutionStatus != 'Running' AND CloseTime >= 1000000005 AND WorkflowType = 'T'")
+        );
+        for query in [open, closed] {
+            let query = query.unwrap_or_else(|e| panic!("{e}"));
+            if let Err(e) = ListQuery::parse(&query, &Default::default()) {
+                panic!("{query:?}: {e}");
+            }
+        }
+        let inverted = legacy_list_query(true, range(time(2), time(1)), None);
+        assert!(inverted.is_err_and(|e| e.message().contains("should not be larger")));
+        assert_eq!(
+            legacy_list_query(true, None, None).as_deref().ok(),
+            Some("ExecutionStatus = 'Running'")
+        );
     }
 }

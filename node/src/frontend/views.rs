@@ -1,14 +1,12 @@
-//! Read-side shapes: workflow descriptions, visibility rows and their list-query filter,
-//! namespace descriptions.
+//! Read-side shapes: workflow descriptions, visibility rows, namespace descriptions.
 
 use temporalio_protos::temporal::api::namespace::v1 as namespace;
 use temporalio_protos::temporal::api::workflow::v1 as workflow;
 use temporalio_protos::temporal::api::workflowservice::v1 as ws;
-use tonic::Status;
 
 use crate::engine::proto::{self, common, enums};
 use crate::engine::{MutableState, RunStatus};
-use crate::namespaces::{NamespaceRecord, SearchAttributeTypes};
+use crate::namespaces::NamespaceRecord;
 
 /// Temporal's execution status of a run.
 pub fn execution_status(status: RunStatus) -> enums::WorkflowExecutionStatus {
@@ -187,203 +185,9 @@ pub fn describe_namespace(record: &NamespaceRecord) -> ws::DescribeNamespaceResp
     }
 }
 
-/// One condition of a list query.
-#[derive(Clone, Debug, PartialEq)]
-struct Condition {
-    field: String,
-    negate: bool,
-    value: String,
-}
-
-/// A parsed visibility query: conditions joined by AND (the subset Keel supports).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ListFilter {
-    conditions: Vec<Condition>,
-}
-
-const FIELDS: [&str; 5] = [
-    "WorkflowId",
-    "WorkflowType",
-    "ExecutionStatus",
-    "TaskQueue",
-    "RunId",
-];
-
-impl ListFilter {
-    /// Parses `Field = 'value' [AND ...]` over the system fields and the namespace's custom
-    /// search attributes (numbers may go unquoted); ORDER BY and other operators are refused.
-    pub fn parse(query: &str, custom: &SearchAttributeTypes) -> Result<ListFilter, Status> {
-        let query = query.trim();
-        if query.is_empty() {
-            return Ok(ListFilter::default());
-        }
-        let unsupported = || {
-            Status::invalid_argument(format!(
-                "invalid query {query:?}: Keel supports conditions `Field = 'value'` or \
-                 `Field != 'value'` joined by AND, on {}",
-                FIELDS.join(", ")
-            ))
-        };
-        let mut conditions = Vec::new();
-        for clause in split_and(query) {
-            let (field, negate, value) = if let Some((f, v)) = clause.split_once("!=") {
-                (f, true, v)
-            } else if let Some((f, v)) = clause.split_once('=') {
-                (f, false, v)
-            } else {
-                return Err(unsupported());
-            };
-            let field = field.trim().trim_matches('`');
-            let value = value.trim();
-            let quoted = value.len() >= 2
-                && ((value.starts_with('\'') && value.ends_with('\''))
-                    || (value.starts_with('"') && value.ends_with('"')));
-            let number = value.parse::<f64>().is_ok();
-            if !(quoted || number) || !(FIELDS.contains(&field) || custom.contains_key(field)) {
-                return Err(unsupported());
-            }
-            conditions.push(Condition {
-                field: field.to_string(),
-                negate,
-                value: if quoted {
-                    value[1..value.len() - 1].to_string()
-                } else {
-                    value.to_string()
-                },
-            });
-        }
-        Ok(ListFilter { conditions })
-    }
-
-    /// True if the run matches every condition.
-    pub fn matches(&self, state: &MutableState) -> bool {
-        let mut custom: Option<common::SearchAttributes> = None;
-        self.conditions.iter().all(|c| {
-            let equal = match c.field.as_str() {
-                "WorkflowId" => state.workflow_id == c.value,
-                "WorkflowType" => state.workflow_type == c.value,
-                "TaskQueue" => state.task_queue == c.value,
-                "RunId" => state.run_id == c.value,
-                "ExecutionStatus" => status_name(state.status) == c.value,
-                field => {
-                    let attributes = custom.get_or_insert_with(|| {
-                        proto::decode_opt(&state.search_attributes).unwrap_or_default()
-                    });
-                    attributes
-                        .indexed_fields
-                        .get(field)
-                        .is_some_and(|payload| payload_equals(&payload.data, &c.value))
-                }
-            };
-            equal != c.negate
-        })
-    }
-}
-
-/// True if a search attribute payload (JSON) holds `value`: a string, number or bool equal to
-/// it, or a keyword list containing it.
-fn payload_equals(data: &[u8], value: &str) -> bool {
-    let same = |json: &serde_json::Value| match json {
-        serde_json::Value::String(s) => s == value,
-        serde_json::Value::Number(n) => match (n.as_f64(), value.parse::<f64>()) {
-            (Some(a), Ok(b)) => a == b,
-            _ => false,
-        },
-        serde_json::Value::Bool(b) => b.to_string() == value,
-        _ => false,
-    };
-    match serde_json::from_slice::<serde_json::Value>(data) {
-        Ok(serde_json::Value::Array(items)) => items.iter().any(same),
-        Ok(json) => same(&json),
-        Err(_) => false,
-    }
-}
-
-fn status_name(status: RunStatus) -> &'static str {
-    match status {
-        RunStatus::Running => "Running",
-        RunStatus::Completed => "Completed",
-        RunStatus::Failed => "Failed",
-        RunStatus::Canceled => "Canceled",
-        RunStatus::Terminated => "Terminated",
-        RunStatus::ContinuedAsNew => "ContinuedAsNew",
-        RunStatus::TimedOut => "TimedOut",
-    }
-}
-
-fn split_and(query: &str) -> Vec<&str> {
-    let mut clauses = Vec::new();
-    let mut rest = query;
-    loop {
-        let lower = rest.to_ascii_lowercase();
-        match find_outside_quotes(&lower, " and ") {
-            Some(at) => {
-                clauses.push(rest[..at].trim());
-                rest = &rest[at + 5..];
-            }
-            None => {
-                clauses.push(rest.trim());
-                return clauses;
-            }
-        }
-    }
-}
-
-fn find_outside_quotes(text: &str, needle: &str) -> Option<usize> {
-    let mut quote = None;
-    for (i, c) in text.char_indices() {
-        match (quote, c) {
-            (None, '\'' | '"') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (None, _) if text[i..].starts_with(needle) => return Some(i),
-            _ => {}
-        }
-    }
-    None
-}
-
 /// Temporal's system search attributes that Keel's visibility knows, with their types.
 pub fn system_search_attributes() -> std::collections::HashMap<String, i32> {
-    use enums::IndexedValueType as T;
-    [
-        ("WorkflowId", T::Keyword),
-        ("RunId", T::Keyword),
-        ("WorkflowType", T::Keyword),
-        ("ExecutionStatus", T::Keyword),
-        ("TaskQueue", T::Keyword),
-        ("StartTime", T::Datetime),
-        ("CloseTime", T::Datetime),
-    ]
-    .into_iter()
-    .map(|(name, kind)| (name.to_string(), kind as i32))
-    .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_and_refuses_list_queries() {
-        let custom = SearchAttributeTypes::from([("KeelInt".to_string(), 2)]);
-        let filter = ListFilter::parse(
-            "WorkflowId = 'a and b' AND ExecutionStatus != \"Running\"",
-            &custom,
-        )
-        .expect("valid query");
-        assert!(ListFilter::parse("KeelInt = 99", &custom).is_ok());
-        assert!(ListFilter::parse("Other = 99", &custom).is_err());
-        assert!(payload_equals(b"99", "99") && payload_equals(b"[\"a\",\"b\"]", "b"));
-        assert!(!payload_equals(b"\"x\"", "y"));
-        assert_eq!(filter.conditions.len(), 2);
-        assert_eq!(filter.conditions[0].value, "a and b");
-        assert!(filter.conditions[1].negate);
-        assert!(ListFilter::parse("WorkflowId > 'a'", &custom).is_err());
-        assert!(ListFilter::parse("Unknown = 'a'", &custom).is_err());
-        assert!(ListFilter::parse("WorkflowId = a", &custom).is_err());
-        assert_eq!(
-            ListFilter::parse("  ", &custom).expect("empty"),
-            ListFilter::default()
-        );
-    }
+    super::list_query::system_attributes()
+        .map(|(name, kind)| (name.to_string(), kind as i32))
+        .collect()
 }
