@@ -1222,26 +1222,28 @@ impl Parser<'_> {
     }
 
     fn or_expr(&mut self) -> Result<Expr, QueryError> {
-        let mut terms = vec![self.and_expr()?];
-        while self.eat_keyword("OR") {
-            terms.push(self.and_expr()?);
-        }
-        Ok(if terms.len() == 1 {
-            terms.remove(0)
-        } else {
-            Expr::Or(terms)
-        })
+        self.joined("OR", Self::and_expr, Expr::Or)
     }
 
     fn and_expr(&mut self) -> Result<Expr, QueryError> {
-        let mut terms = vec![self.unary_expr()?];
-        while self.eat_keyword("AND") {
-            terms.push(self.unary_expr()?);
+        self.joined("AND", Self::unary_expr, Expr::And)
+    }
+
+    /// Operands joined by `keyword`: the operand alone, or `join` of all of them.
+    fn joined(
+        &mut self,
+        keyword: &str,
+        operand: fn(&mut Self) -> Result<Expr, QueryError>,
+        join: fn(Vec<Expr>) -> Expr,
+    ) -> Result<Expr, QueryError> {
+        let mut terms = vec![operand(self)?];
+        while self.eat_keyword(keyword) {
+            terms.push(operand(self)?);
         }
         Ok(if terms.len() == 1 {
             terms.remove(0)
         } else {
-            Expr::And(terms)
+            join(terms)
         })
     }
 
