@@ -31,6 +31,21 @@ pub enum Transfer {
     },
     /// Tell the parent how this child run closed.
     NotifyParent,
+    /// Start the workflow of a schedule's action.
+    ScheduleStart {
+        /// Action.
+        seq: u64,
+    },
+    /// Watch a workflow a schedule started until it closes.
+    ScheduleWatch {
+        /// Action.
+        seq: u64,
+    },
+    /// Cancel or terminate a workflow a schedule started (its overlap policy asks so).
+    ScheduleStop {
+        /// Action.
+        seq: u64,
+    },
 }
 
 /// The result of a delivery, reported to the run that owed it (or, for a child's close, to
@@ -82,6 +97,8 @@ pub enum Report {
         /// Failure cause, if it failed.
         failure_cause: Option<i32>,
     },
+    /// A delivery of a schedule's run.
+    Schedule(super::schedule::ScheduleReport),
 }
 
 /// What the shard leader must still deliver for this run.
@@ -115,6 +132,9 @@ pub fn transfers(state: &MutableState) -> Vec<Transfer> {
         && state.successor_run_id.is_empty()
     {
         out.push(Transfer::NotifyParent);
+    }
+    if let Some(schedule) = state.schedule.as_deref().filter(|_| state.is_running()) {
+        super::schedule::transfers(schedule, &mut out);
     }
     out
 }
@@ -305,6 +325,8 @@ pub(crate) fn cancel_external(
 pub(crate) fn report(txn: &mut Txn, report: Report) -> Result<Reply, EngineError> {
     let running = txn.state.is_running();
     match report {
+        Report::Schedule(report) if running => return super::schedule::report(txn, report),
+        Report::Schedule(_) => return Err(EngineError::NoChange),
         Report::ChildStarted {
             initiated_event_id,
             run_id,

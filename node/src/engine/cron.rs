@@ -112,7 +112,7 @@ impl CronSchedule {
                 let Some(duration) = other.strip_prefix("every ") else {
                     return Err(format!("unknown descriptor @{other}"));
                 };
-                let seconds = go_duration_ns(duration.trim())? / NS_PER_SEC;
+                let seconds = super::go_duration::parse_ns(duration.trim())? / NS_PER_SEC;
                 return Ok(CronSchedule {
                     kind: Kind::Every(seconds.max(1)),
                 });
@@ -249,41 +249,6 @@ fn value(text: &str, field: &Field) -> Result<u32, String> {
     }
     text.parse()
         .map_err(|_| format!("{text:?} is not a number or a name"))
-}
-
-/// A Go duration string (`1h30m`, `90s`, `1.5h`, `250ms`) in nanoseconds.
-fn go_duration_ns(text: &str) -> Result<i64, String> {
-    let bad = || format!("{text:?} is not a duration like 1h30m");
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(bad()),
-        };
-        total += number * scale;
-        rest = &rest[unit_len..];
-    }
-    if total > i64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(total as i64)
 }
 
 /// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (Howard Hinnant's algorithm).

@@ -54,6 +54,8 @@ pub enum Deadline {
     RunTimeout,
     /// A delayed start schedules its first workflow task.
     StartBackoff,
+    /// A schedule's next action is due.
+    ScheduleAction,
 }
 
 /// Kind of a dispatchable task.
@@ -93,6 +95,13 @@ pub fn deadlines(state: &MutableState) -> Vec<(i64, Deadline)> {
     }
     if let Some(at) = state.first_task_backoff_until_ns {
         out.push((at, Deadline::StartBackoff));
+    }
+    if let Some((_, at)) = state
+        .schedule
+        .as_deref()
+        .and_then(super::schedule::next_action)
+    {
+        out.push((at, Deadline::ScheduleAction));
     }
     for (timer_id, timer) in &state.timers {
         out.push((
@@ -307,5 +316,6 @@ pub(crate) fn fire(txn: &mut Txn, deadline: Deadline) -> Result<Reply, EngineErr
             txn.schedule_workflow_task();
             Ok(Reply::Done)
         }
+        Deadline::ScheduleAction => super::schedule::fire(txn),
     }
 }

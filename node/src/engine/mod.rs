@@ -6,8 +6,11 @@ mod activity;
 mod children;
 pub mod cron;
 mod deadlines;
+pub mod go_duration;
 pub mod proto;
 mod reset;
+pub mod schedule;
+pub mod schedule_spec;
 mod start;
 pub mod state;
 mod successor;
@@ -15,7 +18,7 @@ mod txn;
 mod update;
 mod workflow_task;
 
-pub(crate) use activity::retry_policy_proto;
+pub(crate) use activity::{retry_policy, retry_policy_proto};
 pub use children::{delivery_request_id, transfers, Report, Transfer};
 pub use deadlines::{deadlines, dispatchable, Deadline, TaskKind, TaskRef};
 pub use reset::{reset, ResetArgs};
@@ -272,6 +275,8 @@ pub enum Request {
     Report(Report),
     /// ResetStickyTaskQueue: workflow tasks go to the normal queue again.
     ResetSticky,
+    /// UpdateSchedule or PatchSchedule, for a schedule's run.
+    Schedule(schedule::ScheduleRequest),
 }
 
 /// A signal to deliver.
@@ -399,6 +404,13 @@ pub fn handle(
     now_ns: i64,
     limits: &Limits,
 ) -> Result<Outcome, EngineError> {
+    if state.schedule.is_some() && !schedule_run_takes(&request) {
+        return Err(EngineError::FailedPrecondition(format!(
+            "{} is the run of a schedule: use the schedule API (DescribeSchedule, \
+             UpdateSchedule, PatchSchedule, DeleteSchedule)",
+            state.workflow_id
+        )));
+    }
     let mut txn = Txn::new(state.clone(), now_ns, limits);
     let reply = match request {
         Request::RecordWorkflowTaskStarted {
@@ -466,8 +478,21 @@ pub fn handle(
             txn.clear_sticky();
             Reply::Done
         }
+        Request::Schedule(request) => schedule::handle(&mut txn, request)?,
     };
     Ok(txn.finish(reply))
+}
+
+/// True for the requests a schedule's run takes (it has no workflow tasks, activities or
+/// signals).
+fn schedule_run_takes(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Terminate { .. }
+            | Request::Deadline(_)
+            | Request::Report(_)
+            | Request::Schedule(_)
+    )
 }
 
 fn require_running(txn: &Txn) -> Result<(), EngineError> {

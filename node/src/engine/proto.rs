@@ -21,6 +21,14 @@ pub fn timestamp(ns: i64) -> prost_wkt_types::Timestamp {
     }
 }
 
+/// Nanoseconds since the Unix epoch of a protobuf timestamp (saturating outside the years
+/// 1678-2262).
+pub fn timestamp_ns(t: &prost_wkt_types::Timestamp) -> i64 {
+    t.seconds
+        .saturating_mul(1_000_000_000)
+        .saturating_add(i64::from(t.nanos))
+}
+
 /// A protobuf duration of `ms` milliseconds, or None for 0 (Temporal's "not set").
 pub fn duration(ms: i64) -> Option<prost_wkt_types::Duration> {
     (ms > 0).then(|| prost_wkt_types::Duration {
@@ -52,6 +60,21 @@ pub fn decode_opt<M: prost::Message + Default>(bytes: &[u8]) -> Option<M> {
         None
     } else {
         M::decode(bytes).ok()
+    }
+}
+
+/// A JSON string payload with a search attribute type (`Keyword`, `Datetime`...), as Temporal
+/// encodes search attribute values it writes itself.
+pub fn typed_json_payload(text: &str, kind: &str) -> common::Payload {
+    common::Payload {
+        metadata: [
+            ("encoding".to_string(), b"json/plain".to_vec()),
+            ("type".to_string(), kind.as_bytes().to_vec()),
+        ]
+        .into_iter()
+        .collect(),
+        data: serde_json::to_vec(text).unwrap_or_default(),
+        ..Default::default()
     }
 }
 

@@ -42,6 +42,12 @@ pub fn reset(
     now_ns: i64,
     limits: &Limits,
 ) -> Result<Outcome, EngineError> {
+    if base.schedule.is_some() {
+        return Err(EngineError::FailedPrecondition(format!(
+            "{} is the run of a schedule, which cannot be reset",
+            base.workflow_id
+        )));
+    }
     let finish = args.workflow_task_finish_event_id;
     let last = base.next_event_id - 1;
     if finish <= 1 || finish > last {
@@ -134,10 +140,7 @@ fn reapply_signal(txn: &mut Txn, signal: history::WorkflowExecutionSignaledEvent
 }
 
 fn event_ns(event: &HistoryEvent) -> i64 {
-    event
-        .event_time
-        .as_ref()
-        .map_or(0, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
+    event.event_time.as_ref().map_or(0, proto::timestamp_ns)
 }
 
 /// The mutable state of a run whose history is `events` (the base run's first events), for
@@ -199,7 +202,7 @@ pub(crate) fn rebuild(
             execution_expiration_ns: started
                 .workflow_execution_expiration_time
                 .as_ref()
-                .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos)),
+                .map(proto::timestamp_ns),
             initiator: started.initiator,
             // Outcomes carried from earlier runs of the chain stay known.
             finished_updates: base
@@ -211,6 +214,9 @@ pub(crate) fn rebuild(
         }),
         parent: base.parent.clone(),
         cron_schedule: base.cron_schedule.clone(),
+        schedule: None,
+        last_completion_result: None,
+        continued_failure: None,
     };
     let mut state = new_run(args, start_ns, limits)?.state;
     state.start_time_ns = now_ns;

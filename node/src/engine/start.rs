@@ -66,6 +66,15 @@ pub struct StartArgs {
     pub parent: Option<super::state::ParentInfo>,
     /// Cron schedule (empty: none).
     pub cron_schedule: String,
+    /// A result handed to the run from outside its chain (a schedule's last one), unless a
+    /// continuation hands one on.
+    #[serde(with = "crate::wire::opt")]
+    pub last_completion_result: Option<common::Payloads>,
+    /// A failure handed to the run from outside its chain (a schedule's last one).
+    #[serde(with = "crate::wire::opt")]
+    pub continued_failure: Option<proto::failure::Failure>,
+    /// Set when this starts the run of a schedule (CreateSchedule).
+    pub schedule: Option<Box<super::schedule::NewSchedule>>,
 }
 
 /// How a run continues the run before it.
@@ -285,6 +294,7 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
         sticky_timeout_ms: 0,
         cron_schedule: args.cron_schedule.clone(),
         reset_request_id: String::new(),
+        schedule: None,
     };
     let parent = args.parent.clone();
     let mut txn = Txn::new(state, now_ns, limits);
@@ -302,8 +312,10 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
             identity: args.identity,
             first_execution_run_id,
             continued_execution_run_id: continuation.previous_run_id,
-            continued_failure: continuation.failure,
-            last_completion_result: continuation.last_completion_result,
+            continued_failure: continuation.failure.or(args.continued_failure),
+            last_completion_result: continuation
+                .last_completion_result
+                .or(args.last_completion_result),
             initiator: continuation.initiator,
             retry_policy: retry.as_ref().map(activity::retry_policy_proto),
             attempt,
@@ -345,6 +357,9 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
         // workflow task is scheduled after it (unless the start is delayed).
         super::signal_run(&mut txn, signal)?;
     }
-    txn.schedule_workflow_task();
+    match args.schedule {
+        Some(schedule) => super::schedule::create(&mut txn, *schedule)?,
+        None => txn.schedule_workflow_task(),
+    }
     Ok(txn.finish(Reply::Done))
 }

@@ -39,6 +39,22 @@ pub enum RunStatus {
     TimedOut,
 }
 
+impl RunStatus {
+    /// Temporal's execution status of a run in this status.
+    pub fn execution_status(self) -> super::proto::enums::WorkflowExecutionStatus {
+        use super::proto::enums::WorkflowExecutionStatus as S;
+        match self {
+            RunStatus::Running => S::Running,
+            RunStatus::Completed => S::Completed,
+            RunStatus::Failed => S::Failed,
+            RunStatus::Canceled => S::Canceled,
+            RunStatus::Terminated => S::Terminated,
+            RunStatus::ContinuedAsNew => S::ContinuedAsNew,
+            RunStatus::TimedOut => S::TimedOut,
+        }
+    }
+}
+
 /// The started part of a workflow task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowTaskStarted {
@@ -368,6 +384,8 @@ pub struct MutableState {
     /// Request id of the ResetWorkflowExecution that created this run (empty: none); a
     /// retried reset answers this run.
     pub reset_request_id: String,
+    /// Set on the run of a schedule (which has no workflow tasks).
+    pub schedule: Option<Box<super::schedule::ScheduleState>>,
 }
 
 impl MutableState {

@@ -18,7 +18,6 @@ use std::fmt;
 use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 use tonic::Status;
 
-use super::views::execution_status;
 use crate::engine::proto::{self, common, enums};
 use crate::engine::MutableState;
 use crate::namespaces::SearchAttributeTypes;
@@ -49,6 +48,7 @@ pub struct ListQuery {
     filter: Option<Expr>,
     group_by_status: bool,
     order_by: Vec<SortKey>,
+    names_namespace_division: bool,
 }
 
 impl ListQuery {
@@ -70,6 +70,12 @@ impl ListQuery {
     /// True for `GROUP BY ExecutionStatus`.
     pub fn groups_by_status(&self) -> bool {
         self.group_by_status
+    }
+
+    /// True when the query names `TemporalNamespaceDivision`: only such queries list the runs
+    /// of schedules, as in Temporal.
+    pub fn names_namespace_division(&self) -> bool {
+        self.names_namespace_division
     }
 
     /// `runs` in the query's order (StartTime descending without ORDER BY), ties by run id.
@@ -107,7 +113,7 @@ pub fn status_groups(
 ) -> Vec<ws::count_workflow_executions_response::AggregationGroup> {
     let mut counts: BTreeMap<i32, (&'static str, i64)> = BTreeMap::new();
     for run in runs {
-        let status = execution_status(run.status);
+        let status = run.status.execution_status();
         counts
             .entry(status as i32)
             .or_insert((status_name(status), 0))
@@ -134,19 +140,11 @@ pub fn system_attributes() -> impl Iterator<Item = (&'static str, enums::Indexed
     SystemField::ALL
         .into_iter()
         .map(|field| (field.name(), field.kind().indexed()))
+        .chain(crate::engine::schedule::SCHEDULED_ATTRIBUTES)
 }
 
 fn keyword_payload(text: &str) -> common::Payload {
-    common::Payload {
-        metadata: [
-            ("encoding".to_string(), b"json/plain".to_vec()),
-            ("type".to_string(), b"Keyword".to_vec()),
-        ]
-        .into_iter()
-        .collect(),
-        data: serde_json::to_vec(text).unwrap_or_default(),
-        ..Default::default()
-    }
+    proto::typed_json_payload(text, "Keyword")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -302,7 +300,11 @@ impl Field {
         if let Some(system) = SystemField::ALL.iter().find(|f| f.name() == name) {
             return Ok(Field::System(*system));
         }
-        if let Some(kind) = custom.get(name).and_then(|k| Kind::of(*k)) {
+        let scheduled = crate::engine::schedule::SCHEDULED_ATTRIBUTES
+            .iter()
+            .find(|(scheduled, _)| *scheduled == name)
+            .map(|(_, kind)| *kind as i32);
+        if let Some(kind) = scheduled.or(custom.get(name).copied()).and_then(Kind::of) {
             return Ok(Field::Custom {
                 name: name.to_string(),
                 kind,
@@ -422,7 +424,7 @@ impl<'s> RunView<'s> {
             SystemField::WorkflowType => text(&s.workflow_type),
             SystemField::TaskQueue => text(&s.task_queue),
             SystemField::ExecutionStatus => Some(Value::Str(
-                status_name(execution_status(s.status)).to_string(),
+                status_name(s.status.execution_status()).to_string(),
             )),
             SystemField::StartTime => Some(Value::Time(s.start_time_ns)),
             SystemField::ExecutionTime => Some(Value::Time(s.execution_time_ns)),
@@ -441,7 +443,10 @@ impl<'s> RunView<'s> {
                 text(s.parent.as_ref().map_or(&s.workflow_id, |p| &p.root.0))
             }
             SystemField::RootRunId => text(s.parent.as_ref().map_or(&s.run_id, |p| &p.root.1)),
-            SystemField::NamespaceDivision => None,
+            SystemField::NamespaceDivision => s
+                .schedule
+                .is_some()
+                .then(|| Value::Str(crate::engine::schedule::NAMESPACE_DIVISION.to_string())),
         };
         value.map(|value| vec![value])
     }
@@ -491,11 +496,7 @@ fn json_value(item: &serde_json::Value, kind: Kind) -> Option<Value> {
 /// a bare date is midnight UTC), saturating outside the years 1678-2262.
 fn parse_datetime(text: &str) -> Option<i64> {
     let time: prost_wkt_types::Timestamp = text.trim().parse().ok()?;
-    Some(
-        time.seconds
-            .saturating_mul(1_000_000_000)
-            .saturating_add(i64::from(time.nanos)),
-    )
+    Some(proto::timestamp_ns(&time))
 }
 
 /// Nanoseconds of an ExecutionDuration operand, in the forms Temporal accepts: an integer
@@ -505,61 +506,9 @@ fn parse_duration(text: &str) -> Option<i64> {
     if let Ok(ns) = text.parse::<i64>() {
         return Some(ns);
     }
-    parse_go_duration(text).or_else(|| parse_clock_duration(text))
-}
-
-fn parse_go_duration(text: &str) -> Option<i64> {
-    let (negative, mut rest) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text.strip_prefix('+').unwrap_or(text)),
-    };
-    if rest == "0" {
-        return Some(0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total: i128 = 0;
-    while !rest.is_empty() {
-        let digits = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (whole, after) = rest.split_at(digits(rest));
-        let (fraction, after) = match after.strip_prefix('.') {
-            Some(after) => after.split_at(digits(after)),
-            None => ("", after),
-        };
-        if whole.is_empty() && fraction.is_empty() {
-            return None;
-        }
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        let scale: i128 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60 * 1_000_000_000,
-            "h" => 3_600 * 1_000_000_000,
-            "d" => 86_400 * 1_000_000_000,
-            _ => return None,
-        };
-        let whole: i128 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().ok()?
-        };
-        let mut value = whole.checked_mul(scale)?;
-        if !fraction.is_empty() {
-            let fraction = fraction.get(..18).unwrap_or(fraction);
-            let numerator: i128 = fraction.parse().ok()?;
-            let denominator = 10_i128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
-            value = value.checked_add(numerator.checked_mul(scale)? / denominator)?;
-        }
-        total = total.checked_add(value)?;
-        rest = after;
-    }
-    i64::try_from(if negative { -total } else { total }).ok()
+    crate::engine::go_duration::parse_ns(text)
+        .ok()
+        .or_else(|| parse_clock_duration(text))
 }
 
 fn parse_clock_duration(text: &str) -> Option<i64> {
@@ -1102,9 +1051,14 @@ fn parse(query: &str, custom: &SearchAttributeTypes) -> Result<ListQuery, QueryE
             query.len()
         )));
     }
+    let tokens = tokenize(query)?;
+    let names_namespace_division = tokens.iter().any(|t| {
+        matches!(&t.kind, TokenKind::Word(name) | TokenKind::QuotedName(name)
+            if name == SystemField::NamespaceDivision.name())
+    });
     let mut parser = Parser {
         query,
-        tokens: tokenize(query)?,
+        tokens,
         next: 0,
         custom,
         depth: 0,
@@ -1139,6 +1093,7 @@ fn parse(query: &str, custom: &SearchAttributeTypes) -> Result<ListQuery, QueryE
         filter,
         group_by_status,
         order_by,
+        names_namespace_division,
     })
 }
 
@@ -1866,6 +1821,16 @@ mod tests {
         );
         assert_eq!(selected("TemporalNamespaceDivision IS NULL").len(), 5);
         assert_eq!(selected("TemporalNamespaceDivision = 'x'").len(), 0);
+        let names_division = |q: &str| {
+            parse_list(q)
+                .map(|parsed| parsed.names_namespace_division())
+                .unwrap_or_else(|e| panic!("{q:?}: {e}"))
+        };
+        assert!(names_division(
+            "`TemporalNamespaceDivision` = 'TemporalScheduler'"
+        ));
+        assert!(names_division("TemporalNamespaceDivision IS NOT NULL"));
+        assert!(!names_division("WorkflowId = 'TemporalNamespaceDivision'"));
     }
 
     #[test]
@@ -2185,9 +2150,13 @@ mod tests {
     }
 
     #[test]
-    fn system_attributes_list_every_system_field() {
+    fn system_attributes_list_every_system_field_and_the_scheduled_ones() {
         let names: Vec<&str> = system_attributes().map(|(name, _)| name).collect();
-        assert_eq!(names.len(), SystemField::ALL.len());
+        assert_eq!(
+            names.len(),
+            SystemField::ALL.len() + crate::engine::schedule::SCHEDULED_ATTRIBUTES.len()
+        );
+        assert!(names.contains(&"TemporalScheduledById"));
         assert!(
             names.contains(&"ExecutionDuration") && names.contains(&"TemporalNamespaceDivision")
         );

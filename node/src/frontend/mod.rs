@@ -7,6 +7,7 @@ mod list_query;
 mod operator;
 mod queries;
 mod routing;
+mod schedules;
 mod service;
 mod tokens;
 mod updates;

@@ -166,6 +166,9 @@ impl Frontend {
             continuation: None,
             parent: None,
             cron_schedule: fields.cron_schedule,
+            last_completion_result: fields.last_completion_result,
+            continued_failure: fields.continued_failure,
+            schedule: None,
         })
     }
 
@@ -196,6 +199,8 @@ impl Frontend {
                 priority: r.priority,
                 user_metadata: r.user_metadata,
                 cron_schedule: r.cron_schedule,
+                last_completion_result: r.last_completion_result,
+                continued_failure: r.continued_failure,
             },
         )?;
         Ok(Op::Start {
@@ -525,7 +530,9 @@ impl Frontend {
         for shard in &self.shards {
             shard.barrier().await?;
             shard.scan_states(&namespace.id, |state| {
-                if query.matches(&state) {
+                // Schedules' runs are listed only by queries on TemporalNamespaceDivision.
+                let hidden = state.schedule.is_some() && !query.names_namespace_division();
+                if !hidden && query.matches(&state) {
                     runs.push(state);
                 }
                 true
@@ -581,11 +588,7 @@ fn legacy_list_query(
     range: Option<filter::StartTimeFilter>,
     condition: Option<String>,
 ) -> Result<String, Status> {
-    let nanos = |t: prost_wkt_types::Timestamp| {
-        t.seconds
-            .saturating_mul(1_000_000_000)
-            .saturating_add(i64::from(t.nanos))
-    };
+    let nanos = |t: prost_wkt_types::Timestamp| proto::timestamp_ns(&t);
     let range = range.unwrap_or_default();
     let (earliest, latest) = (range.earliest_time.map(nanos), range.latest_time.map(nanos));
     let (status, time) = if open {
@@ -640,6 +643,8 @@ struct StartFields {
     priority: Option<common::Priority>,
     user_metadata: Option<temporalio_protos::temporal::api::sdk::v1::UserMetadata>,
     cron_schedule: String,
+    last_completion_result: Option<common::Payloads>,
+    continued_failure: Option<proto::failure::Failure>,
 }
 
 #[tonic::async_trait]
@@ -852,6 +857,8 @@ impl WorkflowService for Frontend {
                 priority: r.priority,
                 user_metadata: r.user_metadata,
                 cron_schedule: r.cron_schedule,
+                last_completion_result: None,
+                continued_failure: None,
             },
         )?;
         args.signal = Some(signal.clone());
@@ -1402,7 +1409,7 @@ impl WorkflowService for Frontend {
             .await?;
         let reject = enums::QueryRejectCondition::try_from(r.query_reject_condition)
             .unwrap_or(enums::QueryRejectCondition::None);
-        let status = views::execution_status(state.status);
+        let status = state.status.execution_status();
         let rejected = match reject {
             enums::QueryRejectCondition::NotOpen => !state.is_running(),
             enums::QueryRejectCondition::NotCompletedCleanly => {
@@ -1491,6 +1498,79 @@ impl WorkflowService for Frontend {
         request: Request<ws::PollWorkflowExecutionUpdateRequest>,
     ) -> Rpc<ws::PollWorkflowExecutionUpdateResponse> {
         Ok(Response::new(self.poll_update(request.into_inner()).await?))
+    }
+
+    async fn create_schedule(
+        &self,
+        request: Request<ws::CreateScheduleRequest>,
+    ) -> Rpc<ws::CreateScheduleResponse> {
+        Ok(Response::new(
+            self.create_schedule_rpc(request.into_inner()).await?,
+        ))
+    }
+
+    async fn describe_schedule(
+        &self,
+        request: Request<ws::DescribeScheduleRequest>,
+    ) -> Rpc<ws::DescribeScheduleResponse> {
+        Ok(Response::new(
+            self.describe_schedule_rpc(request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_schedule(
+        &self,
+        request: Request<ws::UpdateScheduleRequest>,
+    ) -> Rpc<ws::UpdateScheduleResponse> {
+        Ok(Response::new(
+            self.update_schedule_rpc(request.into_inner()).await?,
+        ))
+    }
+
+    async fn patch_schedule(
+        &self,
+        request: Request<ws::PatchScheduleRequest>,
+    ) -> Rpc<ws::PatchScheduleResponse> {
+        Ok(Response::new(
+            self.patch_schedule_rpc(request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_schedule(
+        &self,
+        request: Request<ws::DeleteScheduleRequest>,
+    ) -> Rpc<ws::DeleteScheduleResponse> {
+        Ok(Response::new(
+            self.delete_schedule_rpc(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_schedules(
+        &self,
+        request: Request<ws::ListSchedulesRequest>,
+    ) -> Rpc<ws::ListSchedulesResponse> {
+        Ok(Response::new(
+            self.list_schedules_rpc(request.into_inner()).await?,
+        ))
+    }
+
+    async fn count_schedules(
+        &self,
+        request: Request<ws::CountSchedulesRequest>,
+    ) -> Rpc<ws::CountSchedulesResponse> {
+        Ok(Response::new(
+            self.count_schedules_rpc(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_schedule_matching_times(
+        &self,
+        request: Request<ws::ListScheduleMatchingTimesRequest>,
+    ) -> Rpc<ws::ListScheduleMatchingTimesResponse> {
+        Ok(Response::new(
+            self.list_schedule_matching_times_rpc(request.into_inner())
+                .await?,
+        ))
     }
 
     async fn describe_workflow_execution(

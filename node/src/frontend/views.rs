@@ -5,22 +5,8 @@ use temporalio_protos::temporal::api::workflow::v1 as workflow;
 use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 
 use crate::engine::proto::{self, common, enums};
-use crate::engine::{MutableState, RunStatus};
+use crate::engine::MutableState;
 use crate::namespaces::NamespaceRecord;
-
-/// Temporal's execution status of a run.
-pub fn execution_status(status: RunStatus) -> enums::WorkflowExecutionStatus {
-    use enums::WorkflowExecutionStatus as S;
-    match status {
-        RunStatus::Running => S::Running,
-        RunStatus::Completed => S::Completed,
-        RunStatus::Failed => S::Failed,
-        RunStatus::Canceled => S::Canceled,
-        RunStatus::Terminated => S::Terminated,
-        RunStatus::ContinuedAsNew => S::ContinuedAsNew,
-        RunStatus::TimedOut => S::TimedOut,
-    }
-}
 
 /// The run's visibility row.
 pub fn execution_info(state: &MutableState) -> workflow::WorkflowExecutionInfo {
@@ -34,7 +20,7 @@ pub fn execution_info(state: &MutableState) -> workflow::WorkflowExecutionInfo {
         }),
         start_time: Some(proto::timestamp(state.start_time_ns)),
         close_time: state.close_time_ns.map(proto::timestamp),
-        status: execution_status(state.status) as i32,
+        status: state.status.execution_status() as i32,
         history_length: state.next_event_id - 1,
         execution_time: Some(proto::timestamp(state.execution_time_ns)),
         memo: proto::decode_opt(&state.memo),

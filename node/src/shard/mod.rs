@@ -9,6 +9,7 @@ pub mod balance;
 pub mod forwarding;
 pub mod keys;
 pub mod run_changes;
+mod scheduled;
 mod transfer;
 mod writer;
 
@@ -29,7 +30,7 @@ use crate::engine::{
 use crate::matching::Matching;
 
 /// Version byte of stored mutable states.
-const STATE_VERSION: u8 = 3;
+const STATE_VERSION: u8 = 4;
 
 /// The wall clock, behind a seam tests can replace.
 pub trait Clock: Send + Sync + 'static {
@@ -595,10 +596,10 @@ pub struct RunProgress {
     pub next_event_id: i64,
 }
 
-/// Decodes the [`RunProgress`] of [`encode_state`] output (versions 2 and 3 share the head).
+/// Decodes the [`RunProgress`] of [`encode_state`] output (versions 2 to 4 share the head).
 fn decode_progress(bytes: &[u8]) -> Option<RunProgress> {
     match bytes.split_first() {
-        Some((&STATE_VERSION | &2, rest)) => {
+        Some((&STATE_VERSION | &2 | &3, rest)) => {
             let head: StateHead<'_> = bincode::deserialize(rest).ok()?;
             Some(RunProgress {
                 running: head.status == crate::engine::RunStatus::Running,
@@ -609,20 +610,21 @@ fn decode_progress(bytes: &[u8]) -> Option<RunProgress> {
     }
 }
 
-/// Decodes [`encode_state`] output, and states of version 2.
+/// Decodes [`encode_state`] output, and states of versions 2 and 3.
 pub(crate) fn decode_state(bytes: &[u8]) -> Option<MutableState> {
-    match bytes.split_first() {
-        Some((&STATE_VERSION, rest)) => bincode::deserialize(rest).ok(),
-        // Version 2 lacked the last two fields (`cron_schedule`, `reset_request_id`): strings,
-        // empty for those runs, which bincode writes as a zero u64 length each.
-        Some((&2, rest)) => {
-            let mut upgraded = Vec::with_capacity(rest.len() + 16);
-            upgraded.extend_from_slice(rest);
-            upgraded.extend_from_slice(&[0; 16]);
-            bincode::deserialize(&upgraded).ok()
-        }
-        _ => None,
-    }
+    // Each older version lacks fields at the end, which bincode reads from zero bytes:
+    // version 2 `cron_schedule` and `reset_request_id` (empty strings: a zero u64 length
+    // each) and `schedule`; version 3 `schedule` (None: a zero tag byte).
+    let (rest, missing) = match bytes.split_first() {
+        Some((&STATE_VERSION, rest)) => return bincode::deserialize(rest).ok(),
+        Some((&3, rest)) => (rest, 1),
+        Some((&2, rest)) => (rest, 17),
+        _ => return None,
+    };
+    let mut upgraded = Vec::with_capacity(rest.len() + missing);
+    upgraded.extend_from_slice(rest);
+    upgraded.resize(rest.len() + missing, 0);
+    bincode::deserialize(&upgraded).ok()
 }
 
 /// How long a writer waits for more jobs to join a batch once it has one.
@@ -654,11 +656,14 @@ mod tests {
     }
 
     #[test]
-    fn states_of_version_2_decode_with_empty_new_fields() {
+    fn states_of_versions_2_and_3_decode_with_empty_new_fields() {
         let state = started_state();
         let current = encode_state(&state);
         assert_eq!(decode_state(&current), Some(state.clone()));
-        let mut version_2 = current[..current.len() - 16].to_vec();
+        let mut version_3 = current[..current.len() - 1].to_vec();
+        version_3[0] = 3;
+        assert_eq!(decode_state(&version_3), Some(state.clone()));
+        let mut version_2 = current[..current.len() - 17].to_vec();
         version_2[0] = 2;
         assert_eq!(decode_state(&version_2), Some(state));
     }
@@ -675,7 +680,7 @@ mod tests {
         };
         let encoded = encode_state(&state);
         assert_eq!(decode_progress(&encoded), Some(running));
-        let mut version_2 = encoded[..encoded.len() - 16].to_vec();
+        let mut version_2 = encoded[..encoded.len() - 17].to_vec();
         version_2[0] = 2;
         assert_eq!(decode_progress(&version_2), Some(running));
         state.status = crate::engine::RunStatus::Completed;

@@ -70,7 +70,7 @@ async fn deliver(shard: Arc<Shard>, state: MutableState, transfer: Transfer, key
 
 /// Outcome of a submit to another run: `Ok(Some)` delivered, `Ok(None)` the target refused
 /// for good (not found, closed), `Err` retry.
-fn classify<T>(result: Result<T, ShardError>) -> Result<Option<T>, String> {
+pub(super) fn classify<T>(result: Result<T, ShardError>) -> Result<Option<T>, String> {
     match result {
         Ok(value) => Ok(Some(value)),
         Err(ShardError::Engine(
@@ -96,6 +96,9 @@ async fn attempt(shard: &Arc<Shard>, state: &MutableState, transfer: &Transfer) 
             external(shard, state, *initiated_event_id).await
         }
         Transfer::NotifyParent => notify_parent(shard, state).await,
+        Transfer::ScheduleStart { seq } => super::scheduled::start(shard, state, *seq).await,
+        Transfer::ScheduleWatch { seq } => super::scheduled::watch(shard, state, *seq).await,
+        Transfer::ScheduleStop { seq } => super::scheduled::stop(shard, state, *seq).await,
     };
     match result {
         Ok(()) => Attempt::Done,
@@ -119,7 +122,7 @@ async fn report_to(
     classify(target.submit(namespace_id, workflow_id, op).await).map(|_| ())
 }
 
-async fn report_home(
+pub(super) async fn report_home(
     shard: &Arc<Shard>,
     state: &MutableState,
     report: Report,
