@@ -358,6 +358,14 @@ fn validate_structured(cal: &StructuredCalendarSpec) -> Result<(), String> {
             if r.end > hi {
                 return Err(format!("{name} end {} is out of range {lo}-{hi}", r.end));
             }
+            // 0 is "unset" (the start alone); any other end before the start is refused, as
+            // Temporal refuses it.
+            if r.end != 0 && r.end < r.start {
+                return Err(format!(
+                    "{name} end {} is before its start {}",
+                    r.end, r.start
+                ));
+            }
             if r.step < 0 {
                 return Err(format!("{name} step {} is negative", r.step));
             }
@@ -1174,6 +1182,15 @@ mod tests {
         };
         let want = "invalid structured_calendar[0]: hour start 24 is out of range 0-23";
         assert_eq!(compile_err(&spec), want, "structured hour 24");
+        let backwards = ScheduleSpec {
+            structured_calendar: vec![StructuredCalendarSpec {
+                hour: vec![r(12, 3, 0)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let want = "invalid structured_calendar[0]: hour end 3 is before its start 12";
+        assert_eq!(compile_err(&backwards), want, "structured hour 12-3");
         let data = ScheduleSpec {
             timezone_data: vec![1, 2, 3],
             ..cron("@daily")
@@ -1215,7 +1232,7 @@ mod tests {
     #[allow(deprecated)]
     fn canonical_keeps_structured_and_appends() {
         let given = StructuredCalendarSpec {
-            hour: vec![r(3, 1, 0)],
+            hour: vec![r(3, 0, 0)],
             minute: vec![r(7, 0, 0)],
             comment: "kept".into(),
             ..Default::default()
