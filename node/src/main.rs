@@ -13,6 +13,7 @@ mod dev_cluster;
 mod engine;
 mod frontend;
 mod health;
+mod list_query;
 mod matching;
 mod metrics;
 mod namespaces;

@@ -46,6 +46,8 @@ pub enum Transfer {
         /// Action.
         seq: u64,
     },
+    /// Run a batch job's operation over its remaining targets.
+    BatchStep,
 }
 
 /// The result of a delivery, reported to the run that owed it (or, for a child's close, to
@@ -99,6 +101,8 @@ pub enum Report {
     },
     /// A delivery of a schedule's run.
     Schedule(super::schedule::ScheduleReport),
+    /// The progress of a batch job.
+    Batch(super::batch::BatchReport),
 }
 
 /// What the shard leader must still deliver for this run.
@@ -135,6 +139,9 @@ pub fn transfers(state: &MutableState) -> Vec<Transfer> {
     }
     if let Some(schedule) = state.schedule.as_deref().filter(|_| state.is_running()) {
         super::schedule::transfers(schedule, &mut out);
+    }
+    if state.batch.is_some() && state.is_running() {
+        super::batch::transfers(&mut out);
     }
     out
 }
@@ -326,7 +333,8 @@ pub(crate) fn report(txn: &mut Txn, report: Report) -> Result<Reply, EngineError
     let running = txn.state.is_running();
     match report {
         Report::Schedule(report) if running => return super::schedule::report(txn, report),
-        Report::Schedule(_) => return Err(EngineError::NoChange),
+        Report::Batch(report) if running => return super::batch::report(txn, report),
+        Report::Schedule(_) | Report::Batch(_) => return Err(EngineError::NoChange),
         Report::ChildStarted {
             initiated_event_id,
             run_id,

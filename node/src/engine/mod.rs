@@ -3,6 +3,7 @@
 //! and any fresh ids. Validation failures return an [`EngineError`] and change nothing.
 
 mod activity;
+pub mod batch;
 mod children;
 pub mod cron;
 mod deadlines;
@@ -404,10 +405,10 @@ pub fn handle(
     now_ns: i64,
     limits: &Limits,
 ) -> Result<Outcome, EngineError> {
-    if state.schedule.is_some() && !schedule_run_takes(&request) {
+    if state.namespace_division().is_some() && !system_run_takes(&request) {
         return Err(EngineError::FailedPrecondition(format!(
-            "{} is the run of a schedule: use the schedule API (DescribeSchedule, \
-             UpdateSchedule, PatchSchedule, DeleteSchedule)",
+            "{} is the run of a schedule or batch job, not a workflow: use the schedule or \
+             batch operation API",
             state.workflow_id
         )));
     }
@@ -483,9 +484,9 @@ pub fn handle(
     Ok(txn.finish(reply))
 }
 
-/// True for the requests a schedule's run takes (it has no workflow tasks, activities or
-/// signals).
-fn schedule_run_takes(request: &Request) -> bool {
+/// True for the requests the run of a schedule or batch job takes (it has no workflow tasks,
+/// activities or signals).
+fn system_run_takes(request: &Request) -> bool {
     matches!(
         request,
         Request::Terminate { .. }

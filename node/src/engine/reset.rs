@@ -42,9 +42,9 @@ pub fn reset(
     now_ns: i64,
     limits: &Limits,
 ) -> Result<Outcome, EngineError> {
-    if base.schedule.is_some() {
+    if base.namespace_division().is_some() {
         return Err(EngineError::FailedPrecondition(format!(
-            "{} is the run of a schedule, which cannot be reset",
+            "{} is the run of a schedule or batch job, which cannot be reset",
             base.workflow_id
         )));
     }
@@ -215,6 +215,7 @@ pub(crate) fn rebuild(
         parent: base.parent.clone(),
         cron_schedule: base.cron_schedule.clone(),
         schedule: None,
+        batch: None,
         last_completion_result: None,
         continued_failure: None,
     };

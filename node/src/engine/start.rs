@@ -75,6 +75,8 @@ pub struct StartArgs {
     pub continued_failure: Option<proto::failure::Failure>,
     /// Set when this starts the run of a schedule (CreateSchedule).
     pub schedule: Option<Box<super::schedule::NewSchedule>>,
+    /// Set when this starts the run of a batch job (StartBatchOperation).
+    pub batch: Option<Box<super::batch::NewBatch>>,
 }
 
 /// How a run continues the run before it.
@@ -295,6 +297,7 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
         cron_schedule: args.cron_schedule.clone(),
         reset_request_id: String::new(),
         schedule: None,
+        batch: None,
     };
     let parent = args.parent.clone();
     let mut txn = Txn::new(state, now_ns, limits);
@@ -357,9 +360,10 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
         // workflow task is scheduled after it (unless the start is delayed).
         super::signal_run(&mut txn, signal)?;
     }
-    match args.schedule {
-        Some(schedule) => super::schedule::create(&mut txn, *schedule)?,
-        None => txn.schedule_workflow_task(),
+    match (args.schedule, args.batch) {
+        (Some(schedule), _) => super::schedule::create(&mut txn, *schedule)?,
+        (None, Some(batch)) => super::batch::create(&mut txn, *batch),
+        (None, None) => txn.schedule_workflow_task(),
     }
     Ok(txn.finish(Reply::Done))
 }

@@ -386,12 +386,26 @@ pub struct MutableState {
     pub reset_request_id: String,
     /// Set on the run of a schedule (which has no workflow tasks).
     pub schedule: Option<Box<super::schedule::ScheduleState>>,
+    /// Set on the run of a batch job (which has no workflow tasks).
+    pub batch: Option<Box<super::batch::BatchState>>,
 }
 
 impl MutableState {
     /// True while the run is open.
     pub fn is_running(&self) -> bool {
         self.status == RunStatus::Running
+    }
+
+    /// The `TemporalNamespaceDivision` of Temporal's system runs (schedules, batch jobs): lists
+    /// of workflows leave those out. None for workflows.
+    pub fn namespace_division(&self) -> Option<&'static str> {
+        if self.schedule.is_some() {
+            Some(super::schedule::NAMESPACE_DIVISION)
+        } else if self.batch.is_some() {
+            Some(super::batch::NAMESPACE_DIVISION)
+        } else {
+            None
+        }
     }
 
     /// True while a workflow task is started (new events are buffered).

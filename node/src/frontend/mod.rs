@@ -2,8 +2,8 @@
 //! namespaces, routes each request to the shard that owns the workflow, and shapes replies
 //! (poll responses, histories, descriptions).
 
+mod batches;
 mod errors;
-mod list_query;
 mod operator;
 mod queries;
 mod routing;
@@ -116,6 +116,34 @@ impl Frontend {
     }
 }
 
+/// One page of a list paged by offset (the token is the next page's offset): the page's items
+/// and the next token (empty after the last page). Pages hold `page_size` items, or `max` when
+/// it is not in 1..=`max`.
+fn offset_page<'a, T>(
+    items: &'a [T],
+    page_size: i32,
+    token: &[u8],
+    max: usize,
+) -> Result<(&'a [T], Vec<u8>), Status> {
+    let offset = if token.is_empty() {
+        0
+    } else {
+        bincode::deserialize::<u64>(token).map_err(|_| errors::invalid("Invalid NextPageToken."))?
+            as usize
+    };
+    let page = usize::try_from(page_size)
+        .ok()
+        .filter(|p| (1..=max).contains(p))
+        .unwrap_or(max);
+    let end = offset.saturating_add(page).min(items.len());
+    let next = if end < items.len() {
+        bincode::serialize(&(end as u64)).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    Ok((items.get(offset..end).unwrap_or_default(), next))
+}
+
 fn check_id(kind: &str, value: &str, required: bool) -> Result<(), Status> {
     if required && value.is_empty() {
         return Err(errors::invalid(format!("{kind} is not set on request.")));
@@ -127,4 +155,25 @@ fn check_id(kind: &str, value: &str, required: bool) -> Result<(), Status> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offset_page;
+
+    #[test]
+    fn offset_pages_walk_the_list_and_refuse_bad_tokens() {
+        let items: Vec<u32> = (0..5).collect();
+        let (first, token) = offset_page(&items, 2, &[], 1000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first, [0, 1]);
+        let (second, token) =
+            offset_page(&items, 2, &token, 1000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(second, [2, 3]);
+        let (last, token) = offset_page(&items, 2, &token, 1000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((last, token.is_empty()), (&[4][..], true));
+        // A page size out of range is the largest page.
+        let (all, _) = offset_page(&items, 0, &[], 3).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(all, [0, 1, 2]);
+        assert!(offset_page(&items, 2, b"x", 1000).is_err());
+    }
 }

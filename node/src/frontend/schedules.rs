@@ -9,12 +9,12 @@ use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 use tonic::Status;
 
 use super::errors::invalid;
-use super::list_query::ListQuery;
 use super::{check_id, Frontend};
 use crate::engine::proto::{self, common, enums};
 use crate::engine::schedule::{self, sched, NewSchedule, ScheduleRequest, ScheduleState};
 use crate::engine::schedule_spec::{canonical, clean_ranges, CompiledSpec};
 use crate::engine::{MutableState, Request as Engine, StartArgs};
+use crate::list_query::ListQuery;
 use crate::namespaces::NamespaceRecord;
 use crate::shard::{Op, ShardError};
 
@@ -389,31 +389,19 @@ impl Frontend {
         r: ws::ListSchedulesRequest,
     ) -> Result<ws::ListSchedulesResponse, Status> {
         let schedules = self.matching_schedules(&r.namespace, &r.query).await?;
-        let offset = if r.next_page_token.is_empty() {
-            0
-        } else {
-            bincode::deserialize::<u64>(&r.next_page_token)
-                .map_err(|_| invalid("Invalid NextPageToken."))? as usize
-        };
-        let page = usize::try_from(r.maximum_page_size)
-            .ok()
-            .filter(|p| (1..=MAX_PAGE).contains(p))
-            .unwrap_or(MAX_PAGE);
-        let end = offset.saturating_add(page).min(schedules.len());
+        let (page, next_page_token) = super::offset_page(
+            &schedules,
+            r.maximum_page_size,
+            &r.next_page_token,
+            MAX_PAGE,
+        )?;
         let now = self.now();
-        let entries = schedules
-            .get(offset..end)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|state| list_entry(state, now))
-            .collect();
         Ok(ws::ListSchedulesResponse {
-            schedules: entries,
-            next_page_token: if end < schedules.len() {
-                bincode::serialize(&(end as u64)).unwrap_or_default()
-            } else {
-                Vec::new()
-            },
+            schedules: page
+                .iter()
+                .filter_map(|state| list_entry(state, now))
+                .collect(),
+            next_page_token,
         })
     }
 }

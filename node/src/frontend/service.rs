@@ -12,7 +12,6 @@ use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 use tonic::{Request, Response, Status};
 
 use super::errors::{invalid, query_failed};
-use super::list_query::{self, ListQuery};
 use super::routing::forwarded;
 use super::tokens::TaskToken;
 use super::views;
@@ -22,6 +21,7 @@ use crate::engine::{
     ActivityReport, ActivityTarget, CompleteWorkflowTask, MutableState, Reply, Request as Engine,
     Signal, StartArgs, StartedWorkflowTask, TaskKind,
 };
+use crate::list_query::{self, ListQuery};
 use crate::matching::{Dispatch, MatchTask, QueueKey, RunTask};
 use crate::namespaces::NamespaceRecord;
 use crate::shard::{Op, OpResult};
@@ -169,6 +169,7 @@ impl Frontend {
             last_completion_result: fields.last_completion_result,
             continued_failure: fields.continued_failure,
             schedule: None,
+            batch: None,
         })
     }
 
@@ -530,8 +531,10 @@ impl Frontend {
         for shard in &self.shards {
             shard.barrier().await?;
             shard.scan_states(&namespace.id, |state| {
-                // Schedules' runs are listed only by queries on TemporalNamespaceDivision.
-                let hidden = state.schedule.is_some() && !query.names_namespace_division();
+                // Runs of schedules and batch jobs are listed only by queries on
+                // TemporalNamespaceDivision.
+                let hidden =
+                    state.namespace_division().is_some() && !query.names_namespace_division();
                 if !hidden && query.matches(&state) {
                     runs.push(state);
                 }
@@ -553,29 +556,10 @@ impl Frontend {
     ) -> Result<(Vec<WorkflowExecutionInfo>, Vec<u8>), Status> {
         let namespace = self.namespace(namespace).await?;
         let query = ListQuery::parse(query, &self.namespaces.search_attributes(&namespace.id)?)?;
-        let offset = if next_page_token.is_empty() {
-            0
-        } else {
-            bincode::deserialize::<u64>(next_page_token)
-                .map_err(|_| invalid("Invalid NextPageToken."))? as usize
-        };
-        let page = usize::try_from(page_size)
-            .ok()
-            .filter(|p| (1..=DEFAULT_PAGE).contains(p))
-            .unwrap_or(DEFAULT_PAGE);
         let runs = self.visible_runs(&namespace, &query).await?;
-        let end = offset.saturating_add(page).min(runs.len());
-        let executions = runs
-            .get(offset..end)
-            .unwrap_or_default()
-            .iter()
-            .map(views::execution_info)
-            .collect();
-        let next_page_token = if end < runs.len() {
-            bincode::serialize(&(end as u64)).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let (page, next_page_token) =
+            super::offset_page(&runs, page_size, next_page_token, DEFAULT_PAGE)?;
+        let executions = page.iter().map(views::execution_info).collect();
         Ok((executions, next_page_token))
     }
 }
@@ -1498,6 +1482,43 @@ impl WorkflowService for Frontend {
         request: Request<ws::PollWorkflowExecutionUpdateRequest>,
     ) -> Rpc<ws::PollWorkflowExecutionUpdateResponse> {
         Ok(Response::new(self.poll_update(request.into_inner()).await?))
+    }
+
+    async fn start_batch_operation(
+        &self,
+        request: Request<ws::StartBatchOperationRequest>,
+    ) -> Rpc<ws::StartBatchOperationResponse> {
+        Ok(Response::new(
+            self.start_batch_operation_rpc(request.into_inner()).await?,
+        ))
+    }
+
+    async fn describe_batch_operation(
+        &self,
+        request: Request<ws::DescribeBatchOperationRequest>,
+    ) -> Rpc<ws::DescribeBatchOperationResponse> {
+        Ok(Response::new(
+            self.describe_batch_operation_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn list_batch_operations(
+        &self,
+        request: Request<ws::ListBatchOperationsRequest>,
+    ) -> Rpc<ws::ListBatchOperationsResponse> {
+        Ok(Response::new(
+            self.list_batch_operations_rpc(request.into_inner()).await?,
+        ))
+    }
+
+    async fn stop_batch_operation(
+        &self,
+        request: Request<ws::StopBatchOperationRequest>,
+    ) -> Rpc<ws::StopBatchOperationResponse> {
+        Ok(Response::new(
+            self.stop_batch_operation_rpc(request.into_inner()).await?,
+        ))
     }
 
     async fn create_schedule(

@@ -173,7 +173,7 @@ pub fn describe_namespace(record: &NamespaceRecord) -> ws::DescribeNamespaceResp
 
 /// Temporal's system search attributes that Keel's visibility knows, with their types.
 pub fn system_search_attributes() -> std::collections::HashMap<String, i32> {
-    super::list_query::system_attributes()
+    crate::list_query::system_attributes()
         .map(|(name, kind)| (name.to_string(), kind as i32))
         .collect()
 }

@@ -6,6 +6,7 @@
 
 pub mod applier;
 pub mod balance;
+mod batch;
 pub mod forwarding;
 pub mod keys;
 pub mod run_changes;
@@ -614,11 +615,12 @@ fn decode_progress(bytes: &[u8]) -> Option<RunProgress> {
 pub(crate) fn decode_state(bytes: &[u8]) -> Option<MutableState> {
     // Each older version lacks fields at the end, which bincode reads from zero bytes:
     // version 2 `cron_schedule` and `reset_request_id` (empty strings: a zero u64 length
-    // each) and `schedule`; version 3 `schedule` (None: a zero tag byte).
+    // each), `schedule` and `batch`; version 3 `schedule` and `batch` (None: a zero tag byte
+    // each).
     let (rest, missing) = match bytes.split_first() {
         Some((&STATE_VERSION, rest)) => return bincode::deserialize(rest).ok(),
-        Some((&3, rest)) => (rest, 1),
-        Some((&2, rest)) => (rest, 17),
+        Some((&3, rest)) => (rest, 2),
+        Some((&2, rest)) => (rest, 18),
         _ => return None,
     };
     let mut upgraded = Vec::with_capacity(rest.len() + missing);
@@ -660,10 +662,10 @@ mod tests {
         let state = started_state();
         let current = encode_state(&state);
         assert_eq!(decode_state(&current), Some(state.clone()));
-        let mut version_3 = current[..current.len() - 1].to_vec();
+        let mut version_3 = current[..current.len() - 2].to_vec();
         version_3[0] = 3;
         assert_eq!(decode_state(&version_3), Some(state.clone()));
-        let mut version_2 = current[..current.len() - 17].to_vec();
+        let mut version_2 = current[..current.len() - 18].to_vec();
         version_2[0] = 2;
         assert_eq!(decode_state(&version_2), Some(state));
     }
@@ -680,7 +682,7 @@ mod tests {
         };
         let encoded = encode_state(&state);
         assert_eq!(decode_progress(&encoded), Some(running));
-        let mut version_2 = encoded[..encoded.len() - 17].to_vec();
+        let mut version_2 = encoded[..encoded.len() - 18].to_vec();
         version_2[0] = 2;
         assert_eq!(decode_progress(&version_2), Some(running));
         state.status = crate::engine::RunStatus::Completed;

@@ -99,6 +99,7 @@ async fn attempt(shard: &Arc<Shard>, state: &MutableState, transfer: &Transfer) 
         Transfer::ScheduleStart { seq } => super::scheduled::start(shard, state, *seq).await,
         Transfer::ScheduleWatch { seq } => super::scheduled::watch(shard, state, *seq).await,
         Transfer::ScheduleStop { seq } => super::scheduled::stop(shard, state, *seq).await,
+        Transfer::BatchStep => super::batch::step(shard, state).await,
     };
     match result {
         Ok(()) => Attempt::Done,

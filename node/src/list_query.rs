@@ -443,10 +443,9 @@ impl<'s> RunView<'s> {
                 text(s.parent.as_ref().map_or(&s.workflow_id, |p| &p.root.0))
             }
             SystemField::RootRunId => text(s.parent.as_ref().map_or(&s.run_id, |p| &p.root.1)),
-            SystemField::NamespaceDivision => s
-                .schedule
-                .is_some()
-                .then(|| Value::Str(crate::engine::schedule::NAMESPACE_DIVISION.to_string())),
+            SystemField::NamespaceDivision => {
+                s.namespace_division().map(|d| Value::Str(d.to_string()))
+            }
         };
         value.map(|value| vec![value])
     }

@@ -1,0 +1,186 @@
+//! The delivery of a batch job: counts its targets, then applies its operation to them in
+//! (workflow id, run id) order, a page at a time, at the job's rate, reporting progress after
+//! each page. A new leader resumes after the last page reported; a target handled twice
+//! (terminate, cancel) is harmless, and signals carry a request id per job and target.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Op, Shard};
+use crate::engine::batch::{self, BatchReport, BatchState, StartBatchOperationRequest};
+use crate::engine::{MutableState, Report, Request, Signal};
+use crate::list_query::ListQuery;
+use temporalio_protos::temporal::api::workflowservice::v1::start_batch_operation_request::Operation;
+
+/// Targets handled between two progress reports.
+const PAGE: usize = 100;
+/// Operations per second when the request names no rate (Temporal's default).
+const DEFAULT_RATE: f32 = 50.0;
+
+type Target = (String, String);
+
+/// Runs the job of the batch run in `state` to its end (or until this node stops leading).
+pub(super) async fn step(shard: &Arc<Shard>, state: &MutableState) -> Result<(), String> {
+    let Some(batch) = state.batch.as_deref() else {
+        return Ok(());
+    };
+    let request = batch::request_of(batch);
+    let mut cursor = batch.cursor.clone();
+    if batch.total.is_none() {
+        let total = targets(shard, state, batch, &request, None, usize::MAX)
+            .await?
+            .len();
+        report(
+            shard,
+            state,
+            BatchReport::Counted {
+                total: total as i64,
+            },
+        )
+        .await?;
+    }
+    let rate = if request.max_operations_per_second > 0.0 {
+        request.max_operations_per_second
+    } else {
+        DEFAULT_RATE
+    };
+    let pause = Duration::from_secs_f32(1.0 / rate.clamp(0.1, 10_000.0));
+    loop {
+        if !shard.leads() {
+            return Err("this node no longer leads the batch job's shard".into());
+        }
+        let page = targets(shard, state, batch, &request, cursor.as_ref(), PAGE).await?;
+        let Some(last) = page.last().cloned() else {
+            return report(shard, state, BatchReport::Done).await;
+        };
+        let (mut completed, mut failed) = (0, 0);
+        for target in &page {
+            if !still_running(shard, state)? {
+                // Stopped (StopBatchOperation terminated the job): leave the rest alone.
+                return Ok(());
+            }
+            match apply(shard, state, &request, target).await {
+                Ok(()) => completed += 1,
+                Err(error) => {
+                    tracing::debug!(job_id = %state.workflow_id, workflow_id = %target.0, %error, "a batch operation failed");
+                    failed += 1;
+                }
+            }
+            tokio::time::sleep(pause).await;
+        }
+        let progress = BatchReport::Progress {
+            cursor: last.clone(),
+            completed,
+            failed,
+        };
+        report(shard, state, progress).await?;
+        cursor = Some(last);
+    }
+}
+
+/// True while the job's run is open in this replica's applied state.
+fn still_running(shard: &Shard, state: &MutableState) -> Result<bool, String> {
+    shard
+        .run_progress(&state.namespace_id, &state.workflow_id, &state.run_id)
+        .map(|progress| progress.is_some_and(|p| p.running))
+        .map_err(|e| e.to_string())
+}
+
+async fn report(
+    shard: &Arc<Shard>,
+    state: &MutableState,
+    report: BatchReport,
+) -> Result<(), String> {
+    super::transfer::report_home(shard, state, Report::Batch(report)).await
+}
+
+/// The next at most `limit` targets after `after`, in order: the request's explicit executions,
+/// or the runs the job's query selects (never runs of schedules or batch jobs).
+async fn targets(
+    shard: &Arc<Shard>,
+    state: &MutableState,
+    batch: &BatchState,
+    request: &StartBatchOperationRequest,
+    after: Option<&Target>,
+    limit: usize,
+) -> Result<Vec<Target>, String> {
+    let beyond = |target: &Target| after.is_none_or(|after| target > after);
+    #[allow(deprecated)]
+    let explicit: Vec<Target> = request
+        .executions
+        .iter()
+        .map(|e| (e.workflow_id.clone(), e.run_id.clone()))
+        .collect();
+    let mut found: Vec<Target> = if explicit.is_empty() {
+        let custom = shard
+            .context
+            .namespaces
+            .search_attributes(&state.namespace_id)
+            .map_err(|e| e.to_string())?;
+        let query = ListQuery::parse(&batch.query, &custom).map_err(|e| e.to_string())?;
+        let shards = shard
+            .context
+            .shards
+            .get()
+            .ok_or("the node's shards are not registered yet")?;
+        let mut found = Vec::new();
+        for peer in shards.iter().filter_map(std::sync::Weak::upgrade) {
+            peer.barrier().await.map_err(|e| e.to_string())?;
+            peer.scan_states(&state.namespace_id, |run| {
+                let target = (run.workflow_id.clone(), run.run_id.clone());
+                if run.namespace_division().is_none() && beyond(&target) && query.matches(&run) {
+                    found.push(target);
+                }
+                true
+            })
+            .map_err(|e| e.to_string())?;
+        }
+        found
+    } else {
+        explicit.into_iter().filter(beyond).collect()
+    };
+    found.sort();
+    found.dedup();
+    found.truncate(limit);
+    Ok(found)
+}
+
+/// Applies the job's operation to one target.
+async fn apply(
+    shard: &Arc<Shard>,
+    state: &MutableState,
+    request: &StartBatchOperationRequest,
+    (workflow_id, run_id): &Target,
+) -> Result<(), String> {
+    let engine_request = match &request.operation {
+        Some(Operation::TerminationOperation(t)) => Request::Terminate {
+            reason: request.reason.clone(),
+            details: t.details.clone(),
+            identity: t.identity.clone(),
+        },
+        Some(Operation::CancellationOperation(c)) => Request::Cancel {
+            reason: request.reason.clone(),
+            identity: c.identity.clone(),
+            external: None,
+        },
+        Some(Operation::SignalOperation(s)) => Request::Signal(Signal {
+            name: s.signal.clone(),
+            input: s.input.clone(),
+            identity: s.identity.clone(),
+            header: s.header.clone(),
+            request_id: format!("{}-{workflow_id}-{run_id}", state.workflow_id),
+            external: None,
+        }),
+        _ => return Err("the batch operation is not supported".into()),
+    };
+    let target = shard.peer(&state.namespace_id, workflow_id)?;
+    let op = Op::Run {
+        run_id: run_id.clone(),
+        request: engine_request,
+    };
+    target
+        .submit(&state.namespace_id, workflow_id, op)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
