@@ -3,12 +3,13 @@ update, pause and unpause, trigger, backfill, overlap policies, list and delete.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from helpers import KEEL_KEYWORD, new_id, new_worker, wait_for
+from helpers import KEEL_KEYWORD, Cli, new_id, new_worker, wait_for
 from temporalio import workflow
 from temporalio.client import (
     Client,
@@ -356,3 +357,33 @@ async def test_bad_schedules_are_refused(client: Client, task_queue: str) -> Non
     with pytest.raises(RPCError) as error:
         await client.get_schedule_handle(new_id("missing")).describe()
     assert error.value.status == RPCStatusCode.NOT_FOUND
+
+
+async def test_schedule_commands_of_the_cli(cli: Cli, client: Client, task_queue: str) -> None:
+    schedule_id = new_id("cli-schedule")
+    await cli.run(
+        "schedule", "create", "--schedule-id", schedule_id, "--workflow-id", new_id("cli-scheduled"),
+        "--task-queue", task_queue, "--type", "Greet", "--input", '"cli"',
+        "--cron", "0 12 * * MON", "--paused", "--overlap-policy", "BufferOne",
+    )
+    described, _ = await cli.run("schedule", "describe", "--schedule-id", schedule_id, "-o", "json")
+    desc = json.loads(described)
+    assert desc["schedule"]["state"]["paused"] is True
+    assert desc["schedule"]["policies"]["overlapPolicy"] == "SCHEDULE_OVERLAP_POLICY_BUFFER_ONE"
+    calendar = desc["schedule"]["spec"]["structuredCalendar"][0]
+    assert calendar["hour"] == [{"start": 12, "end": 12, "step": 1}]
+    listed, _ = await cli.run("schedule", "list", "-o", "json")
+    assert schedule_id in [s["scheduleId"] for s in json.loads(listed)]
+    async with new_worker(client, task_queue, [Greet]):
+        await cli.run("schedule", "trigger", "--schedule-id", schedule_id)
+
+        async def one_done() -> bool:
+            d = await client.get_schedule_handle(schedule_id).describe()
+            return d.info.num_actions == 1 and not d.info.running_actions
+
+        await wait_for(one_done, timeout=15, what="the action the CLI triggered")
+    await cli.run("schedule", "toggle", "--schedule-id", schedule_id, "--unpause", "--reason", "go")
+    desc = await client.get_schedule_handle(schedule_id).describe()
+    assert not desc.schedule.state.paused and desc.schedule.state.note == "go"
+    await cli.run("schedule", "delete", "--schedule-id", schedule_id)
+    await cli.run("schedule", "describe", "--schedule-id", schedule_id, rc=1)
