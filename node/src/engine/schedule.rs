@@ -624,7 +624,10 @@ pub(crate) fn report(txn: &mut Txn, report: ScheduleReport) -> Result<Reply, Eng
                 stop: None,
             };
             state.action_count += 1;
-            state.recent.push(run.clone());
+            // In the order the actions were taken (starts may report in any order), as
+            // Temporal lists them.
+            let at = state.recent.partition_point(|r| r.seq < seq);
+            state.recent.insert(at, run.clone());
             if state.recent.len() > RECENT_ACTIONS {
                 state.recent.remove(0);
             }
@@ -888,6 +891,10 @@ mod tests {
         assert_eq!(schedule(&state).missed_catchup_window, 3);
         assert_eq!(schedule(&state).starting.len(), 2);
         assert_eq!(schedule(&state).processed_through_ns, T0 + 300 * SEC);
+        // Their starts report in either order; recent actions stay in the order taken.
+        let state = started(&started(&state, 1, T0 + 301 * SEC), 0, T0 + 301 * SEC);
+        let recent: Vec<u64> = schedule(&state).recent.iter().map(|r| r.seq).collect();
+        assert_eq!(recent, [0, 1]);
     }
 
     #[test]
