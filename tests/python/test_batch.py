@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 
-from helpers import Cli, history_events, new_id, wait_for
+from helpers import Cli, history_events, new_id, new_worker, wait_for, wait_for_event
+from temporalio import workflow
 from temporalio.api.batch.v1 import BatchOperationSignal, BatchOperationTermination
 from temporalio.api.common.v1 import Payloads, WorkflowExecution
 from temporalio.api.enums.v1 import BatchOperationState, BatchOperationType
@@ -154,3 +155,43 @@ async def test_one_job_at_a_time_and_stop(client: Client, task_queue: str) -> No
     await asyncio.sleep(2)
     still_running = [w async for w in client.list_workflows(f"WorkflowType = '{kind}' AND ExecutionStatus = 'Running'")]
     assert len(still_running) >= 3, "stopping the job should leave the targets it had not reached"
+
+
+@workflow.defn
+class WaitForGo:
+    def __init__(self) -> None:
+        self.go = False
+
+    @workflow.run
+    async def run(self) -> str:
+        await workflow.wait_condition(lambda: self.go)
+        return "went"
+
+    @workflow.signal
+    def proceed(self) -> None:
+        self.go = True
+
+
+async def test_reset_by_query_through_the_cli(cli: Cli, client: Client, task_queue: str) -> None:
+    async with new_worker(client, task_queue, [WaitForGo]):
+        handles = [
+            await client.start_workflow(WaitForGo.run, id=new_id("reset-batch"), task_queue=task_queue)
+            for _ in range(2)
+        ]
+        for handle in handles:
+            await wait_for_event(handle, "WorkflowTaskCompleted")
+        out, _ = await cli.run(
+            "workflow", "reset", "--query", f"WorkflowId = '{handles[0].id}' OR WorkflowId = '{handles[1].id}'",
+            "--type", "FirstWorkflowTask", "--reason", "redo", "--yes",
+        )
+        job_id = out.strip().split()[-1]
+        desc = await wait_done(client, job_id)
+        assert desc.operation_type == BatchOperationType.BATCH_OPERATION_TYPE_RESET_WORKFLOW
+        assert (desc.total_operation_count, desc.complete_operation_count) == (2, 2)
+        for handle in handles:
+            old = await client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id).describe()
+            assert old.status == WorkflowExecutionStatus.TERMINATED
+            current = client.get_workflow_handle(handle.id)
+            assert (await current.describe()).run_id != handle.first_execution_run_id
+            await current.signal(WaitForGo.proceed)
+            assert await current.result() == "went"

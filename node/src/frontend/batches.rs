@@ -29,8 +29,34 @@ fn operation_type(operation: &Operation) -> Option<(enums::BatchOperationType, S
         Operation::TerminationOperation(t) => (T::TerminateWorkflow, t.identity.clone()),
         Operation::CancellationOperation(c) => (T::CancelWorkflow, c.identity.clone()),
         Operation::SignalOperation(s) => (T::SignalWorkflow, s.identity.clone()),
+        Operation::ResetOperation(r) => (T::ResetWorkflow, r.identity.clone()),
         _ => return None,
     })
+}
+
+/// Refuses the batch resets Keel cannot run: by build id, with post-reset operations, or with
+/// no reset point.
+fn check_batch_reset(
+    reset: &temporalio_protos::temporal::api::batch::v1::BatchOperationReset,
+) -> Result<(), Status> {
+    use temporalio_protos::temporal::api::common::v1::reset_options::Target;
+    if !reset.post_reset_operations.is_empty() {
+        return Err(Status::unimplemented(
+            "Keel does not support post-reset operations yet; reset without them.",
+        ));
+    }
+    match reset.options.as_ref().and_then(|o| o.target.as_ref()) {
+        Some(Target::FirstWorkflowTask(_) | Target::LastWorkflowTask(_)) => Ok(()),
+        Some(Target::WorkflowTaskId(id)) if *id > 1 => Ok(()),
+        Some(Target::WorkflowTaskId(_)) => Err(invalid("the workflow task id must be above 1")),
+        Some(Target::BuildId(_)) => Err(Status::unimplemented(
+            "Keel has no worker versioning: reset by build id is not supported",
+        )),
+        None => Err(invalid(
+            "a batch reset needs options.target: first_workflow_task, last_workflow_task or \
+             workflow_task_id",
+        )),
+    }
 }
 
 fn job_not_found(job_id: &str) -> Status {
@@ -114,11 +140,15 @@ impl Frontend {
             .ok_or_else(|| invalid("Batch operation is not set on request."))?;
         let (kind, _) = operation_type(operation).ok_or_else(|| {
             Status::unimplemented(
-                "Keel runs batch terminate, cancel and signal operations only; this one is not \
-                 supported yet",
+                "Keel runs batch terminate, cancel, signal and reset operations only; this one \
+                 is not supported yet",
             )
         })?;
-        // Terminate, cancel and signal act on running workflows only, as in Temporal.
+        if let Operation::ResetOperation(reset) = operation {
+            check_batch_reset(reset)?;
+        }
+        // Terminate, cancel and signal act on running workflows only, as in Temporal; a reset
+        // may start from a closed run.
         let query = if r.visibility_query.is_empty() {
             String::new()
         } else {
@@ -126,7 +156,11 @@ impl Frontend {
                 &r.visibility_query,
                 &self.namespaces.search_attributes(&namespace.id)?,
             )?;
-            format!("({}) AND ExecutionStatus = 'Running'", r.visibility_query)
+            if kind == enums::BatchOperationType::ResetWorkflow {
+                r.visibility_query.clone()
+            } else {
+                format!("({}) AND ExecutionStatus = 'Running'", r.visibility_query)
+            }
         };
         let running = self
             .batch_runs(&namespace)

@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use super::{Op, Shard};
 use crate::engine::batch::{self, BatchReport, BatchState, StartBatchOperationRequest};
-use crate::engine::{MutableState, Report, Request, Signal};
+use crate::engine::proto::enums::{EventType, ResetReapplyExcludeType};
+use crate::engine::{MutableState, Report, Request, ResetArgs, Signal};
 use crate::list_query::ListQuery;
+use temporalio_protos::temporal::api::batch::v1::BatchOperationReset;
+use temporalio_protos::temporal::api::common::v1::reset_options::Target as ResetPoint;
 use temporalio_protos::temporal::api::workflowservice::v1::start_batch_operation_request::Operation;
 
 /// Targets handled between two progress reports.
@@ -78,6 +81,67 @@ pub(super) async fn step(shard: &Arc<Shard>, state: &MutableState) -> Result<(),
     }
 }
 
+/// Resets one target to the workflow task the job's options name (the first or last completed
+/// one, or an event id), as ResetWorkflowExecution would; a retry answers the run it created.
+async fn reset_target(
+    shard: &Arc<Shard>,
+    state: &MutableState,
+    request: &StartBatchOperationRequest,
+    reset: &BatchOperationReset,
+    (workflow_id, run_id): (&String, &String),
+) -> Result<(), String> {
+    let options = reset.options.clone().unwrap_or_default();
+    let target = shard.peer(&state.namespace_id, workflow_id)?;
+    target.barrier().await.map_err(|e| e.to_string())?;
+    let run = target
+        .load_state(&state.namespace_id, workflow_id, run_id)
+        .map_err(|e| e.to_string())?
+        .ok_or("the workflow is gone")?;
+    if options.current_run_only {
+        let current = target
+            .current_run(&state.namespace_id, workflow_id)
+            .map_err(|e| e.to_string())?;
+        if current.as_deref() != Some(run.run_id.as_str()) {
+            return Err("not the current run, and the job resets current runs only".into());
+        }
+    }
+    let completed = || -> Result<Vec<i64>, String> {
+        let events = target
+            .read_events(&run, 1, run.next_event_id, usize::MAX)
+            .map_err(|e| e.to_string())?;
+        Ok(events
+            .iter()
+            .filter(|e| e.event_type == EventType::WorkflowTaskCompleted as i32)
+            .map(|e| e.event_id)
+            .collect())
+    };
+    let finish = match options.target {
+        Some(ResetPoint::FirstWorkflowTask(_)) => completed()?.first().copied(),
+        Some(ResetPoint::LastWorkflowTask(_)) => completed()?.last().copied(),
+        Some(ResetPoint::WorkflowTaskId(id)) => Some(id),
+        Some(ResetPoint::BuildId(_)) | None => None,
+    }
+    .ok_or("no workflow task to reset to")?;
+    let args = ResetArgs {
+        new_run_id: uuid::Uuid::now_v7().to_string(),
+        request_id: format!("{}-{workflow_id}-{}", state.workflow_id, run.run_id),
+        reason: request.reason.clone(),
+        workflow_task_finish_event_id: finish,
+        reapply_signals: !options
+            .reset_reapply_exclude_types
+            .contains(&(ResetReapplyExcludeType::Signal as i32)),
+    };
+    let op = Op::Reset {
+        run_id: run.run_id.clone(),
+        args,
+    };
+    target
+        .submit(&state.namespace_id, workflow_id, op)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// True while the job's run is open in this replica's applied state.
 fn still_running(shard: &Shard, state: &MutableState) -> Result<bool, String> {
     shard
@@ -95,7 +159,8 @@ async fn report(
 }
 
 /// The next at most `limit` targets after `after`, in order: the request's explicit executions,
-/// or the runs the job's query selects (never runs of schedules or batch jobs).
+/// or the runs the job's query selects among those started before the job (never runs of
+/// schedules or batch jobs).
 async fn targets(
     shard: &Arc<Shard>,
     state: &MutableState,
@@ -128,7 +193,13 @@ async fn targets(
             peer.barrier().await.map_err(|e| e.to_string())?;
             peer.scan_states(&state.namespace_id, |run| {
                 let target = (run.workflow_id.clone(), run.run_id.clone());
-                if run.namespace_division().is_none() && beyond(&target) && query.matches(&run) {
+                // Runs started after the job are not its targets: a reset's new runs would
+                // otherwise match again, beyond the cursor.
+                if run.namespace_division().is_none()
+                    && run.start_time_ns <= state.start_time_ns
+                    && beyond(&target)
+                    && query.matches(&run)
+                {
                     found.push(target);
                 }
                 true
@@ -171,6 +242,9 @@ async fn apply(
             request_id: format!("{}-{workflow_id}-{run_id}", state.workflow_id),
             external: None,
         }),
+        Some(Operation::ResetOperation(reset)) => {
+            return reset_target(shard, state, request, reset, (workflow_id, run_id)).await
+        }
         _ => return Err("the batch operation is not supported".into()),
     };
     let target = shard.peer(&state.namespace_id, workflow_id)?;
