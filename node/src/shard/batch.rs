@@ -1,7 +1,8 @@
-//! The delivery of a batch job: counts its targets, then applies its operation to them in
-//! (workflow id, run id) order, a page at a time, at the job's rate, reporting progress after
-//! each page. A new leader resumes after the last page reported; a target handled twice
-//! (terminate, cancel) is harmless, and signals carry a request id per job and target.
+//! The delivery of a batch job: finds its targets with one scan, counts them, then applies its
+//! operation to them in (workflow id, run id) order, a page at a time, at the job's rate,
+//! reporting progress after each page. A new leader resumes after the last page reported; a
+//! target handled twice (terminate, cancel) is harmless, and signals and resets carry a request
+//! id per job and target.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,19 +29,11 @@ pub(super) async fn step(shard: &Arc<Shard>, state: &MutableState) -> Result<(),
         return Ok(());
     };
     let request = batch::request_of(batch);
-    let mut cursor = batch.cursor.clone();
+    // One scan per attempt: the targets left after the cursor (all of them, before counting).
+    let remaining = targets(shard, state, batch, &request, batch.cursor.as_ref()).await?;
     if batch.total.is_none() {
-        let total = targets(shard, state, batch, &request, None, usize::MAX)
-            .await?
-            .len();
-        report(
-            shard,
-            state,
-            BatchReport::Counted {
-                total: total as i64,
-            },
-        )
-        .await?;
+        let total = remaining.len() as i64;
+        report(shard, state, BatchReport::Counted { total }).await?;
     }
     let rate = if request.max_operations_per_second > 0.0 {
         request.max_operations_per_second
@@ -48,16 +41,12 @@ pub(super) async fn step(shard: &Arc<Shard>, state: &MutableState) -> Result<(),
         DEFAULT_RATE
     };
     let pause = Duration::from_secs_f32(1.0 / rate.clamp(0.1, 10_000.0));
-    loop {
+    for page in remaining.chunks(PAGE) {
         if !shard.leads() {
             return Err("this node no longer leads the batch job's shard".into());
         }
-        let page = targets(shard, state, batch, &request, cursor.as_ref(), PAGE).await?;
-        let Some(last) = page.last().cloned() else {
-            return report(shard, state, BatchReport::Done).await;
-        };
         let (mut completed, mut failed) = (0, 0);
-        for target in &page {
+        for target in page {
             if !still_running(shard, state)? {
                 // Stopped (StopBatchOperation terminated the job): leave the rest alone.
                 return Ok(());
@@ -71,14 +60,17 @@ pub(super) async fn step(shard: &Arc<Shard>, state: &MutableState) -> Result<(),
             }
             tokio::time::sleep(pause).await;
         }
+        let Some(last) = page.last() else {
+            continue;
+        };
         let progress = BatchReport::Progress {
             cursor: last.clone(),
             completed,
             failed,
         };
         report(shard, state, progress).await?;
-        cursor = Some(last);
     }
+    report(shard, state, BatchReport::Done).await
 }
 
 /// Resets one target to the workflow task the job's options name (the first or last completed
@@ -158,16 +150,15 @@ async fn report(
     super::transfer::report_home(shard, state, Report::Batch(report)).await
 }
 
-/// The next at most `limit` targets after `after`, in order: the request's explicit executions,
-/// or the runs the job's query selects among those started before the job (never runs of
-/// schedules or batch jobs).
+/// The targets after `after`, in order: the request's explicit executions, or the runs the
+/// job's query selects among those started before the job (never runs of schedules or batch
+/// jobs).
 async fn targets(
     shard: &Arc<Shard>,
     state: &MutableState,
     batch: &BatchState,
     request: &StartBatchOperationRequest,
     after: Option<&Target>,
-    limit: usize,
 ) -> Result<Vec<Target>, String> {
     let beyond = |target: &Target| after.is_none_or(|after| target > after);
     #[allow(deprecated)]
@@ -212,7 +203,6 @@ async fn targets(
     };
     found.sort();
     found.dedup();
-    found.truncate(limit);
     Ok(found)
 }
 
