@@ -367,13 +367,19 @@ fn buffer(state: &mut ScheduleState, nominal_ns: i64, actual_ns: i64, overlap: i
 /// When the schedule next acts on its own: (nominal, actual). None when paused, out of actions
 /// or out of times.
 pub fn next_action(state: &ScheduleState) -> Option<(i64, i64)> {
+    let (_, spec) = acting(state)?;
+    spec.next(&state.schedule_id, state.processed_through_ns)
+}
+
+/// The schedule and its compiled spec while it acts on its own (not paused, actions left).
+fn acting(state: &ScheduleState) -> Option<(sched::Schedule, CompiledSpec)> {
     let schedule = schedule_of(state);
     let sched_state = schedule.state.clone().unwrap_or_default();
     if sched_state.paused || (sched_state.limited_actions && sched_state.remaining_actions <= 0) {
         return None;
     }
-    let spec = CompiledSpec::compile(&schedule.spec.unwrap_or_default()).ok()?;
-    spec.next(&state.schedule_id, state.processed_through_ns)
+    let spec = CompiledSpec::compile(&schedule.spec.clone().unwrap_or_default()).ok()?;
+    Some((schedule, spec))
 }
 
 /// The next `count` action times after `after_ns`, with jitter, as DescribeSchedule and
@@ -418,11 +424,13 @@ pub(crate) fn fire(txn: &mut Txn) -> Result<Reply, EngineError> {
 /// Buffers the actions the spec makes due by `now` (those older than the catch-up window are
 /// counted as missed), at most [`MAX_BUFFER`] at a time. False when none was due.
 fn take_due(state: &mut ScheduleState, now: i64) -> bool {
-    match next_action(state) {
+    let Some((schedule, spec)) = acting(state) else {
+        return false;
+    };
+    match spec.next(&state.schedule_id, state.processed_through_ns) {
         Some((_, actual)) if actual <= now => {}
         _ => return false,
     }
-    let schedule = schedule_of(state);
     let catchup_ms = match proto::duration_ms(
         schedule
             .policies
@@ -433,9 +441,6 @@ fn take_due(state: &mut ScheduleState, now: i64) -> bool {
         ms => ms.max(MIN_CATCHUP_MS),
     };
     let overlap = resolve_overlap(&schedule, enums::ScheduleOverlapPolicy::Unspecified as i32);
-    let Ok(spec) = CompiledSpec::compile(&schedule.spec.unwrap_or_default()) else {
-        return false;
-    };
     let mut taken = 0;
     while let Some((nominal, actual)) = spec.next(&state.schedule_id, state.processed_through_ns) {
         if actual > now || taken == MAX_BUFFER {
