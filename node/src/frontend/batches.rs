@@ -74,16 +74,9 @@ fn batch_state(run: &MutableState) -> enums::BatchOperationState {
 impl Frontend {
     /// Every batch run of the namespace, newest first.
     async fn batch_runs(&self, namespace: &NamespaceRecord) -> Result<Vec<MutableState>, Status> {
-        let mut runs = Vec::new();
-        for shard in &self.shards {
-            shard.barrier().await?;
-            shard.scan_states(&namespace.id, |state| {
-                if state.batch.is_some() {
-                    runs.push(state);
-                }
-                true
-            })?;
-        }
+        let mut runs = self
+            .scan_runs(namespace, |state| state.batch.is_some())
+            .await?;
         runs.sort_by(|a, b| {
             (b.start_time_ns, &b.workflow_id).cmp(&(a.start_time_ns, &a.workflow_id))
         });

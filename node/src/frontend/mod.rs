@@ -91,6 +91,26 @@ impl Frontend {
             .ok_or_else(|| crate::shard::run_not_found(workflow_id, run_id).into())
     }
 
+    /// Every run of the namespace that `keep` selects, read after a barrier on each shard
+    /// (lists have no index: each scans the namespace's states).
+    async fn scan_runs(
+        &self,
+        namespace: &NamespaceRecord,
+        mut keep: impl FnMut(&MutableState) -> bool,
+    ) -> Result<Vec<MutableState>, Status> {
+        let mut runs = Vec::new();
+        for shard in &self.shards {
+            shard.barrier().await?;
+            shard.scan_states(&namespace.id, |state| {
+                if keep(&state) {
+                    runs.push(state);
+                }
+                true
+            })?;
+        }
+        Ok(runs)
+    }
+
     /// The run's state once this replica has applied what this node's writes were answered
     /// through (after `run_request`, whose writer may be another node's); None if the run is
     /// gone.

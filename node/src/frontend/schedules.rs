@@ -359,16 +359,11 @@ impl Frontend {
     ) -> Result<Vec<MutableState>, Status> {
         let namespace = self.namespace(namespace).await?;
         let query = ListQuery::parse(query, &self.namespaces.search_attributes(&namespace.id)?)?;
-        let mut schedules = Vec::new();
-        for shard in &self.shards {
-            shard.barrier().await?;
-            shard.scan_states(&namespace.id, |state| {
-                if state.is_running() && state.schedule.is_some() && query.matches(&state) {
-                    schedules.push(state);
-                }
-                true
-            })?;
-        }
+        let mut schedules = self
+            .scan_runs(&namespace, |state| {
+                state.is_running() && state.schedule.is_some() && query.matches(state)
+            })
+            .await?;
         schedules.sort_by(|a, b| a.workflow_id.cmp(&b.workflow_id));
         Ok(schedules)
     }

@@ -527,20 +527,15 @@ impl Frontend {
         namespace: &NamespaceRecord,
         query: &ListQuery,
     ) -> Result<Vec<MutableState>, Status> {
-        let mut runs = Vec::new();
-        for shard in &self.shards {
-            shard.barrier().await?;
-            shard.scan_states(&namespace.id, |state| {
+        let runs = self
+            .scan_runs(namespace, |state| {
                 // Runs of schedules and batch jobs are listed only by queries on
                 // TemporalNamespaceDivision.
                 let hidden =
                     state.namespace_division().is_some() && !query.names_namespace_division();
-                if !hidden && query.matches(&state) {
-                    runs.push(state);
-                }
-                true
-            })?;
-        }
+                !hidden && query.matches(state)
+            })
+            .await?;
         Ok(query.sort(runs))
     }
 
