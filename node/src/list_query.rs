@@ -135,6 +135,12 @@ pub fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// Temporal's name of a search attribute type (`Keyword`, `Datetime`...), as payload metadata
+/// carries it; None for an unknown type.
+pub fn type_name(indexed: i32) -> Option<&'static str> {
+    Kind::of(indexed).map(Kind::name)
+}
+
 /// Temporal's system search attributes Keel's visibility knows, with their types.
 pub fn system_attributes() -> impl Iterator<Item = (&'static str, enums::IndexedValueType)> {
     SystemField::ALL

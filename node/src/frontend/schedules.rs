@@ -15,7 +15,7 @@ use crate::engine::schedule::{self, sched, NewSchedule, ScheduleRequest, Schedul
 use crate::engine::schedule_spec::{canonical, clean_ranges, CompiledSpec};
 use crate::engine::{MutableState, Request as Engine, StartArgs};
 use crate::list_query::ListQuery;
-use crate::namespaces::NamespaceRecord;
+use crate::namespaces::{NamespaceRecord, SearchAttributeTypes};
 use crate::shard::{Op, ShardError};
 
 /// Future action times DescribeSchedule shows.
@@ -39,60 +39,47 @@ fn schedule_not_found(schedule_id: &str) -> Status {
     Status::not_found(format!("schedule {schedule_id:?} not found"))
 }
 
-/// Temporal's name of a search attribute type, as payload metadata carries it.
-fn type_name(kind: i32) -> Option<&'static str> {
-    use enums::IndexedValueType as T;
-    Some(match T::try_from(kind).ok()? {
-        T::Text => "Text",
-        T::Keyword => "Keyword",
-        T::Int => "Int",
-        T::Double => "Double",
-        T::Bool => "Bool",
-        T::Datetime => "Datetime",
-        T::KeywordList => "KeywordList",
-        T::Unspecified => return None,
-    })
+/// Gives every search attribute its registered type (payload metadata `type`), as Temporal
+/// does for what a schedule stores; an unregistered name is refused.
+fn type_search_attributes(
+    types: &SearchAttributeTypes,
+    attributes: &mut Option<common::SearchAttributes>,
+) -> Result<(), Status> {
+    let Some(attributes) = attributes.as_mut() else {
+        return Ok(());
+    };
+    for (name, payload) in &mut attributes.indexed_fields {
+        let kind = types.get(name).copied().ok_or_else(|| {
+            invalid(format!(
+                "search attribute {name} is not defined; add it with \
+                 `temporal operator search-attribute create`"
+            ))
+        })?;
+        if let Some(type_name) = crate::list_query::type_name(kind) {
+            payload
+                .metadata
+                .entry("type".to_string())
+                .or_insert_with(|| type_name.as_bytes().to_vec());
+        }
+    }
+    Ok(())
 }
 
 impl Frontend {
-    /// Gives every search attribute its registered type (payload metadata `type`), as Temporal
-    /// does for what a schedule stores; an unregistered name is refused.
-    fn typed_search_attributes(
-        &self,
-        namespace: &NamespaceRecord,
-        attributes: &mut Option<common::SearchAttributes>,
-    ) -> Result<(), Status> {
-        let Some(attributes) = attributes.as_mut() else {
-            return Ok(());
-        };
-        let custom = self.namespaces.search_attributes(&namespace.id)?;
-        let system = super::views::system_search_attributes();
-        for (name, payload) in &mut attributes.indexed_fields {
-            let kind = custom
-                .get(name)
-                .or_else(|| system.get(name))
-                .copied()
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "search attribute {name} is not defined; add it with \
-                         `temporal operator search-attribute create`"
-                    ))
-                })?;
-            if let Some(type_name) = type_name(kind) {
-                payload
-                    .metadata
-                    .entry("type".to_string())
-                    .or_insert_with(|| type_name.as_bytes().to_vec());
-            }
-        }
-        Ok(())
+    /// The namespace's custom search attributes and the system ones, with their types.
+    fn attribute_types(&self, namespace: &NamespaceRecord) -> Result<SearchAttributeTypes, Status> {
+        let mut types: SearchAttributeTypes = super::views::system_search_attributes()
+            .into_iter()
+            .collect();
+        types.extend(self.namespaces.search_attributes(&namespace.id)?);
+        Ok(types)
     }
 
     /// Validates a schedule and fills in what Temporal fills in (retry policy defaults, search
     /// attribute types).
     fn checked_schedule(
         &self,
-        namespace: &NamespaceRecord,
+        types: &SearchAttributeTypes,
         schedule: Option<sched::Schedule>,
     ) -> Result<sched::Schedule, Status> {
         let mut schedule = schedule.ok_or_else(|| invalid("Schedule is not set on request."))?;
@@ -106,7 +93,7 @@ impl Frontend {
                 let full = crate::engine::retry_policy(Some(policy)).map_err(invalid)?;
                 *policy = crate::engine::retry_policy_proto(&full);
             }
-            self.typed_search_attributes(namespace, &mut start.search_attributes)?;
+            type_search_attributes(types, &mut start.search_attributes)?;
         }
         // Temporal stores the policies' defaults, and describes them.
         let policies = schedule.policies.get_or_insert_with(Default::default);
@@ -166,9 +153,10 @@ impl Frontend {
         let namespace = self.namespace(&r.namespace).await?;
         check_id("ScheduleId", &r.schedule_id, true)?;
         check_id("RequestId", &r.request_id, false)?;
-        let schedule = self.checked_schedule(&namespace, r.schedule)?;
+        let types = self.attribute_types(&namespace)?;
+        let schedule = self.checked_schedule(&types, r.schedule)?;
         let mut search_attributes = r.search_attributes;
-        self.typed_search_attributes(&namespace, &mut search_attributes)?;
+        type_search_attributes(&types, &mut search_attributes)?;
         let workflow_id = workflow_id(&r.schedule_id);
         let args = StartArgs {
             namespace_id: namespace.id.clone(),
@@ -270,9 +258,10 @@ impl Frontend {
         r: ws::UpdateScheduleRequest,
     ) -> Result<ws::UpdateScheduleResponse, Status> {
         let namespace = self.namespace(&r.namespace).await?;
-        let schedule = self.checked_schedule(&namespace, r.schedule)?;
+        let types = self.attribute_types(&namespace)?;
+        let schedule = self.checked_schedule(&types, r.schedule)?;
         let mut search_attributes = r.search_attributes;
-        self.typed_search_attributes(&namespace, &mut search_attributes)?;
+        type_search_attributes(&types, &mut search_attributes)?;
         let request = Engine::Schedule(ScheduleRequest::Update {
             schedule: Box::new(schedule),
             conflict_token: r.conflict_token,
