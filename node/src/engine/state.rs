@@ -408,6 +408,23 @@ impl MutableState {
         }
     }
 
+    /// Why a query cannot reach a worker now, as Temporal refuses it (WorkflowNotReady): no
+    /// workflow task was ever scheduled (a start delay or cron/retry backoff is pending), or the
+    /// workflow task keeps failing (attempt 3 or later; the query would fail the same way).
+    pub fn query_not_ready(&self) -> Option<&'static str> {
+        if self.first_task_backoff_until_ns.is_some() {
+            Some("Workflow task is not scheduled yet.")
+        } else if self
+            .workflow_task
+            .as_ref()
+            .is_some_and(|task| task.attempt >= 3)
+        {
+            Some("Unable to query workflow due to Workflow Task in failed state.")
+        } else {
+            None
+        }
+    }
+
     /// True while a workflow task is started (new events are buffered).
     pub fn workflow_task_started(&self) -> bool {
         self.workflow_task

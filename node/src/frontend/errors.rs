@@ -50,6 +50,16 @@ pub fn query_failed(message: String, failure: Option<Failure>) -> Status {
     )
 }
 
+/// FailedPrecondition with WorkflowNotReadyFailure: the run cannot take the request yet.
+pub fn workflow_not_ready(message: &str) -> Status {
+    with_detail(
+        Code::FailedPrecondition,
+        message.to_string(),
+        "temporal.api.errordetails.v1.WorkflowNotReadyFailure",
+        &details::WorkflowNotReadyFailure {},
+    )
+}
+
 impl From<EngineError> for Status {
     fn from(error: EngineError) -> Status {
         let message = error.to_string();

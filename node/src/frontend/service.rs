@@ -11,7 +11,7 @@ use temporalio_protos::temporal::api::workflow::v1::WorkflowExecutionInfo;
 use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 use tonic::{Request, Response, Status};
 
-use super::errors::{invalid, query_failed};
+use super::errors::{invalid, query_failed, workflow_not_ready};
 use super::routing::forwarded;
 use super::tokens::TaskToken;
 use super::views;
@@ -1403,6 +1403,9 @@ impl WorkflowService for Frontend {
                 }),
                 ..Default::default()
             }));
+        }
+        if let Some(reason) = state.query_not_ready() {
+            return Err(workflow_not_ready(reason));
         }
         let (id, answer) =
             self.queries
