@@ -74,6 +74,11 @@ def temporal_cli() -> str:
     return found
 
 
+# Namespaces with retentions down to a second (Temporal's minimum is an hour), for the retention
+# tests.
+SHORT_RETENTION = ["--dynamic-config-value", 'system.namespaceMinRetentionLocal="1s"']
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -113,7 +118,15 @@ class Server:
         if self.args is not None:
             return [binary, *self.args]
         if self.kind == "keel":
-            return [binary, "dev", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+            return [
+                binary,
+                "dev",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                *SHORT_RETENTION,
+            ]
         return [
             binary,
             "server",
@@ -131,6 +144,10 @@ class Server:
             # OperatorService are usable at once instead of after the cache refresh.
             "--dynamic-config-value",
             "system.forceSearchAttributesCacheRefreshOnRead=true",
+            *SHORT_RETENTION,
+            # Temporal deletes a closed run up to 30 minutes after its retention by default.
+            "--dynamic-config-value",
+            'history.retentionTimerJitterDuration="0s"',
         ]
 
     def spawn(self) -> None:

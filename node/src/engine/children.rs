@@ -48,6 +48,8 @@ pub enum Transfer {
     },
     /// Run a batch job's operation over its remaining targets.
     BatchStep,
+    /// Delete the run (deletion was asked for, and nothing else is left to deliver).
+    DeleteRun,
 }
 
 /// The result of a delivery, reported to the run that owed it (or, for a child's close, to
@@ -142,6 +144,9 @@ pub fn transfers(state: &MutableState) -> Vec<Transfer> {
     }
     if state.batch.is_some() && state.is_running() {
         super::batch::transfers(&mut out);
+    }
+    if state.delete_requested && !state.is_running() && out.is_empty() {
+        out.push(Transfer::DeleteRun);
     }
     out
 }

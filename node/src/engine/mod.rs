@@ -52,11 +52,13 @@ pub struct Limits {
     pub max_in_flight_updates: usize,
     /// Updates one run accepts in all.
     pub max_total_updates: u32,
+    /// Shortest namespace retention RegisterNamespace and UpdateNamespace accept.
+    pub min_namespace_retention_ms: i64,
 }
 
 impl Limits {
     /// Dynamic-config keys [`Limits::set`] understands.
-    pub const KEYS: [&'static str; 8] = [
+    pub const KEYS: [&'static str; 9] = [
         "limit.historyCount.suggestContinueAsNew",
         "limit.historySize.suggestContinueAsNew",
         "limit.blobSize.error",
@@ -65,6 +67,7 @@ impl Limits {
         "history.defaultWorkflowTaskTimeout (seconds)",
         "history.maxInFlightUpdates",
         "history.maxTotalUpdates",
+        "system.namespaceMinRetentionLocal (a duration: 1h, 90s)",
     ];
 
     /// Sets one value by its Temporal dynamic-config name (`KEY=VALUE`), as `temporal server
@@ -101,6 +104,12 @@ impl Limits {
             "history.maxInFlightUpdates" => self.max_in_flight_updates = number(value)? as usize,
             "history.maxTotalUpdates" => {
                 self.max_total_updates = u32::try_from(number(value)?).unwrap_or(u32::MAX)
+            }
+            "system.namespaceMinRetentionLocal" => {
+                // As Temporal's CLI takes it, a JSON string ("1h"), or bare.
+                let ns = go_duration::parse_ns(value.trim().trim_matches('"'))
+                    .map_err(|e| format!("{key} needs a duration such as 1h or 90s: {e}"))?;
+                self.min_namespace_retention_ms = ns / 1_000_000;
             }
             other => {
                 return Err(format!(
@@ -161,6 +170,8 @@ impl Default for Limits {
             max_blob_bytes: 2 << 20,
             max_in_flight_updates: 10,
             max_total_updates: 2000,
+            // Temporal's system.namespaceMinRetentionLocal.
+            min_namespace_retention_ms: 3_600_000,
         }
     }
 }
@@ -278,6 +289,10 @@ pub enum Request {
     ResetSticky,
     /// UpdateSchedule or PatchSchedule, for a schedule's run.
     Schedule(schedule::ScheduleRequest),
+    /// DeleteWorkflowExecution or retention: a running run is terminated first, as Temporal
+    /// does; the shard deletes the run once it is closed and its deliveries are done
+    /// ([`deletable`]).
+    Delete,
 }
 
 /// A signal to deliver.
@@ -480,6 +495,18 @@ pub fn handle(
             Reply::Done
         }
         Request::Schedule(request) => schedule::handle(&mut txn, request)?,
+        Request::Delete => {
+            if txn.state.is_running() {
+                terminate(
+                    &mut txn,
+                    "Delete workflow execution".to_string(),
+                    None,
+                    "history-service".to_string(),
+                )?;
+            }
+            txn.state.delete_requested = true;
+            Reply::Done
+        }
     };
     Ok(txn.finish(reply))
 }
@@ -493,7 +520,18 @@ fn system_run_takes(request: &Request) -> bool {
             | Request::Deadline(_)
             | Request::Report(_)
             | Request::Schedule(_)
+            | Request::Delete
     )
+}
+
+/// True when the run in `state` can be deleted now: deletion was asked for, it is closed and
+/// nothing is left to deliver for it.
+pub fn deletable(state: &MutableState) -> bool {
+    state.delete_requested
+        && !state.is_running()
+        && transfers(state)
+            .iter()
+            .all(|t| matches!(t, Transfer::DeleteRun))
 }
 
 fn require_running(txn: &Txn) -> Result<(), EngineError> {

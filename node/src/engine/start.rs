@@ -298,6 +298,7 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
         reset_request_id: String::new(),
         schedule: None,
         batch: None,
+        delete_requested: false,
     };
     let parent = args.parent.clone();
     let mut txn = Txn::new(state, now_ns, limits);

@@ -388,6 +388,9 @@ pub struct MutableState {
     pub schedule: Option<Box<super::schedule::ScheduleState>>,
     /// Set on the run of a batch job (which has no workflow tasks).
     pub batch: Option<Box<super::batch::BatchState>>,
+    /// The run is to be deleted (DeleteWorkflowExecution, retention) once closed and its
+    /// deliveries are done.
+    pub delete_requested: bool,
 }
 
 impl MutableState {

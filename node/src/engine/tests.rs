@@ -730,6 +730,80 @@ fn limits_take_temporals_dynamic_config_names() {
     assert!(limits.set("missing-equals").is_err());
 }
 
+#[test]
+fn the_namespace_retention_minimum_takes_a_duration() {
+    let mut limits = Limits::default();
+    assert_eq!(limits.min_namespace_retention_ms, 3_600_000);
+    limits
+        .set("system.namespaceMinRetentionLocal=\"1s\"")
+        .expect("a JSON string, as Temporal's CLI passes it");
+    assert_eq!(limits.min_namespace_retention_ms, 1000);
+    limits
+        .set("system.namespaceMinRetentionLocal=90m")
+        .expect("bare");
+    assert_eq!(limits.min_namespace_retention_ms, 90 * 60_000);
+    assert!(limits
+        .set("system.namespaceMinRetentionLocal=soon")
+        .is_err());
+}
+
+#[test]
+fn deleting_a_running_run_terminates_it_and_a_closed_one_waits_for_its_deliveries() {
+    // Running: terminated as Temporal does, then deletable.
+    let outcome = step(&start(), Request::Delete, 2 * SEC);
+    assert_eq!(types(&outcome.events), ["WorkflowExecutionTerminated"]);
+    let Some(Attributes::WorkflowExecutionTerminatedEventAttributes(terminated)) =
+        outcome.events[0].attributes.as_ref()
+    else {
+        panic!("a terminated event");
+    };
+    assert_eq!(terminated.reason, "Delete workflow execution");
+    assert_eq!(terminated.identity, "history-service");
+    assert_eq!(outcome.state.status, RunStatus::Terminated);
+    assert!(deletable(&outcome.state));
+    assert_eq!(transfers(&outcome.state), [Transfer::DeleteRun]);
+
+    // Closed with a child whose close policy is still to apply: marked, not yet deletable.
+    let mut parent = start();
+    parent.children.insert(
+        5,
+        state::ChildInfo {
+            initiated_event_id: 5,
+            workflow_task_completed_event_id: 4,
+            namespace: String::new(),
+            workflow_id: "child".into(),
+            workflow_type: "Child".into(),
+            command: Vec::new(),
+            parent_close_policy: enums::ParentClosePolicy::Terminate as i32,
+            started_run_id: Some("child-run".into()),
+            started_event_id: 6,
+            policy_applied: false,
+        },
+    );
+    let closed = step(&parent, Request::Delete, 2 * SEC).state;
+    assert!(closed.delete_requested);
+    assert!(!deletable(&closed));
+    assert_eq!(
+        transfers(&closed),
+        [Transfer::ApplyParentClosePolicy {
+            initiated_event_id: 5
+        }]
+    );
+    let mut applied = closed.clone();
+    if let Some(child) = applied.children.get_mut(&5) {
+        child.policy_applied = true;
+    }
+    assert!(deletable(&applied));
+
+    // A closed run nobody asked to delete is not deletable; asking again changes nothing more.
+    let mut done = outcome.state.clone();
+    done.delete_requested = false;
+    assert!(!deletable(&done));
+    let again = step(&outcome.state, Request::Delete, 3 * SEC);
+    assert!(again.events.is_empty());
+    assert_eq!(again.state, outcome.state);
+}
+
 fn update_request(update_id: &str) -> Request {
     Request::Update {
         request: Box::new(proto::update::Request {

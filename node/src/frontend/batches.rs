@@ -30,6 +30,7 @@ fn operation_type(operation: &Operation) -> Option<(enums::BatchOperationType, S
         Operation::CancellationOperation(c) => (T::CancelWorkflow, c.identity.clone()),
         Operation::SignalOperation(s) => (T::SignalWorkflow, s.identity.clone()),
         Operation::ResetOperation(r) => (T::ResetWorkflow, r.identity.clone()),
+        Operation::DeletionOperation(d) => (T::DeleteWorkflow, d.identity.clone()),
         _ => return None,
     })
 }
@@ -133,15 +134,15 @@ impl Frontend {
             .ok_or_else(|| invalid("Batch operation is not set on request."))?;
         let (kind, _) = operation_type(operation).ok_or_else(|| {
             Status::unimplemented(
-                "Keel runs batch terminate, cancel, signal and reset operations only; this one \
-                 is not supported yet",
+                "Keel runs batch terminate, cancel, signal, reset and delete operations only; \
+                 this one is not supported yet",
             )
         })?;
         if let Operation::ResetOperation(reset) = operation {
             check_batch_reset(reset)?;
         }
         // Terminate, cancel and signal act on running workflows only, as in Temporal; a reset
-        // may start from a closed run.
+        // may start from a closed run, and a deletion deletes closed runs too.
         let query = if r.visibility_query.is_empty() {
             String::new()
         } else {
@@ -149,7 +150,11 @@ impl Frontend {
                 &r.visibility_query,
                 &self.namespaces.search_attributes(&namespace.id)?,
             )?;
-            if kind == enums::BatchOperationType::ResetWorkflow {
+            if matches!(
+                kind,
+                enums::BatchOperationType::ResetWorkflow
+                    | enums::BatchOperationType::DeleteWorkflow
+            ) {
                 r.visibility_query.clone()
             } else {
                 format!("({}) AND ExecutionStatus = 'Running'", r.visibility_query)

@@ -101,6 +101,15 @@ impl Frontend {
         }
     }
 
+    /// A namespace retention must be at least Temporal's minimum for local namespaces (1 hour,
+    /// `system.namespaceMinRetentionLocal`).
+    fn check_retention(&self, retention_ms: i64) -> Result<(), Status> {
+        if retention_ms <= 0 || retention_ms < self.limits.min_namespace_retention_ms {
+            return Err(invalid("A valid retention period is not set on request."));
+        }
+        Ok(())
+    }
+
     fn start_args(
         &self,
         namespace: &NamespaceRecord,
@@ -676,9 +685,7 @@ impl WorkflowService for Frontend {
         }
         check_id("Namespace", &r.namespace, true)?;
         let retention = proto::duration_ms(r.workflow_execution_retention_period.as_ref());
-        if retention <= 0 {
-            return Err(invalid("A valid retention period is not set on request."));
-        }
+        self.check_retention(retention)?;
         self.namespaces
             .write(
                 NamespaceRecord {
@@ -686,11 +693,7 @@ impl WorkflowService for Frontend {
                     name: r.namespace,
                     description: r.description,
                     owner_email: r.owner_email,
-                    retention_ms: if retention > 0 {
-                        retention
-                    } else {
-                        72 * 3600 * 1000
-                    },
+                    retention_ms: retention,
                     data: r.data.into_iter().collect(),
                     state: enums::NamespaceState::Registered as i32,
                 },
@@ -762,8 +765,10 @@ impl WorkflowService for Frontend {
             }
         }
         if let Some(config) = r.config {
-            let retention = proto::duration_ms(config.workflow_execution_retention_ttl.as_ref());
-            if retention > 0 {
+            if config.workflow_execution_retention_ttl.is_some() {
+                let retention =
+                    proto::duration_ms(config.workflow_execution_retention_ttl.as_ref());
+                self.check_retention(retention)?;
                 record.retention_ms = retention;
             }
         }
@@ -1364,6 +1369,22 @@ impl WorkflowService for Frontend {
         Ok(Response::new(
             ws::TerminateWorkflowExecutionResponse::default(),
         ))
+    }
+
+    async fn delete_workflow_execution(
+        &self,
+        request: Request<ws::DeleteWorkflowExecutionRequest>,
+    ) -> Rpc<ws::DeleteWorkflowExecutionResponse> {
+        let r = request.into_inner();
+        let namespace = self.namespace(&r.namespace).await?;
+        let execution = r.workflow_execution.unwrap_or_default();
+        check_id("WorkflowId", &execution.workflow_id, true)?;
+        let op = Op::Delete {
+            run_id: execution.run_id,
+            expired_at_ns: None,
+        };
+        self.run_op(&namespace, &execution.workflow_id, op).await?;
+        Ok(Response::new(ws::DeleteWorkflowExecutionResponse {}))
     }
 
     async fn query_workflow(

@@ -60,7 +60,7 @@ pub const FENCED: &[u8] = b"fenced";
 /// Response when the command could not be decoded.
 pub const REJECTED: &[u8] = b"rejected";
 
-/// Applies [`WriteSet`]s, recording which runs' mutable states each one wrote.
+/// Applies [`WriteSet`]s, recording which runs' mutable states each one wrote or deleted.
 #[derive(Clone, Default)]
 pub struct WriteSetApplier {
     /// Where applied run changes are recorded for long polls.
@@ -84,6 +84,9 @@ impl Applier for WriteSetApplier {
         }
         for key in &set.deletes {
             writes.delete(key);
+            if super::keys::is_state(key) {
+                self.runs.record(group, index, key);
+            }
         }
         for (key, value) in &set.puts {
             writes.put(key, value);

@@ -213,35 +213,40 @@ async fn apply(
     request: &StartBatchOperationRequest,
     (workflow_id, run_id): &Target,
 ) -> Result<(), String> {
-    let engine_request = match &request.operation {
-        Some(Operation::TerminationOperation(t)) => Request::Terminate {
+    let run_id = run_id.clone();
+    let run = |request| Op::Run {
+        run_id: run_id.clone(),
+        request,
+    };
+    let op = match &request.operation {
+        Some(Operation::TerminationOperation(t)) => run(Request::Terminate {
             reason: request.reason.clone(),
             details: t.details.clone(),
             identity: t.identity.clone(),
-        },
-        Some(Operation::CancellationOperation(c)) => Request::Cancel {
+        }),
+        Some(Operation::CancellationOperation(c)) => run(Request::Cancel {
             reason: request.reason.clone(),
             identity: c.identity.clone(),
             external: None,
-        },
-        Some(Operation::SignalOperation(s)) => Request::Signal(Signal {
+        }),
+        Some(Operation::SignalOperation(s)) => run(Request::Signal(Signal {
             name: s.signal.clone(),
             input: s.input.clone(),
             identity: s.identity.clone(),
             header: s.header.clone(),
             request_id: format!("{}-{workflow_id}-{run_id}", state.workflow_id),
             external: None,
-        }),
+        })),
         Some(Operation::ResetOperation(reset)) => {
-            return reset_target(shard, state, request, reset, (workflow_id, run_id)).await
+            return reset_target(shard, state, request, reset, (workflow_id, &run_id)).await
         }
+        Some(Operation::DeletionOperation(_)) => Op::Delete {
+            run_id: run_id.clone(),
+            expired_at_ns: None,
+        },
         _ => return Err("the batch operation is not supported".into()),
     };
     let target = shard.peer(&state.namespace_id, workflow_id)?;
-    let op = Op::Run {
-        run_id: run_id.clone(),
-        request: engine_request,
-    };
     target
         .submit(&state.namespace_id, workflow_id, op)
         .await

@@ -7,6 +7,10 @@ const CURRENT: u8 = b'c';
 const STATE: u8 = b'm';
 /// History event: `e | ns | wf | run | event id (u64 BE)` -> `HistoryEvent` protobuf.
 const EVENT: u8 = b'e';
+/// Retention index of closed runs: `r | ns | close time (ns, u64 BE) | wf | run` -> empty.
+const RETENTION: u8 = b'r';
+/// Present once a shard's retention index covers the runs closed before it existed: `R`.
+const RETENTION_INDEXED: u8 = b'R';
 /// Namespace record in the metadata group: `n | name`.
 const NAMESPACE: u8 = b'n';
 /// Custom search attributes of a namespace in the metadata group: `s | namespace id`.
@@ -60,9 +64,63 @@ pub fn namespace_state_range(namespace_id: &str) -> (Vec<u8>, Vec<u8>) {
 
 /// Key of one history event.
 pub fn event(namespace_id: &str, workflow_id: &str, run_id: &str, event_id: i64) -> Vec<u8> {
-    let mut key = key(EVENT, &[namespace_id, workflow_id, run_id]);
+    let mut key = event_prefix(namespace_id, workflow_id, run_id);
     key.extend_from_slice(&(event_id.max(0) as u64).to_be_bytes());
     key
+}
+
+/// The prefix every event key of a run starts with.
+pub fn event_prefix(namespace_id: &str, workflow_id: &str, run_id: &str) -> Vec<u8> {
+    key(EVENT, &[namespace_id, workflow_id, run_id])
+}
+
+/// Key of a closed run's entry in the retention index.
+pub fn retention(
+    namespace_id: &str,
+    close_time_ns: i64,
+    workflow_id: &str,
+    run_id: &str,
+) -> Vec<u8> {
+    let mut key = key(RETENTION, &[namespace_id]);
+    key.extend_from_slice(&(close_time_ns.max(0) as u64).to_be_bytes());
+    push_part(&mut key, workflow_id);
+    push_part(&mut key, run_id);
+    key
+}
+
+/// Key of the marker that a shard's retention index covers every closed run.
+pub fn retention_indexed() -> Vec<u8> {
+    vec![RETENTION_INDEXED]
+}
+
+/// Range of the retention index entries of one namespace's runs closed before `until_ns`.
+pub fn retention_range(namespace_id: &str, until_ns: i64) -> (Vec<u8>, Vec<u8>) {
+    let start = key(RETENTION, &[namespace_id]);
+    let mut end = start.clone();
+    end.extend_from_slice(&(until_ns.max(0) as u64).to_be_bytes());
+    (start, end)
+}
+
+/// The close time, workflow id and run id of a retention index key.
+pub fn parse_retention(key: &[u8]) -> Option<(i64, String, String)> {
+    let (&tag, rest) = key.split_first()?;
+    if tag != RETENTION {
+        return None;
+    }
+    let (_, rest) = take_part(rest)?;
+    let (time, rest) = rest.split_at_checked(8)?;
+    let close_time_ns = i64::try_from(u64::from_be_bytes(time.try_into().ok()?)).ok()?;
+    let (workflow_id, rest) = take_part(rest)?;
+    let (run_id, rest) = take_part(rest)?;
+    rest.is_empty()
+        .then(|| (close_time_ns, workflow_id.to_string(), run_id.to_string()))
+}
+
+fn take_part(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let (len, rest) = bytes.split_at_checked(2)?;
+    let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+    let (part, rest) = rest.split_at_checked(len)?;
+    Some((std::str::from_utf8(part).ok()?, rest))
 }
 
 /// Key range of a run's events with ids in `[from, to)`.
@@ -128,6 +186,24 @@ mod tests {
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
         assert!(keys.iter().all(|k| *k >= start && *k < end));
         assert!(event("ns", "wf", "run2", 1) >= end || event("ns", "wf", "run2", 1) < start);
+    }
+
+    #[test]
+    fn retention_keys_sort_by_close_time_within_a_namespace_and_parse_back() {
+        let early = retention("ns", 5, "wf-b", "run");
+        let late = retention("ns", 300, "wf-a", "run");
+        assert!(early < late);
+        let (start, end) = retention_range("ns", 300);
+        assert!(early >= start && early < end);
+        assert!(late >= end, "closed at the bound: not yet expired");
+        let other = retention("ns2", 5, "wf", "run");
+        assert!(other < start || other >= end);
+        assert_eq!(
+            parse_retention(&late),
+            Some((300, "wf-a".to_string(), "run".to_string()))
+        );
+        assert_eq!(parse_retention(&late[..late.len() - 1]), None);
+        assert_eq!(parse_retention(&state("ns", "wf", "run")), None);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::engine::{
 use crate::matching::Matching;
 
 /// Version byte of stored mutable states.
-const STATE_VERSION: u8 = 4;
+const STATE_VERSION: u8 = 5;
 
 /// The wall clock, behind a seam tests can replace.
 pub trait Clock: Send + Sync + 'static {
@@ -112,6 +112,17 @@ pub enum Op {
         run_id: String,
         /// The reset.
         args: crate::engine::ResetArgs,
+    },
+    /// DeleteWorkflowExecution, retention and deferred deletion of run `run_id` (empty: the
+    /// current run): a closed run with nothing left to deliver is deleted at once (its state,
+    /// events, retention entry and, if it is current, the current pointer); otherwise the run
+    /// is marked (a running one terminated first) and deleted when its deliveries are done.
+    Delete {
+        /// Run id, or empty for the current run.
+        run_id: String,
+        /// Set by the retention sweep: the close time of the run's retention entry, which goes
+        /// even if the run is gone.
+        expired_at_ns: Option<i64>,
     },
     /// A request for an existing run (`run_id` empty: the current run).
     Run {
@@ -597,10 +608,10 @@ pub struct RunProgress {
     pub next_event_id: i64,
 }
 
-/// Decodes the [`RunProgress`] of [`encode_state`] output (versions 2 to 4 share the head).
+/// Decodes the [`RunProgress`] of [`encode_state`] output (versions 2 to 5 share the head).
 fn decode_progress(bytes: &[u8]) -> Option<RunProgress> {
     match bytes.split_first() {
-        Some((&STATE_VERSION | &2 | &3, rest)) => {
+        Some((&STATE_VERSION | &2 | &3 | &4, rest)) => {
             let head: StateHead<'_> = bincode::deserialize(rest).ok()?;
             Some(RunProgress {
                 running: head.status == crate::engine::RunStatus::Running,
@@ -611,16 +622,18 @@ fn decode_progress(bytes: &[u8]) -> Option<RunProgress> {
     }
 }
 
-/// Decodes [`encode_state`] output, and states of versions 2 and 3.
+/// Decodes [`encode_state`] output, and states of versions 2 to 4.
 pub(crate) fn decode_state(bytes: &[u8]) -> Option<MutableState> {
     // Each older version lacks fields at the end, which bincode reads from zero bytes:
     // version 2 `cron_schedule` and `reset_request_id` (empty strings: a zero u64 length
-    // each), `schedule` and `batch`; version 3 `schedule` and `batch` (None: a zero tag byte
-    // each).
+    // each), `schedule`, `batch` and `delete_requested`; version 3 `schedule` and `batch`
+    // (None: a zero tag byte each) and `delete_requested` (false: a zero byte); version 4
+    // `delete_requested`.
     let (rest, missing) = match bytes.split_first() {
         Some((&STATE_VERSION, rest)) => return bincode::deserialize(rest).ok(),
-        Some((&3, rest)) => (rest, 2),
-        Some((&2, rest)) => (rest, 18),
+        Some((&4, rest)) => (rest, 1),
+        Some((&3, rest)) => (rest, 3),
+        Some((&2, rest)) => (rest, 19),
         _ => return None,
     };
     let mut upgraded = Vec::with_capacity(rest.len() + missing);
@@ -658,14 +671,17 @@ mod tests {
     }
 
     #[test]
-    fn states_of_versions_2_and_3_decode_with_empty_new_fields() {
+    fn states_of_versions_2_to_4_decode_with_empty_new_fields() {
         let state = started_state();
         let current = encode_state(&state);
         assert_eq!(decode_state(&current), Some(state.clone()));
-        let mut version_3 = current[..current.len() - 2].to_vec();
+        let mut version_4 = current[..current.len() - 1].to_vec();
+        version_4[0] = 4;
+        assert_eq!(decode_state(&version_4), Some(state.clone()));
+        let mut version_3 = current[..current.len() - 3].to_vec();
         version_3[0] = 3;
         assert_eq!(decode_state(&version_3), Some(state.clone()));
-        let mut version_2 = current[..current.len() - 18].to_vec();
+        let mut version_2 = current[..current.len() - 19].to_vec();
         version_2[0] = 2;
         assert_eq!(decode_state(&version_2), Some(state));
     }
@@ -682,9 +698,12 @@ mod tests {
         };
         let encoded = encode_state(&state);
         assert_eq!(decode_progress(&encoded), Some(running));
-        let mut version_2 = encoded[..encoded.len() - 18].to_vec();
+        let mut version_2 = encoded[..encoded.len() - 19].to_vec();
         version_2[0] = 2;
         assert_eq!(decode_progress(&version_2), Some(running));
+        let mut version_4 = encoded[..encoded.len() - 1].to_vec();
+        version_4[0] = 4;
+        assert_eq!(decode_progress(&version_4), Some(running));
         state.status = crate::engine::RunStatus::Completed;
         assert_eq!(
             decode_progress(&encode_state(&state)),

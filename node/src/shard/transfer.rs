@@ -100,11 +100,35 @@ async fn attempt(shard: &Arc<Shard>, state: &MutableState, transfer: &Transfer) 
         Transfer::ScheduleWatch { seq } => super::scheduled::watch(shard, state, *seq).await,
         Transfer::ScheduleStop { seq } => super::scheduled::stop(shard, state, *seq).await,
         Transfer::BatchStep => super::batch::step(shard, state).await,
+        Transfer::DeleteRun => delete_run(shard, state).await,
     };
     match result {
         Ok(()) => Attempt::Done,
         Err(reason) => Attempt::Retry(reason),
     }
+}
+
+/// How long after its close a run marked for deletion is kept: callers waiting on it (a
+/// result long poll woken by the close) read the close before the run is gone.
+const DELETE_GRACE_NS: i64 = 2_000_000_000;
+
+/// Deletes the run, now that it is closed and nothing else is owed for it.
+async fn delete_run(shard: &Arc<Shard>, state: &MutableState) -> Result<(), String> {
+    let closed_ns = state.close_time_ns.unwrap_or(0);
+    let wait = closed_ns.saturating_add(DELETE_GRACE_NS) - shard.context.clock.now_ns();
+    if let Ok(wait) = u64::try_from(wait) {
+        tokio::time::sleep(Duration::from_nanos(wait)).await;
+    }
+    let op = Op::Delete {
+        run_id: state.run_id.clone(),
+        expired_at_ns: None,
+    };
+    classify(
+        shard
+            .submit(&state.namespace_id, &state.workflow_id, op)
+            .await,
+    )
+    .map(|_| ())
 }
 
 /// Reports `report` to the run `(namespace_id, workflow_id, run_id)`.

@@ -1,7 +1,7 @@
 //! The shard writer: leadership following, batching, deciding, proposing, and the effects that
 //! run only after commit (replies, task offers, deadlines).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Weak};
 
 use keel_raft::ShardGroup;
@@ -34,6 +34,16 @@ impl RunKey {
             workflow_id: state.workflow_id.clone(),
             run_id: state.run_id.clone(),
         }
+    }
+
+    /// The run's retention index key, for a close at `close_time_ns`.
+    fn retention_key(&self, close_time_ns: i64) -> Vec<u8> {
+        keys::retention(
+            &self.namespace_id,
+            close_time_ns,
+            &self.workflow_id,
+            &self.run_id,
+        )
     }
 }
 
@@ -84,7 +94,14 @@ struct Writer {
     states: HashMap<RunKey, Arc<MutableState>>,
     currents: HashMap<(String, String), String>,
     deadlines: BTreeSet<(i64, RunKey, Deadline)>,
+    /// Runs deleted by the batch being decided (their stored keys are still readable).
+    deleted: HashSet<RunKey>,
+    /// When the retention index is next looked at.
+    next_sweep_ns: i64,
 }
+
+/// How often each shard leader looks for runs past their namespace's retention.
+const SWEEP_INTERVAL_NS: i64 = 10_000_000_000;
 
 /// Most cached mutable states before the cache is cleared.
 const CACHE_LIMIT: usize = 50_000;
@@ -99,6 +116,8 @@ async fn run_writer(shard: Weak<Shard>, term: u64, mut jobs: mpsc::Receiver<Job>
         states: HashMap::new(),
         currents: HashMap::new(),
         deadlines: BTreeSet::new(),
+        deleted: HashSet::new(),
+        next_sweep_ns: 0,
     };
     let mut owner = writer.shard.context.owner.changes();
     let mut matching_node = owner.borrow_and_update().current_leader;
@@ -109,12 +128,17 @@ async fn run_writer(shard: Weak<Shard>, term: u64, mut jobs: mpsc::Receiver<Job>
             return;
         }
         loop {
-            let next_deadline = writer.deadlines.first().map(|(at, _, _)| *at);
+            let next_deadline = writer
+                .deadlines
+                .first()
+                .map_or(writer.next_sweep_ns, |(at, _, _)| {
+                    (*at).min(writer.next_sweep_ns)
+                });
             let mut batch = Vec::new();
-            let sleep = next_deadline.map(|at| {
+            let sleep = {
                 let now = writer.shard.context.clock.now_ns();
-                std::time::Duration::from_nanos(u64::try_from(at - now).unwrap_or(0))
-            });
+                std::time::Duration::from_nanos(u64::try_from(next_deadline - now).unwrap_or(0))
+            };
             tokio::select! {
                 job = jobs.recv() => match job {
                     Some(job) => batch.push(job),
@@ -129,12 +153,7 @@ async fn run_writer(shard: Weak<Shard>, term: u64, mut jobs: mpsc::Receiver<Job>
                     }
                     continue;
                 }
-                _ = async {
-                    match sleep {
-                        Some(d) => tokio::time::sleep(d).await,
-                        None => std::future::pending().await,
-                    }
-                } => {}
+                _ = tokio::time::sleep(sleep) => {}
             }
             while batch.len() < MAX_BATCH {
                 match jobs.try_recv() {
@@ -143,10 +162,12 @@ async fn run_writer(shard: Weak<Shard>, term: u64, mut jobs: mpsc::Receiver<Job>
                 }
             }
             batch.extend(writer.due_deadlines());
+            batch.extend(writer.expired_runs(MAX_BATCH.saturating_sub(batch.len())));
             if !writer.run_batch(batch).await {
                 writer.states.clear();
                 writer.currents.clear();
                 writer.deadlines.clear();
+                writer.deleted.clear();
                 if !writer.settle().await {
                     writer.retire();
                     return;
@@ -184,9 +205,18 @@ impl Writer {
         }
         let (start, end) = keys::state_range();
         let mut states = Vec::new();
+        let indexed = self
+            .group()
+            .read_local(&keys::retention_indexed())
+            .map_err(|e| self.shard.read_error(e))?
+            .is_some();
+        let mut unindexed = Vec::new();
         self.group()
             .scan_local(&start, &end, |_, value| {
                 if let Some(state) = super::decode_state(value) {
+                    if let (false, Some(close_time_ns)) = (indexed, state.close_time_ns) {
+                        unindexed.push(RunKey::of(&state).retention_key(close_time_ns));
+                    }
                     if state.is_running() || !engine::transfers(&state).is_empty() {
                         states.push(state);
                     }
@@ -194,6 +224,9 @@ impl Writer {
                 true
             })
             .map_err(|e| self.shard.read_error(e))?;
+        if !indexed {
+            self.index_closed_runs(unindexed).await;
+        }
         // Everything in this leader's log is applied by now, every write of earlier terms and
         // of earlier writers of this term: the states just read are committed through the
         // applied index.
@@ -213,6 +246,49 @@ impl Writer {
             "shard writer recovered"
         );
         Ok(())
+    }
+
+    /// Adds the retention entries of runs closed before the index existed (data of an older
+    /// Keel), a bounded write at a time, then the marker that they are in. A failure is
+    /// logged; the next leader of the shard tries again.
+    async fn index_closed_runs(&self, entries: Vec<Vec<u8>>) {
+        const PER_WRITE: usize = 10_000;
+        let count = entries.len();
+        let mut chunks = entries.chunks(PER_WRITE).peekable();
+        loop {
+            let mut writes = WriteSet::fenced(self.term);
+            writes.puts = chunks
+                .next()
+                .unwrap_or_default()
+                .iter()
+                .map(|key| (key.clone(), Vec::new()))
+                .collect();
+            let last = chunks.peek().is_none();
+            if last {
+                writes.puts.push((keys::retention_indexed(), Vec::new()));
+            }
+            match self.group().propose(writes.encode()).await {
+                Ok(committed) if committed.response.as_ref() == APPLIED => {}
+                outcome => {
+                    tracing::warn!(
+                        shard = self.shard.id,
+                        ?outcome,
+                        "retention index of earlier closed runs not written; the next leader retries"
+                    );
+                    return;
+                }
+            }
+            if last {
+                break;
+            }
+        }
+        if count > 0 {
+            tracing::info!(
+                shard = self.shard.id,
+                closed_runs = count,
+                "retention index built for earlier closed runs"
+            );
+        }
     }
 
     /// Waits until this leader's whole log is applied (after a failed proposal: so no decision
@@ -241,6 +317,44 @@ impl Writer {
                 reply: None,
             });
         }
+        jobs
+    }
+
+    /// Deletion jobs for up to `room` runs past their namespace's retention, when the sweep is
+    /// due. The sweep comes back at once while it finds a full batch, else after
+    /// [`SWEEP_INTERVAL_NS`].
+    fn expired_runs(&mut self, room: usize) -> Vec<Job> {
+        let now = self.shard.context.clock.now_ns();
+        if now < self.next_sweep_ns || room == 0 {
+            return Vec::new();
+        }
+        let mut jobs = Vec::new();
+        for namespace in self.shard.context.namespaces.list() {
+            let retention_ns = namespace.retention_ms.saturating_mul(1_000_000);
+            let (start, end) =
+                keys::retention_range(&namespace.id, now.saturating_sub(retention_ns));
+            let scanned = self.group().scan_local(&start, &end, |key, _| {
+                if let Some((close_time_ns, workflow_id, run_id)) = keys::parse_retention(key) {
+                    jobs.push(Job {
+                        namespace_id: namespace.id.clone(),
+                        workflow_id,
+                        op: Op::Delete {
+                            run_id,
+                            expired_at_ns: Some(close_time_ns),
+                        },
+                        reply: None,
+                    });
+                }
+                jobs.len() < room
+            });
+            if let Err(error) = scanned {
+                tracing::warn!(shard = self.shard.id, %error, "retention sweep could not read its index");
+            }
+            if jobs.len() >= room {
+                return jobs;
+            }
+        }
+        self.next_sweep_ns = now.saturating_add(SWEEP_INTERVAL_NS);
         jobs
     }
 
@@ -306,6 +420,7 @@ impl Writer {
                 let _ = reply.send(result);
             }
         }
+        self.deleted.clear();
         true
     }
 
@@ -395,6 +510,21 @@ impl Writer {
         }
     }
 
+    /// The run a job names: `run_id`, or the current run when it is empty.
+    fn resolve_run(&mut self, job: &Job, run_id: &str) -> Result<RunKey, ShardError> {
+        let run_id = if run_id.is_empty() {
+            self.current_run(&job.namespace_id, &job.workflow_id)?
+                .ok_or_else(|| super::run_not_found(&job.workflow_id, ""))?
+        } else {
+            run_id.to_string()
+        };
+        Ok(RunKey {
+            namespace_id: job.namespace_id.clone(),
+            workflow_id: job.workflow_id.clone(),
+            run_id,
+        })
+    }
+
     fn current_run(
         &mut self,
         namespace_id: &str,
@@ -412,6 +542,9 @@ impl Writer {
     }
 
     fn state(&mut self, run: &RunKey) -> Result<Option<Arc<MutableState>>, ShardError> {
+        if self.deleted.contains(run) {
+            return Ok(None);
+        }
         if let Some(state) = self.states.get(run) {
             return Ok(Some(state.clone()));
         }
@@ -455,6 +588,13 @@ impl Writer {
             encode_state(&state),
         ));
         let run = RunKey::of(&state);
+        if let Some(close_time_ns) = state.close_time_ns {
+            if events.iter().any(|e| e.event_id == state.close_event_id) {
+                writes
+                    .puts
+                    .push((run.retention_key(close_time_ns), Vec::new()));
+            }
+        }
         self.states.insert(run.clone(), Arc::new(state));
         touched.push(run);
         if let Some(successor) = successor {
@@ -480,17 +620,8 @@ impl Writer {
         let limits = self.shard.context.limits.clone();
         match &job.op {
             Op::Run { run_id, request } => {
-                let run_id = if run_id.is_empty() {
-                    self.current_run(&job.namespace_id, &job.workflow_id)?
-                        .ok_or_else(|| super::run_not_found(&job.workflow_id, ""))?
-                } else {
-                    run_id.clone()
-                };
-                let run = RunKey {
-                    namespace_id: job.namespace_id.clone(),
-                    workflow_id: job.workflow_id.clone(),
-                    run_id: run_id.clone(),
-                };
+                let run = self.resolve_run(job, run_id)?;
+                let run_id = run.run_id.clone();
                 let state = self
                     .state(&run)?
                     .ok_or_else(|| super::run_not_found(&job.workflow_id, &run_id))?;
@@ -514,6 +645,10 @@ impl Writer {
                 }
             }
             Op::Reset { run_id, args } => self.reset(job, run_id, args, now, writes, touched),
+            Op::Delete {
+                run_id,
+                expired_at_ns,
+            } => self.delete(job, run_id, *expired_at_ns, now, writes, touched),
             Op::Start {
                 args,
                 reuse_policy,
@@ -729,6 +864,81 @@ impl Writer {
             run_id: new_run,
             started: true,
             update: None,
+        })
+    }
+}
+
+impl Writer {
+    /// Deletes run `run_id` (empty: the current run) if it is closed and owes nothing, else
+    /// marks it for deletion (terminating it if it runs): see [`Op::Delete`].
+    fn delete(
+        &mut self,
+        job: &Job,
+        run_id: &str,
+        expired_at_ns: Option<i64>,
+        now: i64,
+        writes: &mut WriteSet,
+        touched: &mut Vec<RunKey>,
+    ) -> Result<OpResult, ShardError> {
+        let run = self.resolve_run(job, run_id)?;
+        let run_id = run.run_id.clone();
+        let Some(state) = self.state(&run)? else {
+            if let Some(close_time_ns) = expired_at_ns {
+                // A retention entry whose run is gone already.
+                writes.deletes.push(run.retention_key(close_time_ns));
+            }
+            return Err(super::run_not_found(&job.workflow_id, &run_id));
+        };
+        let outcome = engine::handle(&state, Request::Delete, now, &self.shard.context.limits)?;
+        if state.is_running() || !engine::deletable(&outcome.state) {
+            // Deleted by its DeleteRun delivery once closed (the termination written first, for
+            // whoever waits on the run) and done; the retention entry, if any, has served.
+            if let Some(close_time_ns) = state.close_time_ns {
+                writes.deletes.push(run.retention_key(close_time_ns));
+            }
+            let reply = self.record(outcome, writes, touched);
+            return Ok(OpResult::Reply { run_id, reply });
+        }
+        let state_key = keys::state(&run.namespace_id, &run.workflow_id, &run.run_id);
+        let events = keys::event_prefix(&run.namespace_id, &run.workflow_id, &run.run_id);
+        writes
+            .puts
+            .retain(|(key, _)| *key != state_key && !key.starts_with(&events));
+        writes.deletes.push(state_key);
+        for event_id in 1..state.next_event_id {
+            writes.deletes.push(keys::event(
+                &run.namespace_id,
+                &run.workflow_id,
+                &run.run_id,
+                event_id,
+            ));
+        }
+        if let Some(close_time_ns) = state.close_time_ns {
+            writes.deletes.push(run.retention_key(close_time_ns));
+        }
+        if self
+            .current_run(&run.namespace_id, &run.workflow_id)?
+            .as_deref()
+            == Some(&run_id)
+        {
+            let current = keys::current(&run.namespace_id, &run.workflow_id);
+            writes.puts.retain(|(key, _)| *key != current);
+            writes.deletes.push(current);
+            self.currents
+                .remove(&(run.namespace_id.clone(), run.workflow_id.clone()));
+        }
+        self.states.remove(&run);
+        self.deleted.insert(run);
+        tracing::debug!(
+            shard = self.shard.id,
+            workflow_id = %job.workflow_id,
+            %run_id,
+            retention = expired_at_ns.is_some(),
+            "run deleted"
+        );
+        Ok(OpResult::Reply {
+            run_id,
+            reply: Reply::Done,
         })
     }
 }
