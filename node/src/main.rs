@@ -9,6 +9,7 @@ mod admin;
 mod byte_runs;
 mod config_file;
 mod debug_kv;
+mod deployments;
 mod dev_cluster;
 mod engine;
 mod frontend;

@@ -26,16 +26,27 @@ pub struct QueueKey {
     pub name: String,
     /// Workflow or activity tasks.
     pub kind: TaskKind,
+    /// The worker deployment version whose pollers take these tasks (`deployment.build_id`),
+    /// or empty for unversioned workers: see [`crate::deployments`].
+    pub lane: String,
 }
 
 impl QueueKey {
-    /// The queue a run's task of namespace `namespace_id` is dispatched on.
-    pub fn of_task(namespace_id: &str, task: &TaskRef) -> QueueKey {
+    /// The queue a run's task of namespace `namespace_id` is dispatched on, in `lane`.
+    pub fn of_task(namespace_id: &str, task: &TaskRef, lane: String) -> QueueKey {
         QueueKey {
             namespace_id: namespace_id.to_string(),
             name: task.task_queue.clone(),
             kind: task.kind,
+            lane,
         }
+    }
+
+    /// True when `other` is this queue in any lane.
+    fn same_queue(&self, other: &QueueKey) -> bool {
+        self.namespace_id == other.namespace_id
+            && self.name == other.name
+            && self.kind == other.kind
     }
 }
 
@@ -48,6 +59,10 @@ pub struct RunTask {
     pub run_id: String,
     /// The task.
     pub task: TaskRef,
+    /// The worker deployment routing its lane was chosen under
+    /// ([`crate::deployments::Deployments::refresh`]); a queued task of another routing is
+    /// dropped when reached, since its shard leader offers it again under the new one.
+    pub routing: u64,
 }
 
 /// What a poller receives.
@@ -173,11 +188,15 @@ pub struct WaitingPolls {
     pub activity: usize,
 }
 
+/// The current worker deployment routing, as a hash (see [`RunTask::routing`]).
+pub type RoutingSource = Box<dyn Fn() -> u64 + Send + Sync>;
+
 /// The node's task queues.
 #[derive(Default)]
 pub struct Matching {
     queues: Mutex<HashMap<QueueKey, Queue>>,
     next_poller: std::sync::atomic::AtomicU64,
+    routing: std::sync::OnceLock<RoutingSource>,
 }
 
 impl Matching {
@@ -185,8 +204,25 @@ impl Matching {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Offers a task: a waiting poller gets it, otherwise it is queued (once).
+    /// Where the current routing comes from (set once, when the node's deployments exist).
+    pub fn set_routing_source(&self, source: RoutingSource) {
+        let _ = self.routing.set(source);
+    }
+
+    /// True for a run task offered under another routing than the current one.
+    fn stale(&self, task: &MatchTask) -> bool {
+        match (task, self.routing.get()) {
+            (MatchTask::Run(run), Some(current)) => run.routing != current(),
+            _ => false,
+        }
+    }
+
+    /// Offers a task: a waiting poller gets it, otherwise it is queued (once). A task offered
+    /// under another routing than the current one is dropped.
     pub fn offer(&self, key: QueueKey, task: MatchTask) {
+        if self.stale(&task) {
+            return;
+        }
         let mut queues = self.lock();
         let queue = queues.entry(key).or_default();
         if queue.queued.contains(&task) {
@@ -251,9 +287,11 @@ impl Matching {
             let mut queues = self.lock();
             let queue = queues.entry(key.clone()).or_default();
             queue.recent_pollers.insert(identity.to_string(), now_ns);
-            if let Some(task) = queue.tasks.pop_front() {
+            while let Some(task) = queue.tasks.pop_front() {
                 queue.queued.remove(&task);
-                return Some(Dispatch::Task(task));
+                if !self.stale(&task) {
+                    return Some(Dispatch::Task(task));
+                }
             }
             let (sender, receiver) = oneshot::channel();
             queue.pollers.push_back(WaitingPoll {
@@ -288,26 +326,30 @@ impl Matching {
         }
     }
 
-    /// Pollers seen on `key` (most recent poll per identity).
+    /// Pollers seen on `key`'s queue, in every lane (most recent poll per identity).
     pub fn pollers(&self, key: &QueueKey) -> Vec<PollerSeen> {
-        self.lock()
-            .get(key)
-            .map(|queue| {
-                queue
-                    .recent_pollers
-                    .iter()
-                    .map(|(identity, at)| PollerSeen {
-                        identity: identity.clone(),
-                        last_access_ns: *at,
-                    })
-                    .collect()
+        let mut seen: HashMap<String, i64> = HashMap::new();
+        for (_, queue) in self.lock().iter().filter(|(k, _)| k.same_queue(key)) {
+            for (identity, at) in &queue.recent_pollers {
+                let last = seen.entry(identity.clone()).or_insert(*at);
+                *last = (*last).max(*at);
+            }
+        }
+        seen.into_iter()
+            .map(|(identity, last_access_ns)| PollerSeen {
+                identity,
+                last_access_ns,
             })
-            .unwrap_or_default()
+            .collect()
     }
 
-    /// Tasks waiting on `key`.
+    /// Tasks waiting on `key`'s queue, in every lane.
     pub fn backlog(&self, key: &QueueKey) -> usize {
-        self.lock().get(key).map_or(0, |queue| queue.tasks.len())
+        self.lock()
+            .iter()
+            .filter(|(k, _)| k.same_queue(key))
+            .map(|(_, queue)| queue.tasks.len())
+            .sum()
     }
 
     /// Polls waiting for a task now (a poll whose caller went away is not counted).
@@ -346,6 +388,7 @@ mod tests {
             namespace_id: "ns".into(),
             name: "q".into(),
             kind: TaskKind::Workflow,
+            lane: String::new(),
         }
     }
 
@@ -359,6 +402,7 @@ mod tests {
                 scheduled_event_id: id,
                 attempt: 1,
             },
+            routing: 0,
         })
     }
 

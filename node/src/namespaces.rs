@@ -14,7 +14,7 @@ use crate::shard::keys;
 /// Longest a namespace write waits for the metadata leader to apply its own log.
 const OWN_LOG_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Version byte of stored namespace records.
+/// Version byte of stored metadata records (namespaces, search attributes, deployments).
 const VERSION: u8 = 1;
 
 /// One namespace.
@@ -79,7 +79,7 @@ impl Namespaces {
         let mut records = BTreeMap::new();
         self.group
             .scan_local(&start, &end, |_, value| {
-                if let Some(record) = decode(value) {
+                if let Some(record) = decode::<NamespaceRecord>(value) {
                     records.insert(record.name.clone(), record);
                 }
                 true
@@ -222,12 +222,7 @@ impl Namespaces {
             .group
             .read_local(&keys::search_attributes(namespace_id))
             .map_err(|e| NamespaceError::Unavailable(e.to_string()))?;
-        Ok(bytes
-            .and_then(|b| match b.split_first() {
-                Some((&VERSION, rest)) => bincode::deserialize(rest).ok(),
-                _ => None,
-            })
-            .unwrap_or_default())
+        Ok(bytes.and_then(|b| decode(&b)).unwrap_or_default())
     }
 
     /// Adds (`add`) or removes custom search attributes of a namespace.
@@ -261,14 +256,57 @@ impl Namespaces {
                 )));
             }
         }
-        let mut value = vec![VERSION];
-        value.extend(bincode::serialize(&current).unwrap_or_default());
         self.propose(
             term,
-            vec![(keys::search_attributes(&record.id), value)],
+            vec![(keys::search_attributes(&record.id), encode(&current))],
             Vec::new(),
         )
         .await
+    }
+
+    /// The metadata group's applied index on this node.
+    pub fn applied_index(&self) -> u64 {
+        self.group
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |log_id| log_id.index)
+    }
+
+    /// Scans the metadata group's applied records in `[start, end)`.
+    pub fn scan_metadata(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        mut each: impl FnMut(&[u8], &[u8]),
+    ) -> Result<(), NamespaceError> {
+        self.group
+            .scan_local(start, end, |key, value| {
+                each(key, value);
+                true
+            })
+            .map_err(|e| NamespaceError::Unavailable(e.to_string()))
+    }
+
+    /// Writes what `decide` makes of the metadata group's current records (it reads them
+    /// through the function it is given), serialized with every other metadata write and
+    /// fenced by the leader's term; answers what `decide` answered.
+    pub async fn write_metadata<T, E: From<NamespaceError>>(
+        &self,
+        decide: impl FnOnce(
+            &dyn Fn(&[u8]) -> Result<Option<Vec<u8>>, NamespaceError>,
+        ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, T), E>,
+    ) -> Result<T, E> {
+        let _serial = self.writes.lock().await;
+        let term = self.linearize().await?;
+        let read = |key: &[u8]| {
+            self.group
+                .read_local(key)
+                .map_err(|e| NamespaceError::Unavailable(e.to_string()))
+        };
+        let (puts, answer) = decide(&read)?;
+        self.propose(term, puts, Vec::new()).await?;
+        Ok(answer)
     }
 
     /// Deletes a namespace the way Temporal does: it is renamed `<name>-deleted-<id prefix>`
@@ -293,13 +331,15 @@ impl Namespaces {
     }
 }
 
-fn encode(record: &NamespaceRecord) -> Vec<u8> {
+/// A metadata record as stored: the format byte, then bincode.
+pub(crate) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     let mut out = vec![VERSION];
     out.extend(bincode::serialize(record).unwrap_or_default());
     out
 }
 
-fn decode(bytes: &[u8]) -> Option<NamespaceRecord> {
+/// A stored metadata record, if it is one of the current format.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     match bytes.split_first() {
         Some((&VERSION, rest)) => bincode::deserialize(rest).ok(),
         _ => None,

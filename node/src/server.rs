@@ -218,11 +218,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     metrics.watch_node(&registry, store.clone(), matching.clone())?;
     let peers = Arc::new(crate::shard::forwarding::PeerClients::default());
     let namespaces = Arc::new(Namespaces::load(metadata.clone(), peers.clone())?);
+    let deployments = Arc::new(crate::deployments::Deployments::load(namespaces.clone())?);
+    let routing = deployments.clone();
+    matching.set_routing_source(Box::new(move || routing.refresh()));
     let context = Arc::new(ShardContext {
         matching: matching.clone(),
         clock: clock.clone(),
         limits: config.limits.clone(),
         namespaces: namespaces.clone(),
+        deployments: deployments.clone(),
         shards: std::sync::OnceLock::new(),
         peers,
         owner: MatchingOwner::new(metadata.clone()),
@@ -276,6 +280,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     .max_encoding_message_size(MAX_CLIENT_MESSAGE);
     let frontend = Frontend {
         namespaces,
+        deployments,
         shards,
         matching,
         queries: Arc::new(Queries::default()),

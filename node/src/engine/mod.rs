@@ -26,7 +26,7 @@ pub use reset::{reset, ResetArgs};
 pub use start::{decide_start, new_run, StartArgs, StartDecision};
 pub use state::{MutableState, RunStatus};
 pub use update::{completed_by_workflow, status as update_status, UpdateStatus};
-pub use workflow_task::{CompleteWorkflowTask, StartedWorkflowTask};
+pub use workflow_task::{is_versioned, CompleteWorkflowTask, StartedWorkflowTask};
 
 use proto::{common, failure, HistoryEvent};
 use txn::Txn;

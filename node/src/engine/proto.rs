@@ -9,6 +9,7 @@ pub use temporalio_protos::temporal::api::history::v1 as history;
 pub use temporalio_protos::temporal::api::protocol::v1 as protocol;
 pub use temporalio_protos::temporal::api::taskqueue::v1 as taskqueue;
 pub use temporalio_protos::temporal::api::update::v1 as update;
+pub use temporalio_protos::temporal::api::workflow::v1 as workflow;
 
 pub use history::history_event::Attributes;
 pub use history::HistoryEvent;

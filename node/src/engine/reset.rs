@@ -192,6 +192,7 @@ pub(crate) fn rebuild(
         start_delay: started.first_workflow_task_backoff,
         priority: started.priority.clone(),
         user_metadata: first.user_metadata.clone(),
+        versioning_override: started.versioning_override.clone(),
         signal: None,
         continuation: Some(Continuation {
             previous_run_id: started.continued_execution_run_id.clone(),

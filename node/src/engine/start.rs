@@ -77,6 +77,9 @@ pub struct StartArgs {
     pub schedule: Option<Box<super::schedule::NewSchedule>>,
     /// Set when this starts the run of a batch job (StartBatchOperation).
     pub batch: Option<Box<super::batch::NewBatch>>,
+    /// Worker versioning override of the start.
+    #[serde(with = "crate::wire::opt")]
+    pub versioning_override: Option<proto::workflow::VersioningOverride>,
 }
 
 /// How a run continues the run before it.
@@ -299,6 +302,12 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
         schedule: None,
         batch: None,
         delete_requested: false,
+        versioning: args.versioning_override.clone().map(|o| {
+            Box::new(super::state::RunVersioning {
+                versioning_override: Some(o),
+                ..Default::default()
+            })
+        }),
     };
     let parent = args.parent.clone();
     let mut txn = Txn::new(state, now_ns, limits);
@@ -331,6 +340,7 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
             header: args.header,
             workflow_id: args.workflow_id,
             priority: args.priority,
+            versioning_override: args.versioning_override,
             parent_workflow_namespace: parent
                 .as_ref()
                 .map(|p| p.namespace.clone())

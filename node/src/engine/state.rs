@@ -391,6 +391,47 @@ pub struct MutableState {
     /// The run is to be deleted (DeleteWorkflowExecution, retention) once closed and its
     /// deliveries are done.
     pub delete_requested: bool,
+    /// Worker versioning: how the run's tasks are routed between deployment versions.
+    pub versioning: Option<Box<RunVersioning>>,
+}
+
+/// A run's worker versioning (Temporal's `WorkflowExecutionVersioningInfo`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunVersioning {
+    /// `VersioningBehavior` the last workflow task completion declared.
+    pub behavior: i32,
+    /// Deployment of the worker that completed it (empty: unversioned).
+    pub deployment_name: String,
+    /// Its build id.
+    pub build_id: String,
+    /// Override given at start (or by UpdateWorkflowExecutionOptions).
+    #[serde(with = "crate::wire::opt")]
+    pub versioning_override: Option<super::proto::workflow::VersioningOverride>,
+}
+
+impl RunVersioning {
+    /// The version the run is pinned to, if it is: by a pinned override, else by a PINNED
+    /// behavior of a versioned worker (an auto-upgrade override unpins).
+    pub fn pinned(&self) -> Option<(&str, &str)> {
+        use super::proto::enums::VersioningBehavior;
+        use super::proto::workflow::versioning_override::Override;
+        let pinned = VersioningBehavior::Pinned as i32;
+        #[allow(deprecated)]
+        match self.versioning_override.as_ref() {
+            Some(o) => match &o.r#override {
+                Some(Override::Pinned(p)) => p
+                    .version
+                    .as_ref()
+                    .map(|v| (v.deployment_name.as_str(), v.build_id.as_str())),
+                Some(Override::AutoUpgrade(true)) => None,
+                // The deprecated form: a behavior and a version string.
+                _ if o.behavior == pinned => o.pinned_version.split_once('.'),
+                _ => None,
+            },
+            None => (self.behavior == pinned && !self.build_id.is_empty())
+                .then_some((self.deployment_name.as_str(), self.build_id.as_str())),
+        }
+    }
 }
 
 impl MutableState {

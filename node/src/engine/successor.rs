@@ -87,6 +87,11 @@ fn inherited_args(txn: &Txn, run_id: &str) -> StartArgs {
         }),
         parent: state.parent.clone(),
         cron_schedule: state.cron_schedule.clone(),
+        // A versioning override stays with the workflow across its runs.
+        versioning_override: state
+            .versioning
+            .as_ref()
+            .and_then(|v| v.versioning_override.clone()),
         ..Default::default()
     }
 }

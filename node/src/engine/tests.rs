@@ -804,6 +804,80 @@ fn deleting_a_running_run_terminates_it_and_a_closed_one_waits_for_its_deliverie
     assert_eq!(again.state, outcome.state);
 }
 
+#[test]
+// The version stamp is deprecated, but Temporal still records it and SDK tests read it.
+#[allow(deprecated)]
+fn a_versioned_completion_records_the_version_and_behavior_an_unversioned_one_its_build_id() {
+    use temporalio_protos::temporal::api::deployment::v1::WorkerDeploymentOptions;
+    // Completes the first workflow task as a worker of build 1.0 of deployment "dep".
+    let complete = |mode: enums::WorkerVersioningMode, behavior: enums::VersioningBehavior| {
+        let (state, started) = take_workflow_task(&start(), 2 * SEC);
+        let outcome = step(
+            &state,
+            Request::CompleteWorkflowTask(Box::new(CompleteWorkflowTask {
+                scheduled_event_id: started.scheduled_event_id,
+                attempt: started.attempt,
+                identity: "worker".into(),
+                deployment_options: Some(WorkerDeploymentOptions {
+                    deployment_name: "dep".into(),
+                    build_id: "1.0".into(),
+                    worker_versioning_mode: mode as i32,
+                }),
+                versioning_behavior: behavior as i32,
+                ..Default::default()
+            })),
+            3 * SEC,
+        );
+        let Some(Attributes::WorkflowTaskCompletedEventAttributes(completed)) =
+            outcome.events[0].attributes.clone()
+        else {
+            panic!("a completed event, got {:?}", types(&outcome.events));
+        };
+        (outcome.state, completed)
+    };
+    let (state, completed) = complete(
+        enums::WorkerVersioningMode::Versioned,
+        enums::VersioningBehavior::Pinned,
+    );
+    assert_eq!(
+        completed.versioning_behavior,
+        enums::VersioningBehavior::Pinned as i32
+    );
+    assert_eq!(completed.worker_deployment_name, "dep");
+    assert_eq!(
+        completed
+            .deployment_version
+            .as_ref()
+            .map(|v| v.build_id.as_str()),
+        Some("1.0")
+    );
+    assert_eq!(
+        completed
+            .worker_version
+            .as_ref()
+            .map(|v| v.build_id.as_str()),
+        Some("1.0")
+    );
+    let versioning = state.versioning.clone().expect("versioning recorded");
+    assert_eq!(versioning.pinned(), Some(("dep", "1.0")));
+
+    // An unversioned worker with a build id: the stamp and the deployment name, no version.
+    let (state, completed) = complete(
+        enums::WorkerVersioningMode::Unversioned,
+        enums::VersioningBehavior::Unspecified,
+    );
+    assert_eq!(completed.versioning_behavior, 0);
+    assert!(completed.deployment_version.is_none());
+    assert_eq!(
+        completed
+            .worker_version
+            .as_ref()
+            .map(|v| v.build_id.as_str()),
+        Some("1.0")
+    );
+    assert!(state.versioning.is_none());
+}
+
 fn update_request(update_id: &str) -> Request {
     Request::Update {
         request: Box::new(proto::update::Request {

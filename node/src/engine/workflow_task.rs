@@ -58,6 +58,12 @@ pub struct CompleteWorkflowTask {
     /// Worker version stamp.
     #[serde(with = "crate::wire::opt")]
     pub worker_version: Option<common::WorkerVersionStamp>,
+    /// The worker's deployment options (worker versioning).
+    #[serde(with = "crate::wire::opt")]
+    pub deployment_options:
+        Option<temporalio_protos::temporal::api::deployment::v1::WorkerDeploymentOptions>,
+    /// `VersioningBehavior` the workflow declared (versioned workers only).
+    pub versioning_behavior: i32,
     /// Start the next workflow task right away and return it.
     pub return_new_workflow_task: bool,
     /// Schedule a new workflow task even without new events.
@@ -66,6 +72,85 @@ pub struct CompleteWorkflowTask {
     pub new_task_request_id: String,
     /// The worker's sticky queue and its schedule-to-start timeout, if it keeps the run cached.
     pub sticky: Option<(String, i64)>,
+}
+
+/// The WorkflowTaskCompleted event of `req`, with the worker's version as Temporal records it:
+/// the build id as a version stamp (also for a worker that gave only deployment options), the
+/// deployment name, and for a versioned worker its version and the workflow's behavior.
+// binary_checksum and worker_version are deprecated but still sent, and Temporal records them.
+#[allow(deprecated)]
+fn completed_attributes(
+    task: &WorkflowTaskInfo,
+    req: &CompleteWorkflowTask,
+) -> history::WorkflowTaskCompletedEventAttributes {
+    let deployment = req.deployment_options.as_ref();
+    let versioned = deployment.is_some_and(is_versioned);
+    let worker_version = req.worker_version.clone().or_else(|| {
+        deployment
+            .filter(|d| !d.build_id.is_empty())
+            .map(|d| common::WorkerVersionStamp {
+                build_id: d.build_id.clone(),
+                ..Default::default()
+            })
+    });
+    history::WorkflowTaskCompletedEventAttributes {
+        scheduled_event_id: task.scheduled_event_id,
+        started_event_id: started_id(task),
+        identity: req.identity.clone(),
+        binary_checksum: req.binary_checksum.clone(),
+        worker_version,
+        sdk_metadata: req.sdk_metadata.clone(),
+        metering_metadata: req.metering_metadata,
+        versioning_behavior: if versioned {
+            req.versioning_behavior
+        } else {
+            0
+        },
+        worker_deployment_name: deployment
+            .map(|d| d.deployment_name.clone())
+            .unwrap_or_default(),
+        deployment_version: deployment.filter(|_| versioned).map(|d| {
+            temporalio_protos::temporal::api::deployment::v1::WorkerDeploymentVersion {
+                build_id: d.build_id.clone(),
+                deployment_name: d.deployment_name.clone(),
+            }
+        }),
+        ..Default::default()
+    }
+}
+
+/// True for the deployment options of a worker that uses worker versioning.
+pub fn is_versioned(
+    options: &temporalio_protos::temporal::api::deployment::v1::WorkerDeploymentOptions,
+) -> bool {
+    options.worker_versioning_mode
+        == temporalio_protos::temporal::api::enums::v1::WorkerVersioningMode::Versioned as i32
+        && !options.deployment_name.is_empty()
+}
+
+/// The run's versioning after a completion: the version and behavior of a versioned worker;
+/// an unversioned worker's completion leaves only the override, if any.
+fn record_versioning(txn: &mut Txn, req: &CompleteWorkflowTask) {
+    let versioned = req.deployment_options.as_ref().filter(|d| is_versioned(d));
+    let versioning_override = txn
+        .state
+        .versioning
+        .as_ref()
+        .and_then(|v| v.versioning_override.clone());
+    txn.state.versioning = match versioned {
+        Some(d) => Some(Box::new(super::state::RunVersioning {
+            behavior: req.versioning_behavior,
+            deployment_name: d.deployment_name.clone(),
+            build_id: d.build_id.clone(),
+            versioning_override,
+        })),
+        None => versioning_override.map(|o| {
+            Box::new(super::state::RunVersioning {
+                versioning_override: Some(o),
+                ..Default::default()
+            })
+        }),
+    };
 }
 
 fn find_task(
@@ -206,7 +291,7 @@ fn is_close(command: &command::Command) -> bool {
 
 // Deprecated fields are still sent by SDKs and still recorded by Temporal.
 #[allow(deprecated)]
-pub(crate) fn complete(txn: &mut Txn, req: CompleteWorkflowTask) -> Result<Reply, EngineError> {
+pub(crate) fn complete(txn: &mut Txn, mut req: CompleteWorkflowTask) -> Result<Reply, EngineError> {
     let mut task = find_task(txn, req.scheduled_event_id, req.attempt)?;
     if task.started.is_none() {
         return Err(EngineError::NotFound("Workflow task not started.".into()));
@@ -214,7 +299,7 @@ pub(crate) fn complete(txn: &mut Txn, req: CompleteWorkflowTask) -> Result<Reply
     // A refused completion rolls back to here: a transient attempt then still leaves no events.
     let before = (txn.state.clone(), txn.events.len());
     let attempt = task.attempt;
-    let mut messages = update::Messages::new(req.messages);
+    let mut messages = update::Messages::new(std::mem::take(&mut req.messages));
     if task.speculative
         && req.commands.is_empty()
         && messages.only_rejections()
@@ -250,17 +335,9 @@ pub(crate) fn complete(txn: &mut Txn, req: CompleteWorkflowTask) -> Result<Reply
         return Ok(Reply::Done);
     }
     let completed_id = txn.append(Attributes::WorkflowTaskCompletedEventAttributes(
-        history::WorkflowTaskCompletedEventAttributes {
-            scheduled_event_id: task.scheduled_event_id,
-            started_event_id: started_id(&task),
-            identity: req.identity.clone(),
-            binary_checksum: req.binary_checksum.clone(),
-            worker_version: req.worker_version.clone(),
-            sdk_metadata: req.sdk_metadata.clone(),
-            metering_metadata: req.metering_metadata,
-            ..Default::default()
-        },
+        completed_attributes(&task, &req),
     ));
+    record_versioning(txn, &req);
     txn.state.workflow_task = None;
     txn.state.next_workflow_task_attempt = 1;
     txn.state.last_completed_started_event_id = started_id(&task);

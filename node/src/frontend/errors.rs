@@ -114,6 +114,18 @@ impl From<NamespaceError> for Status {
     }
 }
 
+impl From<crate::deployments::DeploymentError> for Status {
+    fn from(error: crate::deployments::DeploymentError) -> Status {
+        use crate::deployments::DeploymentError as E;
+        match error {
+            E::NotFound(message) => Status::not_found(message),
+            E::FailedPrecondition(message) => Status::failed_precondition(message),
+            E::InvalidArgument(message) => Status::invalid_argument(message),
+            E::Metadata(error) => error.into(),
+        }
+    }
+}
+
 /// ExecuteMultiOperation's error: operation `failed` of `count` failed with `error` (its
 /// details kept); the others are reported aborted, in a MultiOperationExecutionFailure.
 pub fn multi_operation_failure(failed: usize, count: usize, error: Status) -> Status {

@@ -3,6 +3,7 @@
 //! (poll responses, histories, descriptions).
 
 mod batches;
+mod deployments;
 mod errors;
 mod operator;
 mod queries;
@@ -34,6 +35,8 @@ pub const MAX_ID_LEN: usize = 1000;
 pub struct Frontend {
     /// Namespaces.
     pub namespaces: Arc<Namespaces>,
+    /// Worker Deployments.
+    pub deployments: Arc<crate::deployments::Deployments>,
     /// Shards 1..=N, at index shard-1.
     pub shards: Vec<Arc<Shard>>,
     /// Matching.

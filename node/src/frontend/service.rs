@@ -18,8 +18,8 @@ use super::views;
 use super::{check_id, Frontend};
 use crate::engine::proto::{self, common, enums};
 use crate::engine::{
-    ActivityReport, ActivityTarget, CompleteWorkflowTask, MutableState, Reply, Request as Engine,
-    Signal, StartArgs, StartedWorkflowTask, TaskKind,
+    is_versioned, ActivityReport, ActivityTarget, CompleteWorkflowTask, MutableState, Reply,
+    Request as Engine, Signal, StartArgs, StartedWorkflowTask, TaskKind,
 };
 use crate::list_query::{self, ListQuery};
 use crate::matching::{Dispatch, MatchTask, QueueKey, RunTask};
@@ -101,6 +101,39 @@ impl Frontend {
         }
     }
 
+    /// The matching lane a poller of `queue` polls: its version's for a versioned worker (which
+    /// registers the version with the queue), else the unversioned one.
+    async fn poller_lane(
+        &self,
+        namespace: &NamespaceRecord,
+        queue: &str,
+        kind: TaskKind,
+        options: Option<&temporalio_protos::temporal::api::deployment::v1::WorkerDeploymentOptions>,
+    ) -> Result<String, Status> {
+        let Some(options) = options.filter(|o| is_versioned(o)) else {
+            return Ok(String::new());
+        };
+        if options.build_id.is_empty() {
+            return Err(invalid(
+                "a versioned worker's deployment options need a build id",
+            ));
+        }
+        self.deployments
+            .register(
+                &namespace.id,
+                &options.deployment_name,
+                &options.build_id,
+                queue,
+                kind,
+                self.now(),
+            )
+            .await?;
+        Ok(crate::deployments::lane_of(
+            &options.deployment_name,
+            &options.build_id,
+        ))
+    }
+
     /// A namespace retention must be at least Temporal's minimum for local namespaces (1 hour,
     /// `system.namespaceMinRetentionLocal`).
     fn check_retention(&self, retention_ms: i64) -> Result<(), Status> {
@@ -171,6 +204,7 @@ impl Frontend {
             start_delay: fields.start_delay,
             priority: fields.priority,
             user_metadata: fields.user_metadata,
+            versioning_override: fields.versioning_override,
             signal: None,
             continuation: None,
             parent: None,
@@ -211,6 +245,7 @@ impl Frontend {
                 cron_schedule: r.cron_schedule,
                 last_completion_result: r.last_completion_result,
                 continued_failure: r.continued_failure,
+                versioning_override: r.versioning_override,
             },
         )?;
         Ok(Op::Start {
@@ -633,6 +668,7 @@ struct StartFields {
     cron_schedule: String,
     last_completion_result: Option<common::Payloads>,
     continued_failure: Option<proto::failure::Failure>,
+    versioning_override: Option<proto::workflow::VersioningOverride>,
 }
 
 #[tonic::async_trait]
@@ -647,13 +683,13 @@ impl WorkflowService for Frontend {
                 signal_and_query_header: true,
                 internal_error_differentiation: true,
                 activity_failure_include_heartbeat: true,
-                supports_schedules: false,
+                supports_schedules: true,
                 encoded_failure_attributes: true,
                 build_id_based_versioning: false,
                 upsert_memo: true,
                 eager_workflow_start: false,
                 sdk_metadata: true,
-                count_group_by_execution_status: false,
+                count_group_by_execution_status: true,
                 nexus: false,
                 ..Default::default()
             }),
@@ -843,6 +879,7 @@ impl WorkflowService for Frontend {
                 cron_schedule: r.cron_schedule,
                 last_completion_result: None,
                 continued_failure: None,
+                versioning_override: r.versioning_override,
             },
         )?;
         args.signal = Some(signal.clone());
@@ -886,10 +923,22 @@ impl WorkflowService for Frontend {
         let task_queue = r.task_queue.unwrap_or_default();
         let sticky = task_queue.kind == enums::TaskQueueKind::Sticky as i32;
         check_id("TaskQueue", &task_queue.name, true)?;
+        let lane = if sticky {
+            String::new()
+        } else {
+            self.poller_lane(
+                &namespace,
+                &task_queue.name,
+                TaskKind::Workflow,
+                r.deployment_options.as_ref(),
+            )
+            .await?
+        };
         let key = QueueKey {
             namespace_id: namespace.id.clone(),
             name: task_queue.name,
             kind: TaskKind::Workflow,
+            lane,
         };
         let deadline = self.poll_deadline();
         loop {
@@ -913,6 +962,7 @@ impl WorkflowService for Frontend {
                     workflow_id,
                     run_id,
                     task,
+                    ..
                 })) => {
                     let request = Engine::RecordWorkflowTaskStarted {
                         scheduled_event_id: task.scheduled_event_id,
@@ -963,6 +1013,12 @@ impl WorkflowService for Frontend {
             .namespaces
             .by_id(&namespace_id)
             .ok_or_else(|| super::namespace_not_found(&r.namespace))?;
+        if r.versioning_behavior != 0 && !r.deployment_options.as_ref().is_some_and(is_versioned) {
+            return Err(invalid(
+                "versioning behavior cannot be specified without deployment options being set \
+                 with versioned mode",
+            ));
+        }
         for command in &r.commands {
             use crate::engine::proto::command::command::Attributes as C;
             let payloads = match &command.attributes {
@@ -982,6 +1038,8 @@ impl WorkflowService for Frontend {
             sdk_metadata: r.sdk_metadata,
             metering_metadata: r.metering_metadata,
             worker_version: r.worker_version_stamp,
+            deployment_options: r.deployment_options,
+            versioning_behavior: r.versioning_behavior,
             return_new_workflow_task: r.return_new_workflow_task,
             force_create_new_workflow_task: r.force_create_new_workflow_task,
             new_task_request_id: new_id(),
@@ -1076,10 +1134,19 @@ impl WorkflowService for Frontend {
         let namespace = self.namespace(&r.namespace).await?;
         let queue = r.task_queue.map(|q| q.name).unwrap_or_default();
         check_id("TaskQueue", &queue, true)?;
+        let lane = self
+            .poller_lane(
+                &namespace,
+                &queue,
+                TaskKind::Activity,
+                r.deployment_options.as_ref(),
+            )
+            .await?;
         let key = QueueKey {
             namespace_id: namespace.id.clone(),
             name: queue,
             kind: TaskKind::Activity,
+            lane,
         };
         let deadline = self.poll_deadline();
         loop {
@@ -1096,6 +1163,7 @@ impl WorkflowService for Frontend {
                     workflow_id,
                     run_id,
                     task,
+                    ..
                 }))) => {
                     let request = Engine::RecordActivityTaskStarted {
                         scheduled_event_id: task.scheduled_event_id,
@@ -1431,11 +1499,20 @@ impl WorkflowService for Frontend {
         let (id, answer) =
             self.queries
                 .register(state.workflow_id.clone(), state.run_id.clone(), query);
+        self.deployments.refresh();
+        let (lane, _) = self.deployments.lane(
+            &namespace.id,
+            &state.task_queue,
+            TaskKind::Workflow,
+            state.versioning.as_deref(),
+            &state.workflow_id,
+        );
         self.matching.offer(
             QueueKey {
                 namespace_id: namespace.id.clone(),
                 name: state.task_queue.clone(),
                 kind: TaskKind::Workflow,
+                lane,
             },
             MatchTask::Query(id),
         );
@@ -1509,6 +1586,79 @@ impl WorkflowService for Frontend {
     ) -> Rpc<ws::StartBatchOperationResponse> {
         Ok(Response::new(
             self.start_batch_operation_rpc(request.into_inner()).await?,
+        ))
+    }
+
+    async fn describe_worker_deployment(
+        &self,
+        request: Request<ws::DescribeWorkerDeploymentRequest>,
+    ) -> Rpc<ws::DescribeWorkerDeploymentResponse> {
+        if let Some(mut node) = self.matching_node(&request)? {
+            return node
+                .describe_worker_deployment(forwarded(request.into_inner()))
+                .await;
+        }
+        Ok(Response::new(
+            self.describe_worker_deployment_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn list_worker_deployments(
+        &self,
+        request: Request<ws::ListWorkerDeploymentsRequest>,
+    ) -> Rpc<ws::ListWorkerDeploymentsResponse> {
+        if let Some(mut node) = self.matching_node(&request)? {
+            return node
+                .list_worker_deployments(forwarded(request.into_inner()))
+                .await;
+        }
+        Ok(Response::new(
+            self.list_worker_deployments_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn describe_worker_deployment_version(
+        &self,
+        request: Request<ws::DescribeWorkerDeploymentVersionRequest>,
+    ) -> Rpc<ws::DescribeWorkerDeploymentVersionResponse> {
+        if let Some(mut node) = self.matching_node(&request)? {
+            return node
+                .describe_worker_deployment_version(forwarded(request.into_inner()))
+                .await;
+        }
+        Ok(Response::new(
+            self.describe_worker_deployment_version_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn set_worker_deployment_current_version(
+        &self,
+        request: Request<ws::SetWorkerDeploymentCurrentVersionRequest>,
+    ) -> Rpc<ws::SetWorkerDeploymentCurrentVersionResponse> {
+        if let Some(mut node) = self.matching_node(&request)? {
+            return node
+                .set_worker_deployment_current_version(forwarded(request.into_inner()))
+                .await;
+        }
+        Ok(Response::new(
+            self.set_current_version_rpc(request.into_inner()).await?,
+        ))
+    }
+
+    async fn set_worker_deployment_ramping_version(
+        &self,
+        request: Request<ws::SetWorkerDeploymentRampingVersionRequest>,
+    ) -> Rpc<ws::SetWorkerDeploymentRampingVersionResponse> {
+        if let Some(mut node) = self.matching_node(&request)? {
+            return node
+                .set_worker_deployment_ramping_version(forwarded(request.into_inner()))
+                .await;
+        }
+        Ok(Response::new(
+            self.set_ramping_version_rpc(request.into_inner()).await?,
         ))
     }
 
@@ -1819,6 +1969,7 @@ impl WorkflowService for Frontend {
             namespace_id: namespace.id,
             name,
             kind,
+            lane: String::new(),
         };
         let pollers = self
             .matching

@@ -51,6 +51,35 @@ pub fn execution_info(state: &MutableState) -> workflow::WorkflowExecutionInfo {
                 run_id: state.run_id.clone(),
             },
         }),
+        versioning_info: state.versioning.as_deref().map(versioning_info),
+        worker_deployment_name: state
+            .versioning
+            .as_ref()
+            .map(|v| v.deployment_name.clone())
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// The run's worker versioning, as Temporal describes it.
+#[allow(deprecated)]
+fn versioning_info(
+    versioning: &crate::engine::state::RunVersioning,
+) -> workflow::WorkflowExecutionVersioningInfo {
+    let version = (!versioning.build_id.is_empty()).then(|| {
+        temporalio_protos::temporal::api::deployment::v1::WorkerDeploymentVersion {
+            build_id: versioning.build_id.clone(),
+            deployment_name: versioning.deployment_name.clone(),
+        }
+    });
+    workflow::WorkflowExecutionVersioningInfo {
+        behavior: versioning.behavior,
+        version: version
+            .as_ref()
+            .map(|v| crate::deployments::lane_of(&v.deployment_name, &v.build_id))
+            .unwrap_or_default(),
+        deployment_version: version,
+        versioning_override: versioning.versioning_override.clone(),
         ..Default::default()
     }
 }

@@ -11,6 +11,8 @@ const EVENT: u8 = b'e';
 const RETENTION: u8 = b'r';
 /// Present once a shard's retention index covers the runs closed before it existed: `R`.
 const RETENTION_INDEXED: u8 = b'R';
+/// Worker Deployment record in the metadata group: `d | ns | name`.
+const DEPLOYMENT: u8 = b'd';
 /// Namespace record in the metadata group: `n | name`.
 const NAMESPACE: u8 = b'n';
 /// Custom search attributes of a namespace in the metadata group: `s | namespace id`.
@@ -137,6 +139,28 @@ pub fn event_range(
     )
 }
 
+/// Key of a Worker Deployment record (metadata group).
+pub fn deployment(namespace_id: &str, name: &str) -> Vec<u8> {
+    key(DEPLOYMENT, &[namespace_id, name])
+}
+
+/// Range of every Worker Deployment record.
+pub fn deployment_range() -> (Vec<u8>, Vec<u8>) {
+    (vec![DEPLOYMENT], vec![DEPLOYMENT + 1])
+}
+
+/// The namespace id and name of a Worker Deployment key.
+pub fn parse_deployment(key: &[u8]) -> Option<(String, String)> {
+    let (&tag, rest) = key.split_first()?;
+    if tag != DEPLOYMENT {
+        return None;
+    }
+    let (namespace_id, rest) = take_part(rest)?;
+    let (name, rest) = take_part(rest)?;
+    rest.is_empty()
+        .then(|| (namespace_id.to_string(), name.to_string()))
+}
+
 /// Key of a namespace record (metadata group).
 pub fn namespace(name: &str) -> Vec<u8> {
     key(NAMESPACE, &[name])
@@ -204,6 +228,11 @@ mod tests {
         );
         assert_eq!(parse_retention(&late[..late.len() - 1]), None);
         assert_eq!(parse_retention(&state("ns", "wf", "run")), None);
+        assert_eq!(
+            parse_deployment(&deployment("ns", "dep")),
+            Some(("ns".to_string(), "dep".to_string()))
+        );
+        assert_eq!(parse_deployment(&state("ns", "wf", "run")), None);
     }
 
     #[test]

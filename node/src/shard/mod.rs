@@ -171,6 +171,8 @@ pub struct ShardContext {
     pub limits: Limits,
     /// Namespaces (deliveries between runs resolve names).
     pub namespaces: Arc<crate::namespaces::Namespaces>,
+    /// Worker Deployments (task routing between versions).
+    pub deployments: Arc<crate::deployments::Deployments>,
     /// Every shard of this node, at index shard-1 (set once they exist).
     pub shards: OnceLock<Vec<Weak<Shard>>>,
     /// Clients of the other nodes (forwarding to shard leaders).
@@ -342,6 +344,50 @@ impl Shard {
         Local::Answered(answer.await.unwrap_or_else(|_| {
             Err(self.unavailable("its leader changed; the outcome is unknown"))
         }))
+    }
+
+    /// Where a dispatchable task of the run in `state` goes: its queue and the lane of the
+    /// version that should run it ([`crate::deployments`]), and the routing hash of that
+    /// choice. A workflow task meant for the sticky
+    /// queue of a worker of another version than the one its lane names goes to the normal
+    /// queue instead (an auto-upgrade workflow moving to a new current version).
+    pub(crate) fn route(
+        &self,
+        state: &MutableState,
+        mut task: crate::engine::TaskRef,
+    ) -> (crate::matching::QueueKey, crate::engine::TaskRef, u64) {
+        let deployments = &self.context.deployments;
+        deployments.refresh();
+        let versioning = state.versioning.as_deref();
+        let sticky = task.kind == crate::engine::TaskKind::Workflow
+            && !state.sticky_queue.is_empty()
+            && task.task_queue == state.sticky_queue;
+        let queue = if sticky {
+            &state.task_queue
+        } else {
+            &task.task_queue
+        };
+        let (lane, routing) = deployments.lane(
+            &state.namespace_id,
+            queue,
+            task.kind,
+            versioning,
+            &state.workflow_id,
+        );
+        if sticky {
+            let ran_on = versioning
+                .filter(|v| !v.build_id.is_empty())
+                .map(|v| crate::deployments::lane_of(&v.deployment_name, &v.build_id))
+                .unwrap_or_default();
+            if lane == ran_on {
+                let key =
+                    crate::matching::QueueKey::of_task(&state.namespace_id, &task, String::new());
+                return (key, task, routing);
+            }
+            task.task_queue = state.task_queue.clone();
+        }
+        let key = crate::matching::QueueKey::of_task(&state.namespace_id, &task, lane);
+        (key, task, routing)
     }
 
     /// Makes node `to` the leader of this shard, which this node leads: ops wait until the ops
@@ -626,14 +672,14 @@ fn decode_progress(bytes: &[u8]) -> Option<RunProgress> {
 pub(crate) fn decode_state(bytes: &[u8]) -> Option<MutableState> {
     // Each older version lacks fields at the end, which bincode reads from zero bytes:
     // version 2 `cron_schedule` and `reset_request_id` (empty strings: a zero u64 length
-    // each), `schedule`, `batch` and `delete_requested`; version 3 `schedule` and `batch`
-    // (None: a zero tag byte each) and `delete_requested` (false: a zero byte); version 4
-    // `delete_requested`.
+    // each), `schedule`, `batch`, `delete_requested` and `versioning`; version 3 `schedule`
+    // and `batch` (None: a zero tag byte each), `delete_requested` (false: a zero byte) and
+    // `versioning`; version 4 `delete_requested` and `versioning`.
     let (rest, missing) = match bytes.split_first() {
         Some((&STATE_VERSION, rest)) => return bincode::deserialize(rest).ok(),
-        Some((&4, rest)) => (rest, 1),
-        Some((&3, rest)) => (rest, 3),
-        Some((&2, rest)) => (rest, 19),
+        Some((&4, rest)) => (rest, 2),
+        Some((&3, rest)) => (rest, 4),
+        Some((&2, rest)) => (rest, 20),
         _ => return None,
     };
     let mut upgraded = Vec::with_capacity(rest.len() + missing);
@@ -675,13 +721,13 @@ mod tests {
         let state = started_state();
         let current = encode_state(&state);
         assert_eq!(decode_state(&current), Some(state.clone()));
-        let mut version_4 = current[..current.len() - 1].to_vec();
+        let mut version_4 = current[..current.len() - 2].to_vec();
         version_4[0] = 4;
         assert_eq!(decode_state(&version_4), Some(state.clone()));
-        let mut version_3 = current[..current.len() - 3].to_vec();
+        let mut version_3 = current[..current.len() - 4].to_vec();
         version_3[0] = 3;
         assert_eq!(decode_state(&version_3), Some(state.clone()));
-        let mut version_2 = current[..current.len() - 19].to_vec();
+        let mut version_2 = current[..current.len() - 20].to_vec();
         version_2[0] = 2;
         assert_eq!(decode_state(&version_2), Some(state));
     }
@@ -698,10 +744,10 @@ mod tests {
         };
         let encoded = encode_state(&state);
         assert_eq!(decode_progress(&encoded), Some(running));
-        let mut version_2 = encoded[..encoded.len() - 19].to_vec();
+        let mut version_2 = encoded[..encoded.len() - 20].to_vec();
         version_2[0] = 2;
         assert_eq!(decode_progress(&version_2), Some(running));
-        let mut version_4 = encoded[..encoded.len() - 1].to_vec();
+        let mut version_4 = encoded[..encoded.len() - 2].to_vec();
         version_4[0] = 4;
         assert_eq!(decode_progress(&version_4), Some(running));
         state.status = crate::engine::RunStatus::Completed;

@@ -121,6 +121,7 @@ async fn run_writer(shard: Weak<Shard>, term: u64, mut jobs: mpsc::Receiver<Job>
     };
     let mut owner = writer.shard.context.owner.changes();
     let mut matching_node = owner.borrow_and_update().current_leader;
+    let mut routing = writer.shard.context.deployments.refresh();
     'recover: loop {
         if let Err(error) = writer.recover().await {
             tracing::warn!(shard = writer.shard.id, term, %error, "shard writer stopped");
@@ -149,6 +150,12 @@ async fn run_writer(shard: Weak<Shard>, term: u64, mut jobs: mpsc::Receiver<Job>
                     if changed.is_ok() && now_matching.is_some() && now_matching != matching_node {
                         // A new matching node knows no tasks: offer every open run's again.
                         matching_node = now_matching;
+                        continue 'recover;
+                    }
+                    let now_routing = writer.shard.context.deployments.refresh();
+                    if now_routing != routing {
+                        // Worker versioning moved tasks to other lanes: offer them again.
+                        routing = now_routing;
                         continue 'recover;
                     }
                     continue;
@@ -447,7 +454,7 @@ impl Writer {
                 continue;
             };
             for task in dispatchable(&current, now) {
-                let key = QueueKey::of_task(&run.namespace_id, &task);
+                let (key, task, _) = self.shard.route(&current, task);
                 let Some(poll) = matching.claim(&key) else {
                     continue;
                 };
@@ -492,13 +499,14 @@ impl Writer {
         let now = self.shard.context.clock.now_ns();
         let run = RunKey::of(state);
         for task in dispatchable(state, now) {
-            let key = QueueKey::of_task(&state.namespace_id, &task);
+            let (key, task, routing) = self.shard.route(state, task);
             offers.push((
                 key,
                 RunTask {
                     workflow_id: state.workflow_id.clone(),
                     run_id: state.run_id.clone(),
                     task,
+                    routing,
                 },
             ));
         }

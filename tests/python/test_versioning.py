@@ -1,0 +1,298 @@
+"""Worker versioning with Worker Deployments: versioned workers register their version when they
+poll; tasks go to the deployment's current (or ramping) version; PINNED workflows stay on their
+version, AUTO_UPGRADE ones move to the new current version; overrides at start."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from helpers import new_id, new_worker, wait_for
+from temporalio import workflow
+from temporalio.api.enums.v1 import VersioningBehavior as VersioningBehaviorProto
+from temporalio.api.enums.v1 import WorkerDeploymentVersionStatus
+from temporalio.api.workflowservice.v1 import (
+    DescribeWorkerDeploymentRequest,
+    DescribeWorkerDeploymentResponse,
+    DescribeWorkerDeploymentVersionRequest,
+    ListWorkerDeploymentsRequest,
+    SetWorkerDeploymentCurrentVersionRequest,
+    SetWorkerDeploymentRampingVersionRequest,
+)
+from temporalio.client import Client
+from temporalio.common import PinnedVersioningOverride, VersioningBehavior, WorkerDeploymentVersion
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import WorkerDeploymentConfig
+
+
+class Waiting:
+    """State shared by the Versioned workflows: they wait for `do_finish`."""
+
+    def __init__(self) -> None:
+        self.finish = False
+
+    async def wait(self) -> None:
+        await workflow.wait_condition(lambda: self.finish)
+
+
+@workflow.defn(name="Versioned", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+class V1Auto(Waiting):
+    @workflow.run
+    async def run(self) -> str:
+        await self.wait()
+        return "v1"
+
+    @workflow.signal
+    def do_finish(self) -> None:
+        self.finish = True
+
+    @workflow.query
+    def state(self) -> str:
+        return "v1"
+
+
+@workflow.defn(name="Versioned", versioning_behavior=VersioningBehavior.PINNED)
+class V2Pinned(Waiting):
+    @workflow.run
+    async def run(self) -> str:
+        await self.wait()
+        return "v2"
+
+    @workflow.signal
+    def do_finish(self) -> None:
+        self.finish = True
+
+    @workflow.query
+    def state(self) -> str:
+        return "v2"
+
+
+@workflow.defn(name="Versioned", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+class V3Auto(Waiting):
+    @workflow.run
+    async def run(self) -> str:
+        await self.wait()
+        return "v3"
+
+    @workflow.signal
+    def do_finish(self) -> None:
+        self.finish = True
+
+    @workflow.query
+    def state(self) -> str:
+        return "v3"
+
+
+@workflow.defn(name="Plain")
+class Plain:
+    @workflow.run
+    async def run(self) -> str:
+        return "plain"
+
+
+def versioned(version: WorkerDeploymentVersion, **kwargs: Any) -> WorkerDeploymentConfig:
+    return WorkerDeploymentConfig(version=version, use_worker_versioning=True, **kwargs)
+
+
+async def describe(client: Client, name: str) -> DescribeWorkerDeploymentResponse:
+    return await client.workflow_service.describe_worker_deployment(
+        DescribeWorkerDeploymentRequest(namespace=client.namespace, deployment_name=name)
+    )
+
+
+async def visible(client: Client, version: WorkerDeploymentVersion) -> DescribeWorkerDeploymentResponse:
+    """Waits until the version's pollers have registered it."""
+
+    async def check() -> DescribeWorkerDeploymentResponse | None:
+        try:
+            described = await describe(client, version.deployment_name)
+        except RPCError:
+            return None
+        versions = [s.deployment_version.build_id for s in described.worker_deployment_info.version_summaries]
+        return described if version.build_id in versions else None
+
+    return await wait_for(check, timeout=20, what=f"version {version.build_id} to be registered")
+
+
+async def set_current(client: Client, version: WorkerDeploymentVersion) -> bytes:
+    token = (await visible(client, version)).conflict_token
+    response = await client.workflow_service.set_worker_deployment_current_version(
+        SetWorkerDeploymentCurrentVersionRequest(
+            namespace=client.namespace,
+            deployment_name=version.deployment_name,
+            build_id=version.build_id,
+            conflict_token=token,
+        )
+    )
+    return response.conflict_token
+
+
+async def completed_behaviors(handle: Any) -> list[int]:
+    history = await handle.fetch_history()
+    return [
+        e.workflow_task_completed_event_attributes.versioning_behavior
+        for e in history.events
+        if e.HasField("workflow_task_completed_event_attributes")
+    ]
+
+
+async def test_current_version_routes_new_and_auto_upgrade_workflows_and_pinned_ones_stay(
+    client: Client, task_queue: str
+) -> None:
+    name = new_id("deployment")
+    v1, v2, v3 = (WorkerDeploymentVersion(deployment_name=name, build_id=b) for b in ("1.0", "2.0", "3.0"))
+    async with (
+        new_worker(client, task_queue, [V1Auto], deployment_config=versioned(v1)),
+        new_worker(client, task_queue, [V2Pinned], deployment_config=versioned(v2)),
+        new_worker(client, task_queue, [V3Auto], deployment_config=versioned(v3)),
+    ):
+        await set_current(client, v1)
+        wf1 = await client.start_workflow("Versioned", id=new_id(), task_queue=task_queue)
+        assert await wf1.query("state") == "v1"
+
+        await set_current(client, v2)
+        wf2 = await client.start_workflow("Versioned", id=new_id(), task_queue=task_queue)
+        assert await wf2.query("state") == "v2"
+
+        await set_current(client, v3)
+        wf3 = await client.start_workflow("Versioned", id=new_id(), task_queue=task_queue)
+        assert await wf3.query("state") == "v3"
+
+        for handle in (wf1, wf2, wf3):
+            await handle.signal("do_finish")
+        # wf1 (auto-upgrade) moved to the current version 3.0; wf2 is pinned to 2.0.
+        assert await wf1.result() == "v3"
+        assert await wf2.result() == "v2"
+        assert await wf3.result() == "v3"
+
+    assert VersioningBehaviorProto.VERSIONING_BEHAVIOR_PINNED in await completed_behaviors(wf2)
+    info = (await wf2.describe()).raw_description.workflow_execution_info.versioning_info
+    assert info.behavior == VersioningBehaviorProto.VERSIONING_BEHAVIOR_PINNED
+    assert info.deployment_version.build_id == "2.0"
+    assert info.deployment_version.deployment_name == name
+
+    described = await describe(client, name)
+    routing = described.worker_deployment_info.routing_config
+    assert routing.current_deployment_version.build_id == "3.0"
+    statuses = {
+        s.deployment_version.build_id: s.status for s in described.worker_deployment_info.version_summaries
+    }
+    assert statuses["3.0"] == WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_CURRENT
+    version = await client.workflow_service.describe_worker_deployment_version(
+        DescribeWorkerDeploymentVersionRequest(namespace=client.namespace, version=f"{name}.3.0")
+    )
+    assert task_queue in [q.name for q in version.version_task_queues]
+    listed = await client.workflow_service.list_worker_deployments(
+        ListWorkerDeploymentsRequest(namespace=client.namespace)
+    )
+    assert name in [d.name for d in listed.worker_deployments]
+
+
+async def test_versioned_workers_get_no_tasks_until_a_version_is_current(client: Client, task_queue: str) -> None:
+    v1 = WorkerDeploymentVersion(deployment_name=new_id("deployment"), build_id="1.0")
+    async with new_worker(client, task_queue, [V1Auto], deployment_config=versioned(v1)):
+        handle = await client.start_workflow("Versioned", id=new_id(), task_queue=task_queue)
+        before = await visible(client, v1)
+        assert before.worker_deployment_info.routing_config.current_version == "__unversioned__"
+        # Its pollers poll, but nothing routes tasks to version 1.0 yet.
+        history = await handle.fetch_history()
+        assert len(history.events) == 2, history
+        await set_current(client, v1)
+        await handle.signal("do_finish")
+        assert await handle.result() == "v1"
+
+
+async def test_ramping_sends_a_share_of_new_workflows_to_the_ramping_version(
+    client: Client, task_queue: str
+) -> None:
+    name = new_id("deployment")
+    v1 = WorkerDeploymentVersion(deployment_name=name, build_id="1.0")
+    v2 = WorkerDeploymentVersion(deployment_name=name, build_id="2.0")
+    async with (
+        new_worker(client, task_queue, [V1Auto], deployment_config=versioned(v1)),
+        new_worker(client, task_queue, [V2Pinned], deployment_config=versioned(v2)),
+    ):
+        await visible(client, v2)
+        token = await set_current(client, v1)
+
+        async def ramp(percentage: float) -> None:
+            nonlocal token
+            response = await client.workflow_service.set_worker_deployment_ramping_version(
+                SetWorkerDeploymentRampingVersionRequest(
+                    namespace=client.namespace,
+                    deployment_name=name,
+                    build_id="2.0",
+                    percentage=percentage,
+                    conflict_token=token,
+                )
+            )
+            token = response.conflict_token
+
+        async def run_one() -> str:
+            handle = await client.start_workflow("Versioned", id=new_id(), task_queue=task_queue)
+            await handle.signal("do_finish")
+            return await handle.result()
+
+        await ramp(100)
+        assert [await run_one() for _ in range(3)] == ["v2"] * 3
+        await ramp(0)
+        assert [await run_one() for _ in range(3)] == ["v1"] * 3
+        await ramp(50)
+        seen = {await run_one() for _ in range(20)}
+        assert seen == {"v1", "v2"}
+        routing = (await describe(client, name)).worker_deployment_info.routing_config
+        assert routing.ramping_deployment_version.build_id == "2.0"
+        assert routing.ramping_version_percentage == 50
+
+
+async def test_a_pinned_override_at_start_is_recorded(client: Client, task_queue: str) -> None:
+    v1 = WorkerDeploymentVersion(deployment_name=new_id("deployment"), build_id="1.0")
+    async with new_worker(client, task_queue, [V1Auto], deployment_config=versioned(v1)):
+        await set_current(client, v1)
+        handle = await client.start_workflow(
+            "Versioned", id=new_id(), task_queue=task_queue, versioning_override=PinnedVersioningOverride(v1)
+        )
+        await handle.signal("do_finish")
+        assert await handle.result() == "v1"
+    history = await handle.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    assert started.versioning_override.HasField("pinned") or (
+        started.versioning_override.behavior == VersioningBehaviorProto.VERSIONING_BEHAVIOR_PINNED
+    )
+
+
+async def test_a_default_behavior_and_an_unversioned_worker_with_a_build_id(client: Client, task_queue: str) -> None:
+    v1 = WorkerDeploymentVersion(deployment_name=new_id("deployment"), build_id="1.0")
+    async with new_worker(
+        client,
+        task_queue,
+        [Plain],
+        deployment_config=versioned(v1, default_versioning_behavior=VersioningBehavior.PINNED),
+    ):
+        await set_current(client, v1)
+        handle = await client.start_workflow("Plain", id=new_id(), task_queue=task_queue)
+        assert await handle.result() == "plain"
+    assert VersioningBehaviorProto.VERSIONING_BEHAVIOR_PINNED in await completed_behaviors(handle)
+
+    other_queue = f"tq-{uuid.uuid4()}"
+    build = WorkerDeploymentVersion(deployment_name=new_id("deployment"), build_id="custom-1")
+    async with new_worker(
+        client, other_queue, [Plain], deployment_config=WorkerDeploymentConfig(version=build, use_worker_versioning=False)
+    ):
+        handle = await client.start_workflow("Plain", id=new_id(), task_queue=other_queue)
+        assert await handle.result() == "plain"
+    history = await handle.fetch_history()
+    stamps = [
+        e.workflow_task_completed_event_attributes.worker_version.build_id
+        for e in history.events
+        if e.HasField("workflow_task_completed_event_attributes")
+    ]
+    assert stamps == ["custom-1"]
+
+
+async def test_deployment_requests_temporal_refuses(client: Client) -> None:
+    with pytest.raises(RPCError) as err:
+        await describe(client, new_id("no-such-deployment"))
+    assert err.value.status == RPCStatusCode.NOT_FOUND
