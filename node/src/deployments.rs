@@ -254,6 +254,30 @@ impl Deployments {
         )
     }
 
+    /// True when a run pinned to a version (`versioning`) would, unpinned, go to another
+    /// version of a deployment: Temporal tells the workflow, which may continue as new onto it.
+    pub fn target_changed(
+        &self,
+        namespace_id: &str,
+        queue: &str,
+        versioning: Option<&RunVersioning>,
+        workflow_id: &str,
+    ) -> bool {
+        let Some((deployment, build_id)) = versioning.and_then(RunVersioning::pinned) else {
+            return false;
+        };
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        let target = Self::lane_in(
+            &cache,
+            namespace_id,
+            queue,
+            TaskKind::Workflow,
+            None,
+            workflow_id,
+        );
+        !target.is_empty() && target != lane_of(deployment, build_id)
+    }
+
     fn lane_in(
         cache: &Cache,
         namespace_id: &str,
@@ -288,8 +312,11 @@ impl Deployments {
         let Some(deployment) = owner else {
             return String::new();
         };
+        let ramping_first = versioning.is_some_and(|v| v.use_ramping_first);
         let target = match &deployment.ramp {
-            Some(ramp) if in_ramp(workflow_id, ramp.percentage) => ramp.build_id.as_deref(),
+            Some(ramp) if ramping_first || in_ramp(workflow_id, ramp.percentage) => {
+                ramp.build_id.as_deref()
+            }
             _ => deployment.current.as_deref(),
         };
         match target {

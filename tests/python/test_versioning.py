@@ -85,6 +85,44 @@ class V3Auto(Waiting):
         return "v3"
 
 
+class Continuing:
+    """Waits for `go` (carrying the continue-as-new behavior), then continues as new once."""
+
+    def __init__(self) -> None:
+        self.behavior: str | None = None
+
+    async def continue_once(self, generation: int, version: str) -> str:
+        if generation > 0:
+            return version
+        await workflow.wait_condition(lambda: self.behavior is not None)
+        workflow.continue_as_new(
+            arg=generation + 1,
+            initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior[self.behavior or ""],
+        )
+
+
+@workflow.defn(name="Continuing", versioning_behavior=VersioningBehavior.PINNED)
+class ContinuingV1(Continuing):
+    @workflow.run
+    async def run(self, generation: int) -> str:
+        return await self.continue_once(generation, "v1")
+
+    @workflow.signal
+    def go(self, behavior: str) -> None:
+        self.behavior = behavior
+
+
+@workflow.defn(name="Continuing", versioning_behavior=VersioningBehavior.PINNED)
+class ContinuingV2(Continuing):
+    @workflow.run
+    async def run(self, generation: int) -> str:
+        return await self.continue_once(generation, "v2")
+
+    @workflow.signal
+    def go(self, behavior: str) -> None:
+        self.behavior = behavior
+
+
 @workflow.defn(name="Plain")
 class Plain:
     @workflow.run
@@ -290,6 +328,33 @@ async def test_a_default_behavior_and_an_unversioned_worker_with_a_build_id(clie
         if e.HasField("workflow_task_completed_event_attributes")
     ]
     assert stamps == ["custom-1"]
+
+
+async def test_a_pinned_run_continued_as_new_keeps_its_version_unless_told_to_upgrade(
+    client: Client, task_queue: str
+) -> None:
+    name = new_id("deployment")
+    v1 = WorkerDeploymentVersion(deployment_name=name, build_id="1.0")
+    v2 = WorkerDeploymentVersion(deployment_name=name, build_id="2.0")
+    async with (
+        new_worker(client, task_queue, [ContinuingV1], deployment_config=versioned(v1)),
+        new_worker(client, task_queue, [ContinuingV2], deployment_config=versioned(v2)),
+    ):
+        await visible(client, v2)
+        await set_current(client, v1)
+        kept = await client.start_workflow("Continuing", 0, id=new_id(), task_queue=task_queue)
+        upgraded = await client.start_workflow("Continuing", 0, id=new_id(), task_queue=task_queue)
+
+        async def on_v1() -> bool:
+            info = [(await h.describe()).raw_description.workflow_execution_info for h in (kept, upgraded)]
+            return all(i.versioning_info.deployment_version.build_id == "1.0" for i in info)
+
+        await wait_for(on_v1, what="both runs to have completed a task on 1.0")
+        await set_current(client, v2)
+        await kept.signal("go", "UNSPECIFIED")
+        await upgraded.signal("go", "AUTO_UPGRADE")
+        assert await kept.result() == "v1"
+        assert await upgraded.result() == "v2"
 
 
 async def test_deployment_requests_temporal_refuses(client: Client) -> None:

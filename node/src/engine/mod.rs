@@ -215,6 +215,9 @@ pub enum Request {
         request_id: String,
         /// Poller identity.
         identity: String,
+        /// The run is pinned to a worker deployment version and its deployment now routes
+        /// elsewhere (the shard sets this; Temporal tells the workflow in the started event).
+        target_version_changed: bool,
     },
     /// RespondWorkflowTaskCompleted.
     CompleteWorkflowTask(Box<CompleteWorkflowTask>),
@@ -434,12 +437,13 @@ pub fn handle(
             attempt,
             request_id,
             identity,
+            target_version_changed,
         } => workflow_task::record_started(
             &mut txn,
             scheduled_event_id,
             attempt,
-            request_id,
-            identity,
+            (request_id, identity),
+            target_version_changed,
         )?,
         Request::CompleteWorkflowTask(complete) => workflow_task::complete(&mut txn, *complete)?,
         Request::FailWorkflowTask {

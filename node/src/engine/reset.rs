@@ -193,6 +193,7 @@ pub(crate) fn rebuild(
         priority: started.priority.clone(),
         user_metadata: first.user_metadata.clone(),
         versioning_override: started.versioning_override.clone(),
+        inherited_versioning: None,
         signal: None,
         continuation: Some(Continuation {
             previous_run_id: started.continued_execution_run_id.clone(),

@@ -80,6 +80,8 @@ pub struct StartArgs {
     /// Worker versioning override of the start.
     #[serde(with = "crate::wire::opt")]
     pub versioning_override: Option<proto::workflow::VersioningOverride>,
+    /// Worker versioning the run starts with, from the run it continues as new.
+    pub inherited_versioning: Option<super::state::RunVersioning>,
 }
 
 /// How a run continues the run before it.
@@ -302,12 +304,16 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
         schedule: None,
         batch: None,
         delete_requested: false,
-        versioning: args.versioning_override.clone().map(|o| {
-            Box::new(super::state::RunVersioning {
-                versioning_override: Some(o),
-                ..Default::default()
-            })
-        }),
+        versioning: match (
+            args.inherited_versioning.clone(),
+            args.versioning_override.clone(),
+        ) {
+            (None, None) => None,
+            (inherited, versioning_override) => Some(Box::new(super::state::RunVersioning {
+                versioning_override,
+                ..inherited.unwrap_or_default()
+            })),
+        },
     };
     let parent = args.parent.clone();
     let mut txn = Txn::new(state, now_ns, limits);
@@ -341,6 +347,16 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
             workflow_id: args.workflow_id,
             priority: args.priority,
             versioning_override: args.versioning_override,
+            inherited_pinned_version: args
+                .inherited_versioning
+                .as_ref()
+                .filter(|v| !v.use_ramping_first && !v.build_id.is_empty())
+                .map(|v| {
+                    temporalio_protos::temporal::api::deployment::v1::WorkerDeploymentVersion {
+                        build_id: v.build_id.clone(),
+                        deployment_name: v.deployment_name.clone(),
+                    }
+                }),
             parent_workflow_namespace: parent
                 .as_ref()
                 .map(|p| p.namespace.clone())

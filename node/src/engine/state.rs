@@ -407,6 +407,9 @@ pub struct RunVersioning {
     /// Override given at start (or by UpdateWorkflowExecutionOptions).
     #[serde(with = "crate::wire::opt")]
     pub versioning_override: Option<super::proto::workflow::VersioningOverride>,
+    /// Until its first workflow task completes, the run goes to the ramping version (a
+    /// continue-as-new with USE_RAMPING_VERSION).
+    pub use_ramping_first: bool,
 }
 
 impl RunVersioning {

@@ -7,7 +7,7 @@ use super::activity;
 use super::cron::CronSchedule;
 use super::proto::{self, command, enums, failure, history, Attributes};
 use super::start::{new_run, Continuation, StartArgs};
-use super::state::RunStatus;
+use super::state::{RunStatus, RunVersioning};
 use super::txn::Txn;
 use super::EngineError;
 
@@ -55,6 +55,35 @@ fn start_successor(txn: &mut Txn, run_id: &str, delay_ms: i64, failure: Option<f
     // The retry policy was validated when the first run started, so this cannot fail.
     txn.successor = new_run(args, txn.now, txn.limits).ok();
     txn.state.successor_run_id = run_id.to_string();
+}
+
+/// The versioning a run continued as new starts with, as Temporal decides it: a run pinned by
+/// its behavior passes its version on, unless the command asks for AUTO_UPGRADE (none) or
+/// USE_RAMPING_VERSION (the first task goes to the ramping version). A pinned override is
+/// passed on by [`inherited_args`] whatever the command says.
+fn continued_versioning(txn: &Txn, initial_behavior: i32) -> Option<RunVersioning> {
+    use proto::enums::ContinueAsNewVersioningBehavior as Initial;
+    let versioning = txn
+        .state
+        .versioning
+        .as_deref()
+        .filter(|v| v.versioning_override.is_none())?;
+    match Initial::try_from(initial_behavior).unwrap_or(Initial::Unspecified) {
+        Initial::AutoUpgrade => None,
+        Initial::UseRampingVersion => Some(RunVersioning {
+            use_ramping_first: true,
+            ..RunVersioning::default()
+        }),
+        Initial::Unspecified => {
+            let (deployment_name, build_id) = versioning.pinned()?;
+            Some(RunVersioning {
+                behavior: proto::enums::VersioningBehavior::Pinned as i32,
+                deployment_name: deployment_name.to_string(),
+                build_id: build_id.to_string(),
+                ..RunVersioning::default()
+            })
+        }
+    }
 }
 
 /// The start of a run that continues the run in `txn` with everything inherited.
@@ -181,6 +210,7 @@ pub(crate) fn continue_as_new(
         args.search_attributes = a.search_attributes.clone();
     }
     args.start_delay = a.backoff_start_interval;
+    args.inherited_versioning = continued_versioning(txn, a.initial_versioning_behavior);
     if let Some(continuation) = args.continuation.as_mut() {
         continuation.failure = a.failure.clone();
         continuation.last_completion_result = a.last_completion_result.clone();

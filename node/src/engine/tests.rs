@@ -65,6 +65,7 @@ fn take_workflow_task(state: &MutableState, at: i64) -> (MutableState, StartedWo
             attempt: task.attempt,
             request_id: format!("poll-{at}"),
             identity: "worker".into(),
+            target_version_changed: false,
         },
         at,
     );
@@ -469,6 +470,7 @@ fn stale_tokens_and_closed_runs_are_refused_without_changes() {
         attempt: 1,
         request_id: "x".into(),
         identity: "w".into(),
+        target_version_changed: false,
     };
     assert!(matches!(
         handle(&state, stale, SEC, &Limits::default()),
@@ -568,6 +570,7 @@ fn random_request(rng: &mut Rng, state: &MutableState, now: i64) -> Request {
                 attempt: t.attempt,
                 request_id: format!("p{}", rng.below(3)),
                 identity: "w".into(),
+                target_version_changed: false,
             },
             None => Request::Signal(Signal {
                 name: "s".into(),
@@ -1435,6 +1438,7 @@ impl Recorded {
                 attempt: started.attempt,
                 request_id: format!("poll-{at}"),
                 identity: "worker".into(),
+                target_version_changed: false,
             },
             at,
         );

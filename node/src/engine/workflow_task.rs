@@ -143,6 +143,7 @@ fn record_versioning(txn: &mut Txn, req: &CompleteWorkflowTask) {
             deployment_name: d.deployment_name.clone(),
             build_id: d.build_id.clone(),
             versioning_override,
+            use_ramping_first: false,
         })),
         None => versioning_override.map(|o| {
             Box::new(super::state::RunVersioning {
@@ -175,8 +176,8 @@ pub(crate) fn record_started(
     txn: &mut Txn,
     scheduled_event_id: i64,
     attempt: i32,
-    request_id: String,
-    identity: String,
+    (request_id, identity): (String, String),
+    target_version_changed: bool,
 ) -> Result<Reply, EngineError> {
     let mut task = find_task(txn, scheduled_event_id, attempt)?;
     if let Some(started) = &task.started {
@@ -200,13 +201,16 @@ pub(crate) fn record_started(
     });
     if !task.is_transient() {
         if let Some(event) = txn.started_event(&task) {
-            let attributes =
+            let mut attributes =
                 event
                     .attributes
                     .clone()
                     .unwrap_or(Attributes::WorkflowTaskStartedEventAttributes(
                         Default::default(),
                     ));
+            if let Attributes::WorkflowTaskStartedEventAttributes(started) = &mut attributes {
+                started.target_worker_deployment_version_changed = target_version_changed;
+            }
             txn.append(attributes);
         }
     }
@@ -410,8 +414,8 @@ pub(crate) fn complete(txn: &mut Txn, mut req: CompleteWorkflowTask) -> Result<R
                     txn,
                     next.scheduled_event_id,
                     next.attempt,
-                    req.new_task_request_id,
-                    req.identity,
+                    (req.new_task_request_id, req.identity),
+                    false,
                 )?);
             }
         }

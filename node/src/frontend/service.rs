@@ -205,6 +205,7 @@ impl Frontend {
             priority: fields.priority,
             user_metadata: fields.user_metadata,
             versioning_override: fields.versioning_override,
+            inherited_versioning: None,
             signal: None,
             continuation: None,
             parent: None,
@@ -969,6 +970,8 @@ impl WorkflowService for Frontend {
                         attempt: task.attempt,
                         request_id: new_id(),
                         identity: r.identity.clone(),
+                        // The shard's writer decides it.
+                        target_version_changed: false,
                     };
                     let started = self
                         .run_request(&namespace, &workflow_id, &run_id, request)

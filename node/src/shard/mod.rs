@@ -390,6 +390,17 @@ impl Shard {
         (key, task, routing)
     }
 
+    /// True when the run in `state` is pinned to a worker deployment version and its
+    /// deployment now routes the run's new workflows to another version.
+    pub(crate) fn target_version_changed(&self, state: &MutableState) -> bool {
+        self.context.deployments.target_changed(
+            &state.namespace_id,
+            &state.task_queue,
+            state.versioning.as_deref(),
+            &state.workflow_id,
+        )
+    }
+
     /// Makes node `to` the leader of this shard, which this node leads: ops wait until the ops
     /// in progress are answered, then while the group hands over, then go to the new leader.
     pub async fn hand_over(&self, registry: &GroupRegistry, to: NodeId) -> Result<(), GroupError> {

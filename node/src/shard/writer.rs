@@ -466,6 +466,7 @@ impl Writer {
                         attempt,
                         request_id,
                         identity,
+                        target_version_changed: self.shard.target_version_changed(&current),
                     },
                     engine::TaskKind::Activity => Request::RecordActivityTaskStarted {
                         scheduled_event_id,
@@ -633,7 +634,15 @@ impl Writer {
                 let state = self
                     .state(&run)?
                     .ok_or_else(|| super::run_not_found(&job.workflow_id, &run_id))?;
-                match engine::handle(&state, request.clone(), now, &limits) {
+                let mut request = request.clone();
+                if let Request::RecordWorkflowTaskStarted {
+                    target_version_changed,
+                    ..
+                } = &mut request
+                {
+                    *target_version_changed = self.shard.target_version_changed(&state);
+                }
+                match engine::handle(&state, request, now, &limits) {
                     Ok(outcome) => {
                         let reply = if outcome.state != *state || !outcome.events.is_empty() {
                             self.record(outcome, writes, touched)
