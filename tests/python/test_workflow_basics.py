@@ -333,3 +333,15 @@ async def test_workflow_retry_policy(client: Client, task_queue: str) -> None:
     assert latest.status == WorkflowExecutionStatus.COMPLETED
     assert latest.run_id not in (handle.result_run_id, failed.new_execution_run_id)
     assert latest.raw_info.first_run_id == handle.result_run_id
+
+
+async def test_eager_start_hands_the_first_task_to_the_starting_worker(client: Client, task_queue: str) -> None:
+    async with new_worker(client, task_queue, [Greet]):
+        handle = await client.start_workflow(
+            Greet.run, "eager", id=new_id(), task_queue=task_queue, request_eager_start=True
+        )
+        assert handle.__temporal_eagerly_started  # type: ignore[attr-defined]
+        assert await handle.result() == "hello eager"
+    events = await history_events(handle)
+    started = [e for e in events if e.HasField("workflow_task_started_event_attributes")]
+    assert started[0].event_id == 3

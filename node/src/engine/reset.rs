@@ -194,6 +194,7 @@ pub(crate) fn rebuild(
         user_metadata: first.user_metadata.clone(),
         versioning_override: started.versioning_override.clone(),
         inherited_versioning: None,
+        eager_workflow_task: false,
         signal: None,
         continuation: Some(Continuation {
             previous_run_id: started.continued_execution_run_id.clone(),

@@ -82,6 +82,8 @@ pub struct StartArgs {
     pub versioning_override: Option<proto::workflow::VersioningOverride>,
     /// Worker versioning the run starts with, from the run it continues as new.
     pub inherited_versioning: Option<super::state::RunVersioning>,
+    /// Eager start: the first workflow task is started for the caller in the same commit.
+    pub eager_workflow_task: bool,
 }
 
 /// How a run continues the run before it.

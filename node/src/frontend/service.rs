@@ -206,6 +206,7 @@ impl Frontend {
             user_metadata: fields.user_metadata,
             versioning_override: fields.versioning_override,
             inherited_versioning: None,
+            eager_workflow_task: false,
             signal: None,
             continuation: None,
             parent: None,
@@ -224,7 +225,8 @@ impl Frontend {
         r: ws::StartWorkflowExecutionRequest,
         update: Option<Box<temporalio_protos::temporal::api::update::v1::Request>>,
     ) -> Result<Op, Status> {
-        let args = self.start_args(
+        let eager = r.request_eager_execution;
+        let mut args = self.start_args(
             namespace,
             StartFields {
                 workflow_id: r.workflow_id,
@@ -249,6 +251,7 @@ impl Frontend {
                 versioning_override: r.versioning_override,
             },
         )?;
+        args.eager_workflow_task = eager;
         Ok(Op::Start {
             args: Box::new(args),
             reuse_policy: r.workflow_id_reuse_policy,
@@ -688,7 +691,7 @@ impl WorkflowService for Frontend {
                 encoded_failure_attributes: true,
                 build_id_based_versioning: false,
                 upsert_memo: true,
-                eager_workflow_start: false,
+                eager_workflow_start: true,
                 sdk_metadata: true,
                 count_group_by_execution_status: true,
                 nexus: false,
@@ -829,13 +832,31 @@ impl WorkflowService for Frontend {
         let op = self.start_op(&namespace, r, None)?;
         match self.run_op(&namespace, &workflow_id, op).await? {
             OpResult::Started {
-                run_id, started, ..
-            } => Ok(Response::new(ws::StartWorkflowExecutionResponse {
                 run_id,
                 started,
-                status: enums::WorkflowExecutionStatus::Running as i32,
-                ..Default::default()
-            })),
+                eager_task,
+                ..
+            } => {
+                let eager_workflow_task = match eager_task {
+                    Some(task) => {
+                        let state = self.state_after_write(&namespace.id, &workflow_id, &run_id);
+                        match state.await? {
+                            Some(state) => {
+                                Some(self.workflow_task_response(&namespace, &state, &task, false)?)
+                            }
+                            None => None,
+                        }
+                    }
+                    None => None,
+                };
+                Ok(Response::new(ws::StartWorkflowExecutionResponse {
+                    run_id,
+                    started,
+                    status: enums::WorkflowExecutionStatus::Running as i32,
+                    eager_workflow_task,
+                    ..Default::default()
+                }))
+            }
             OpResult::Reply { .. } => Err(Status::internal("unexpected reply to a start")),
         }
     }

@@ -168,6 +168,7 @@ impl Frontend {
                 run_id,
                 started,
                 update: Some(admitted),
+                ..
             }) => (run_id, started, admitted),
             Ok(_) => return Err(Status::internal("unexpected reply to update-with-start")),
             Err(error) if error.code() == tonic::Code::AlreadyExists => return Err(fail(0)(error)),

@@ -144,6 +144,8 @@ pub enum OpResult {
         started: bool,
         /// Update-with-start: where the update stands on that run.
         update: Option<Box<UpdateStatus>>,
+        /// Eager start: the new run's first workflow task, started for the caller.
+        eager_task: Option<Box<crate::engine::StartedWorkflowTask>>,
     },
     /// The engine's reply for a run request.
     Reply {

@@ -690,6 +690,7 @@ impl Writer {
                             run_id: current.run_id.clone(),
                             started: false,
                             update: None,
+                            eager_task: None,
                         });
                     }
                 }
@@ -708,6 +709,7 @@ impl Writer {
                                 run_id: current.run_id.clone(),
                                 started: false,
                                 update: Some(Box::new(status)),
+                                eager_task: None,
                             });
                         }
                     }
@@ -742,6 +744,7 @@ impl Writer {
                             run_id,
                             started,
                             update,
+                            eager_task: None,
                         })
                     }
                     StartDecision::AlreadyStarted {
@@ -787,6 +790,11 @@ impl Writer {
                             )?;
                             self.record(outcome, writes, touched);
                         }
+                        let (started, eager_task) = if args.eager_workflow_task {
+                            start_eagerly(started, &args, now, &limits)
+                        } else {
+                            (started, None)
+                        };
                         self.record(started, writes, touched);
                         writes.puts.push((
                             keys::current(&job.namespace_id, &job.workflow_id),
@@ -800,6 +808,7 @@ impl Writer {
                             run_id: args.run_id.clone(),
                             started: true,
                             update,
+                            eager_task,
                         })
                     }
                 }
@@ -837,6 +846,7 @@ impl Writer {
                 run_id: current.run_id.clone(),
                 started: false,
                 update: None,
+                eager_task: None,
             });
         }
         let base_id = if run_id.is_empty() {
@@ -881,6 +891,7 @@ impl Writer {
             run_id: new_run,
             started: true,
             update: None,
+            eager_task: None,
         })
     }
 }
@@ -957,6 +968,38 @@ impl Writer {
             run_id,
             reply: Reply::Done,
         })
+    }
+}
+
+/// An eager workflow start: the new run's first workflow task started for the caller in the
+/// start's own commit (no poll), as Temporal's StartWorkflowExecution does with
+/// `request_eager_execution`. A run whose first task waits (a start delay) starts as usual.
+fn start_eagerly(
+    mut started: Outcome,
+    args: &engine::StartArgs,
+    now: i64,
+    limits: &engine::Limits,
+) -> (Outcome, Option<Box<engine::StartedWorkflowTask>>) {
+    let Some(task) = started.state.workflow_task.as_ref() else {
+        return (started, None);
+    };
+    let request = Request::RecordWorkflowTaskStarted {
+        scheduled_event_id: task.scheduled_event_id,
+        attempt: task.attempt,
+        request_id: args.request_id.clone(),
+        identity: args.identity.clone(),
+        target_version_changed: false,
+    };
+    match engine::handle(&started.state, request, now, limits) {
+        Ok(outcome) => {
+            let Reply::WorkflowTaskStarted(task) = outcome.reply else {
+                return (started, None);
+            };
+            started.state = outcome.state;
+            started.events.extend(outcome.events);
+            (started, Some(task))
+        }
+        Err(_) => (started, None),
     }
 }
 
