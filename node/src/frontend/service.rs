@@ -689,7 +689,7 @@ impl WorkflowService for Frontend {
                 activity_failure_include_heartbeat: true,
                 supports_schedules: true,
                 encoded_failure_attributes: true,
-                build_id_based_versioning: false,
+                build_id_based_versioning: true,
                 upsert_memo: true,
                 eager_workflow_start: true,
                 sdk_metadata: true,

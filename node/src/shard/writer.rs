@@ -791,7 +791,7 @@ impl Writer {
                             self.record(outcome, writes, touched);
                         }
                         let (started, eager_task) = if args.eager_workflow_task {
-                            start_eagerly(started, &args, now, &limits)
+                            start_eagerly(started, args, now, &limits)
                         } else {
                             (started, None)
                         };
