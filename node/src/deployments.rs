@@ -213,6 +213,12 @@ impl Deployments {
         self.cache.read().unwrap_or_else(|e| e.into_inner()).routing
     }
 
+    /// The hash of the routing as last read (no re-read: the shard writers refresh on every
+    /// change the metadata group applies, so this stays current without a check per task).
+    pub fn routing(&self) -> u64 {
+        self.cache.read().unwrap_or_else(|e| e.into_inner()).routing
+    }
+
     /// The deployment `name` of namespace `namespace_id`.
     pub fn get(&self, namespace_id: &str, name: &str) -> Option<DeploymentRecord> {
         self.refresh();

@@ -220,7 +220,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let namespaces = Arc::new(Namespaces::load(metadata.clone(), peers.clone())?);
     let deployments = Arc::new(crate::deployments::Deployments::load(namespaces.clone())?);
     let routing = deployments.clone();
-    matching.set_routing_source(Box::new(move || routing.refresh()));
+    matching.set_routing_source(Box::new(move || routing.routing()));
     let context = Arc::new(ShardContext {
         matching: matching.clone(),
         clock: clock.clone(),

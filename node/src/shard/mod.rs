@@ -352,14 +352,14 @@ impl Shard {
     /// version that should run it ([`crate::deployments`]), and the routing hash of that
     /// choice. A workflow task meant for the sticky
     /// queue of a worker of another version than the one its lane names goes to the normal
-    /// queue instead (an auto-upgrade workflow moving to a new current version).
+    /// queue instead (an auto-upgrade workflow moving to a new current version). Reads the
+    /// node's deployment cache as the writer last refreshed it (on each metadata change).
     pub(crate) fn route(
         &self,
         state: &MutableState,
         mut task: crate::engine::TaskRef,
     ) -> (crate::matching::QueueKey, crate::engine::TaskRef, u64) {
         let deployments = &self.context.deployments;
-        deployments.refresh();
         let versioning = state.versioning.as_deref();
         let sticky = task.kind == crate::engine::TaskKind::Workflow
             && !state.sticky_queue.is_empty()
