@@ -1,7 +1,7 @@
 //! Activities: start, heartbeat, completion, failure with retries, cancellation, timeouts.
 
 use super::proto::{self, common, enums, failure, history, Attributes};
-use super::state::{ActivityInfo, ActivityStarted, RetryPolicy};
+use super::state::{ActivityInfo, ActivityOptions, ActivityStarted, RetryPolicy};
 use super::txn::Txn;
 use super::{ActivityReport, ActivityTarget, EngineError, Reply};
 
@@ -42,6 +42,78 @@ pub(crate) fn retry_policy_proto(policy: &RetryPolicy) -> common::RetryPolicy {
         maximum_attempts: policy.maximum_attempts,
         non_retryable_error_types: policy.non_retryable_error_types.clone(),
     }
+}
+
+/// Fills in and bounds an activity's timeouts as Temporal does when it is scheduled (and when
+/// UpdateActivityOptions changes them): schedule-to-start and start-to-close default to (and
+/// are capped by) schedule-to-close, which defaults to the run timeout; everything is capped
+/// by the run timeout (0 = none); the heartbeat timeout by start-to-close.
+pub(crate) fn normalize_timeouts(
+    options: &mut ActivityOptions,
+    run_timeout_ms: i64,
+) -> Result<(), &'static str> {
+    let (mut s2c, mut s2s, mut st2c) = (
+        options.schedule_to_close_ms,
+        options.schedule_to_start_ms,
+        options.start_to_close_ms,
+    );
+    if s2c > 0 {
+        if s2s == 0 || s2s > s2c {
+            s2s = s2c;
+        }
+        if st2c == 0 || st2c > s2c {
+            st2c = s2c;
+        }
+    } else if st2c > 0 {
+        s2c = run_timeout_ms;
+        if s2s == 0 {
+            s2s = s2c;
+        }
+    } else {
+        return Err("A valid StartToClose or ScheduleToCloseTimeout is not set on command.");
+    }
+    if run_timeout_ms > 0 {
+        let cap = |ms: i64| {
+            if ms == 0 {
+                run_timeout_ms
+            } else {
+                ms.min(run_timeout_ms)
+            }
+        };
+        s2c = cap(s2c);
+        s2s = cap(s2s);
+        st2c = st2c.min(run_timeout_ms);
+    }
+    options.schedule_to_close_ms = s2c;
+    options.schedule_to_start_ms = s2s;
+    options.start_to_close_ms = st2c;
+    options.heartbeat_ms = options.heartbeat_ms.min(st2c);
+    Ok(())
+}
+
+/// The activity's current options.
+pub fn options(activity: &ActivityInfo) -> ActivityOptions {
+    ActivityOptions {
+        task_queue: activity.task_queue.clone(),
+        schedule_to_close_ms: activity.schedule_to_close_ms,
+        schedule_to_start_ms: activity.schedule_to_start_ms,
+        start_to_close_ms: activity.start_to_close_ms,
+        heartbeat_ms: activity.heartbeat_ms,
+        retry: activity.retry.clone(),
+        priority: activity.priority.clone(),
+    }
+}
+
+/// Gives the activity new options (they apply from its next attempt; timeouts of the running
+/// one are rederived from them at once).
+pub(crate) fn set_options(activity: &mut ActivityInfo, options: ActivityOptions) {
+    activity.task_queue = options.task_queue;
+    activity.schedule_to_close_ms = options.schedule_to_close_ms;
+    activity.schedule_to_start_ms = options.schedule_to_start_ms;
+    activity.start_to_close_ms = options.start_to_close_ms;
+    activity.heartbeat_ms = options.heartbeat_ms;
+    activity.retry = options.retry;
+    activity.priority = options.priority;
 }
 
 /// Delay before attempt `attempt + 1`, or why there is none. `deadline_ns` is the
@@ -87,23 +159,30 @@ fn schedule_to_close_deadline(activity: &ActivityInfo) -> i64 {
     }
 }
 
+/// A poller took the activity's task from `task_queue`: the task must still be the activity's
+/// current attempt on that queue, and the activity not paused.
 pub(crate) fn record_started(
     txn: &mut Txn,
     scheduled_event_id: i64,
     attempt: i32,
-    request_id: String,
-    identity: String,
+    task_queue: &str,
+    (request_id, identity): (String, String),
 ) -> Result<Reply, EngineError> {
     if !txn.state.is_running() {
         return Err(EngineError::NotFound(
             "Activity task not found: the workflow execution already completed.".into(),
         ));
     }
+    if super::activity_control::paused(&txn.state, scheduled_event_id) {
+        return Err(EngineError::NotFound(
+            "Activity task not found: the activity is paused.".into(),
+        ));
+    }
     let activity = txn
         .state
         .activities
         .get_mut(&scheduled_event_id)
-        .filter(|a| a.attempt == attempt)
+        .filter(|a| a.attempt == attempt && a.task_queue == task_queue)
         .ok_or_else(|| EngineError::NotFound("Activity task not found.".into()))?;
     if let Some(started) = &activity.started {
         if started.request_id == request_id {
@@ -184,8 +263,12 @@ pub(crate) fn report(
             if details.is_some() {
                 activity.heartbeat_details = Some(proto::encode_opt(details.as_ref()));
             }
+            let cancel_requested = activity.cancel_requested_event_id.is_some();
+            let control = txn.state.activity_controls.get(&scheduled_event_id);
             Ok(Reply::Heartbeat {
-                cancel_requested: activity.cancel_requested_event_id.is_some(),
+                cancel_requested,
+                paused: control.is_some_and(|c| c.pause.is_some()),
+                reset: control.is_some_and(|c| c.reset),
             })
         }
         ActivityReport::Completed(result) => {
@@ -268,6 +351,7 @@ fn remove(txn: &mut Txn, scheduled_event_id: i64) -> Result<ActivityInfo, Engine
         .remove(&scheduled_event_id)
         .ok_or(EngineError::NoChange)?;
     txn.state.activity_ids.remove(&activity.activity_id);
+    txn.state.activity_controls.remove(&scheduled_event_id);
     Ok(activity)
 }
 
@@ -307,13 +391,18 @@ fn retry_attempt(
     heartbeat_details: Option<Vec<u8>>,
 ) {
     let now = txn.now;
+    // A reset of the attempt that just ended is done with; a reset that asked for it leaves
+    // the next attempt without heartbeat details.
+    let reset_heartbeat = super::activity_control::end_reset(&mut txn.state, scheduled_event_id);
     if let Some(activity) = txn.state.activities.get_mut(&scheduled_event_id) {
         activity.attempt += 1;
         activity.attempt_scheduled_time_ns = now + delay_ms * 1_000_000;
         activity.started = None;
         activity.last_heartbeat_ns = None;
         activity.last_failure = Some(proto::encode_opt(failure.as_ref()));
-        if heartbeat_details.is_some() {
+        if reset_heartbeat {
+            activity.heartbeat_details = None;
+        } else if heartbeat_details.is_some() {
             activity.heartbeat_details = heartbeat_details;
         }
     }
@@ -406,6 +495,10 @@ pub(crate) fn time_out(
         .filter(|a| a.attempt == attempt && txn.state.is_running())
         .cloned()
         .ok_or(EngineError::NoChange)?;
+    // A paused activity's timeouts do not run (as in Temporal); unpausing rearms them.
+    if super::activity_control::paused(&txn.state, scheduled_event_id) {
+        return Err(EngineError::NoChange);
+    }
     match timeout_deadline(&activity, timeout_type) {
         Some(deadline) if deadline <= txn.now => {}
         _ => return Err(EngineError::NoChange),

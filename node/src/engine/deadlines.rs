@@ -132,8 +132,17 @@ pub fn deadlines(state: &MutableState) -> Vec<(i64, Deadline)> {
             ));
         }
     }
-    for activity in state.activities.values() {
-        if activity.started.is_none() && activity.attempt > 1 {
+    // A paused activity has no deadlines (as in Temporal): unpausing rearms them.
+    for activity in state
+        .activities
+        .values()
+        .filter(|a| !super::activity_control::paused(state, a.scheduled_event_id))
+    {
+        // A retry, or an attempt an unpause or reset delayed (jitter), becomes dispatchable.
+        if activity.started.is_none()
+            && (activity.attempt > 1
+                || activity.attempt_scheduled_time_ns > activity.scheduled_time_ns)
+        {
             out.push((
                 activity.attempt_scheduled_time_ns,
                 Deadline::ActivityRetry {
@@ -188,6 +197,7 @@ pub fn dispatchable(state: &MutableState, now_ns: i64) -> Vec<TaskRef> {
         if activity.started.is_none()
             && activity.cancel_requested_event_id.is_none()
             && activity.attempt_scheduled_time_ns <= now_ns
+            && !super::activity_control::paused(state, activity.scheduled_event_id)
         {
             out.push(TaskRef {
                 kind: TaskKind::Activity,

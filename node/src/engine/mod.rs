@@ -3,6 +3,7 @@
 //! and any fresh ids. Validation failures return an [`EngineError`] and change nothing.
 
 mod activity;
+pub mod activity_control;
 pub mod batch;
 mod children;
 pub mod cron;
@@ -19,7 +20,9 @@ mod txn;
 mod update;
 mod workflow_task;
 
+pub use activity::options as activity_options;
 pub(crate) use activity::{retry_policy, retry_policy_proto};
+pub use activity_control::ActivityControlRequest;
 pub use children::{delivery_request_id, transfers, Report, Transfer};
 pub use deadlines::{deadlines, dispatchable, Deadline, TaskKind, TaskRef};
 pub use reset::{reset, ResetArgs};
@@ -241,6 +244,8 @@ pub enum Request {
         scheduled_event_id: i64,
         /// Attempt from the dispatched task.
         attempt: i32,
+        /// The queue the task was taken from (UpdateActivityOptions may have moved it).
+        task_queue: String,
         /// Poll request id.
         request_id: String,
         /// Poller identity.
@@ -296,6 +301,8 @@ pub enum Request {
     /// does; the shard deletes the run once it is closed and its deliveries are done
     /// ([`deletable`]).
     Delete,
+    /// PauseActivity, UnpauseActivity, ResetActivity or UpdateActivityOptions.
+    ActivityControl(Box<ActivityControlRequest>),
 }
 
 /// A signal to deliver.
@@ -389,7 +396,13 @@ pub enum Reply {
     Heartbeat {
         /// Whether the workflow asked to cancel the activity.
         cancel_requested: bool,
+        /// The activity is paused (the worker should stop the attempt).
+        paused: bool,
+        /// The activity was reset while this attempt ran.
+        reset: bool,
     },
+    /// UpdateActivityOptions: the options of the (last) activity it changed.
+    ActivityOptions(Box<state::ActivityOptions>),
     /// A speculative workflow task was discarded: the worker must roll its history back to
     /// this event (the started event of the last completed task).
     WorkflowTaskDiscarded {
@@ -463,9 +476,16 @@ pub fn handle(
         Request::RecordActivityTaskStarted {
             scheduled_event_id,
             attempt,
+            task_queue,
             request_id,
             identity,
-        } => activity::record_started(&mut txn, scheduled_event_id, attempt, request_id, identity)?,
+        } => activity::record_started(
+            &mut txn,
+            scheduled_event_id,
+            attempt,
+            &task_queue,
+            (request_id, identity),
+        )?,
         Request::Activity {
             target,
             report,
@@ -511,6 +531,7 @@ pub fn handle(
             txn.state.delete_requested = true;
             Reply::Done
         }
+        Request::ActivityControl(request) => activity_control::handle(&mut txn, *request)?,
     };
     Ok(txn.finish(reply))
 }

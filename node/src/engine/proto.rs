@@ -1,6 +1,7 @@
 //! Short paths to Temporal's message types and the conversions the engine needs (time,
 //! durations, protobuf encoding of stored blobs).
 
+pub use temporalio_protos::temporal::api::activity::v1 as activity;
 pub use temporalio_protos::temporal::api::command::v1 as command;
 pub use temporalio_protos::temporal::api::common::v1 as common;
 pub use temporalio_protos::temporal::api::enums::v1 as enums;

@@ -316,6 +316,7 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
                 ..inherited.unwrap_or_default()
             })),
         },
+        activity_controls: BTreeMap::new(),
     };
     let parent = args.parent.clone();
     let mut txn = Txn::new(state, now_ns, limits);

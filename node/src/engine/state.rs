@@ -393,6 +393,65 @@ pub struct MutableState {
     pub delete_requested: bool,
     /// Worker versioning: how the run's tasks are routed between deployment versions.
     pub versioning: Option<Box<RunVersioning>>,
+    /// Operator controls of pending activities (pause, reset, changed options) by scheduled
+    /// event id; an activity nobody touched has no entry.
+    pub activity_controls: BTreeMap<i64, ActivityControl>,
+}
+
+/// What PauseActivity, ResetActivity and UpdateActivityOptions left on a pending activity.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActivityControl {
+    /// Set while the activity is paused: no attempt is dispatched and no timeout runs.
+    pub pause: Option<ActivityPause>,
+    /// ResetActivity reset the activity while an attempt ran: that attempt's heartbeats are
+    /// answered `activity_reset` until the next attempt.
+    pub reset: bool,
+    /// ... and the next attempt starts without heartbeat details.
+    pub reset_heartbeat: bool,
+    /// The options the activity was scheduled with, kept when they are first changed
+    /// (restoring them needs no history read).
+    pub original: Option<ActivityOptions>,
+}
+
+impl ActivityControl {
+    /// True when the entry records nothing (and can be dropped).
+    pub fn is_empty(&self) -> bool {
+        self == &ActivityControl::default()
+    }
+}
+
+/// Who paused an activity, when and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActivityPause {
+    /// When it was paused.
+    pub time_ns: i64,
+    /// Who paused it.
+    pub identity: String,
+    /// Why.
+    pub reason: String,
+    /// Request id of the pause (a retried pause is not refused as a second one).
+    pub request_id: String,
+}
+
+/// The options of an activity that UpdateActivityOptions can change, as the engine keeps them
+/// (timeouts in ms, normalized as at scheduling).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActivityOptions {
+    /// Task queue.
+    pub task_queue: String,
+    /// Schedule-to-close timeout.
+    pub schedule_to_close_ms: i64,
+    /// Schedule-to-start timeout.
+    pub schedule_to_start_ms: i64,
+    /// Start-to-close timeout.
+    pub start_to_close_ms: i64,
+    /// Heartbeat timeout.
+    pub heartbeat_ms: i64,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Encoded `Priority`.
+    #[serde(with = "serde_bytes")]
+    pub priority: Vec<u8>,
 }
 
 /// A run's worker versioning (Temporal's `WorkflowExecutionVersioningInfo`).

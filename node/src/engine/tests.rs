@@ -1,6 +1,7 @@
 //! Engine tests: drive the pure engine directly through request sequences and check the events
 //! it writes against Temporal's histories.
 
+use super::activity_control::{ActivitySelector, ControlAction};
 use super::proto::{command, common, enums, taskqueue, Attributes};
 use super::*;
 
@@ -147,6 +148,7 @@ fn activity_round_trip_writes_temporals_event_sequence() {
         Request::RecordActivityTaskStarted {
             scheduled_event_id: 5,
             attempt: 1,
+            task_queue: "q".into(),
             request_id: "a".into(),
             identity: "worker".into(),
         },
@@ -209,6 +211,207 @@ fn request_cancel_activity(scheduled_event_id: i64) -> command::Command {
         ),
         ..Default::default()
     }
+}
+
+/// A run with activity "1" (scheduled event 5, start-to-close 5 s) started at 4 s.
+fn running_activity() -> MutableState {
+    let state = start();
+    let (state, started) = take_workflow_task(&state, 2 * SEC);
+    let state = complete(&state, &started, vec![schedule_activity()], 3 * SEC).state;
+    let start_activity = Request::RecordActivityTaskStarted {
+        scheduled_event_id: 5,
+        attempt: 1,
+        task_queue: "q".into(),
+        request_id: "a".into(),
+        identity: "worker".into(),
+    };
+    step(&state, start_activity, 4 * SEC).state
+}
+
+fn control(action: ControlAction) -> Request {
+    Request::ActivityControl(Box::new(ActivityControlRequest {
+        selector: ActivitySelector::Id("1".into()),
+        action,
+    }))
+}
+
+fn pause_request(request_id: &str) -> Request {
+    control(ControlAction::Pause {
+        identity: "op".into(),
+        reason: "look".into(),
+        request_id: request_id.into(),
+    })
+}
+
+fn heartbeat(state: &MutableState, at: i64) -> Reply {
+    let request = Request::Activity {
+        target: ActivityTarget::Token {
+            scheduled_event_id: 5,
+            attempt: 1,
+        },
+        report: ActivityReport::Heartbeat(None),
+        identity: "worker".into(),
+    };
+    step(state, request, at).reply
+}
+
+#[test]
+fn a_paused_activity_is_told_by_heartbeat_retried_without_dispatch_and_has_no_deadlines() {
+    let state = running_activity();
+    let outcome = step(&state, pause_request("p1"), 5 * SEC);
+    assert!(outcome.events.is_empty(), "a pause writes no events");
+    let state = outcome.state;
+    assert_eq!(
+        heartbeat(&state, 5 * SEC),
+        Reply::Heartbeat {
+            cancel_requested: false,
+            paused: true,
+            reset: false
+        }
+    );
+    // The same pause again is fine; another one is refused.
+    step(&state, pause_request("p1"), 5 * SEC);
+    assert!(matches!(
+        handle(&state, pause_request("p2"), 5 * SEC, &Limits::default()),
+        Err(EngineError::FailedPrecondition(_))
+    ));
+    assert!(
+        deadlines(&state).is_empty(),
+        "a paused activity's timeouts do not run"
+    );
+    // The attempt fails: the retry is scheduled but neither dispatched nor armed.
+    let failed = Request::Activity {
+        target: ActivityTarget::Token {
+            scheduled_event_id: 5,
+            attempt: 1,
+        },
+        report: ActivityReport::Failed {
+            failure: None,
+            last_heartbeat_details: None,
+        },
+        identity: "worker".into(),
+    };
+    let outcome = step(&state, failed, 6 * SEC);
+    assert!(outcome.events.is_empty(), "the retry writes no events");
+    let state = outcome.state;
+    assert_eq!(state.activities[&5].attempt, 2);
+    assert!(dispatchable(&state, 100 * SEC).is_empty());
+    assert!(deadlines(&state).is_empty());
+    let taken = Request::RecordActivityTaskStarted {
+        scheduled_event_id: 5,
+        attempt: 2,
+        task_queue: "q".into(),
+        request_id: "b".into(),
+        identity: "worker".into(),
+    };
+    assert!(matches!(
+        handle(&state, taken, 100 * SEC, &Limits::default()),
+        Err(EngineError::NotFound(_))
+    ));
+    // Unpausing with jitter: dispatchable once the delay has passed, with a deadline for it.
+    let unpause = control(ControlAction::Unpause {
+        reset_attempts: true,
+        reset_heartbeat: false,
+        delay_ms: 2000,
+    });
+    let state = step(&state, unpause, 10 * SEC).state;
+    assert!(state.activity_controls.is_empty());
+    assert_eq!(state.activities[&5].attempt, 1);
+    assert!(dispatchable(&state, 11 * SEC).is_empty());
+    assert_eq!(dispatchable(&state, 12 * SEC).len(), 1);
+    assert!(deadlines(&state)
+        .iter()
+        .any(|(at, d)| *at == 12 * SEC && matches!(d, Deadline::ActivityRetry { .. })));
+}
+
+#[test]
+fn resetting_a_running_activity_tells_its_heartbeat_and_clears_details_for_the_next_attempt() {
+    let state = running_activity();
+    let beat = Request::Activity {
+        target: ActivityTarget::Token {
+            scheduled_event_id: 5,
+            attempt: 1,
+        },
+        report: ActivityReport::Heartbeat(Some(common::Payloads::default())),
+        identity: "worker".into(),
+    };
+    let state = step(&state, beat, 5 * SEC).state;
+    assert!(state.activities[&5].heartbeat_details.is_some());
+    let reset = control(ControlAction::Reset {
+        reset_heartbeat: true,
+        keep_paused: false,
+        restore_original: false,
+        delay_ms: 0,
+    });
+    let state = step(&state, reset, 6 * SEC).state;
+    assert_eq!(
+        heartbeat(&state, 6 * SEC),
+        Reply::Heartbeat {
+            cancel_requested: false,
+            paused: false,
+            reset: true
+        }
+    );
+    // The attempt times out (start-to-close 5 s from 4 s): the next one starts clean.
+    let timeout = Request::Deadline(Deadline::ActivityTimeout {
+        scheduled_event_id: 5,
+        attempt: 1,
+        timeout_type: enums::TimeoutType::StartToClose as i32,
+    });
+    let state = step(&state, timeout, 9 * SEC).state;
+    assert_eq!(state.activities[&5].attempt, 2);
+    assert!(state.activities[&5].heartbeat_details.is_none());
+    assert!(state.activity_controls.is_empty());
+}
+
+#[test]
+fn updated_options_apply_validated_and_restore_to_the_scheduled_ones() {
+    let state = running_activity();
+    let update = control(ControlAction::UpdateOptions {
+        options: Box::new(proto::activity::ActivityOptions {
+            heartbeat_timeout: proto::duration(60_000),
+            task_queue: Some(taskqueue::TaskQueue {
+                name: "other".into(),
+                ..Default::default()
+            }),
+            retry_policy: Some(common::RetryPolicy {
+                maximum_attempts: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        paths: vec![
+            "heartbeat_timeout".into(),
+            "task_queue_name".into(),
+            "retryPolicy.maximumAttempts".into(),
+        ],
+    });
+    let outcome = step(&state, update, 5 * SEC);
+    let Reply::ActivityOptions(options) = outcome.reply else {
+        panic!("no options in {:?}", outcome.reply);
+    };
+    // The heartbeat timeout is capped by start-to-close, as at scheduling.
+    assert_eq!(options.heartbeat_ms, 5000);
+    assert_eq!(options.task_queue, "other");
+    assert_eq!(options.retry.maximum_attempts, 3);
+    assert_eq!(options.retry.initial_interval_ms, 1000);
+    let state = outcome.state;
+    assert_eq!(state.activities[&5].task_queue, "other");
+    let bad = control(ControlAction::UpdateOptions {
+        options: Box::default(),
+        paths: vec!["input".into()],
+    });
+    assert!(matches!(
+        handle(&state, bad, 5 * SEC, &Limits::default()),
+        Err(EngineError::InvalidArgument(_))
+    ));
+    let outcome = step(&state, control(ControlAction::RestoreOptions), 6 * SEC);
+    let Reply::ActivityOptions(options) = outcome.reply else {
+        panic!("no options in {:?}", outcome.reply);
+    };
+    assert_eq!(options.task_queue, "q");
+    assert_eq!(options.retry.maximum_attempts, 0);
+    assert!(outcome.state.activity_controls.is_empty());
 }
 
 #[test]
@@ -344,6 +547,7 @@ fn an_attempt_timing_out_with_no_schedule_to_close_time_left_reports_schedule_to
     let start_activity = Request::RecordActivityTaskStarted {
         scheduled_event_id: 5,
         attempt: 1,
+        task_queue: "q".into(),
         request_id: "a".into(),
         identity: "worker".into(),
     };
@@ -563,7 +767,7 @@ fn random_request(rng: &mut Rng, state: &MutableState, now: i64) -> Request {
         .values()
         .nth(rng.below(state.activities.len() as u64 + 1) as usize)
         .cloned();
-    match rng.below(9) {
+    match rng.below(10) {
         0 | 1 => match task {
             Some(t) => Request::RecordWorkflowTaskStarted {
                 scheduled_event_id: t.scheduled_event_id,
@@ -597,6 +801,7 @@ fn random_request(rng: &mut Rng, state: &MutableState, now: i64) -> Request {
             Some(a) if a.started.is_none() => Request::RecordActivityTaskStarted {
                 scheduled_event_id: a.scheduled_event_id,
                 attempt: a.attempt,
+                task_queue: a.task_queue.clone(),
                 request_id: "r".into(),
                 identity: "w".into(),
             },
@@ -639,6 +844,39 @@ fn random_request(rng: &mut Rng, state: &MutableState, now: i64) -> Request {
                     ..Default::default()
                 }),
             }
+        }
+        8 => {
+            let selector = match &activity {
+                Some(a) if rng.below(3) > 0 => ActivitySelector::Id(a.activity_id.clone()),
+                Some(a) if rng.below(2) == 0 => ActivitySelector::Type(a.activity_type.clone()),
+                _ => ActivitySelector::All,
+            };
+            let action = match rng.below(5) {
+                0 | 1 => ControlAction::Pause {
+                    identity: "op".into(),
+                    reason: "r".into(),
+                    request_id: format!("{}", rng.below(2)),
+                },
+                2 => ControlAction::Unpause {
+                    reset_attempts: rng.below(2) == 0,
+                    reset_heartbeat: rng.below(2) == 0,
+                    delay_ms: rng.below(3) as i64 * 500,
+                },
+                3 => ControlAction::Reset {
+                    reset_heartbeat: rng.below(2) == 0,
+                    keep_paused: rng.below(2) == 0,
+                    restore_original: rng.below(2) == 0,
+                    delay_ms: rng.below(3) as i64 * 500,
+                },
+                _ => ControlAction::UpdateOptions {
+                    options: Box::new(proto::activity::ActivityOptions {
+                        start_to_close_timeout: proto::duration(rng.below(4) as i64 * 1000),
+                        ..Default::default()
+                    }),
+                    paths: vec!["start_to_close_timeout".into()],
+                },
+            };
+            Request::ActivityControl(Box::new(ActivityControlRequest { selector, action }))
         }
         _ if rng.below(20) == 0 => Request::Terminate {
             reason: "r".into(),
@@ -705,6 +943,12 @@ fn random_sequences_keep_the_history_invariants() {
                     outcome.state.is_running(),
                     closes == 0,
                     "status disagrees with the close event; {context}"
+                );
+                assert!(
+                    outcome.state.activity_controls.iter().all(|(id, control)| {
+                        outcome.state.activities.contains_key(id) && !control.is_empty()
+                    }),
+                    "an activity control outlived its activity or records nothing; {context}"
                 );
                 state = outcome.state;
             }

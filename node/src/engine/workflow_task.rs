@@ -1,7 +1,9 @@
 //! Workflow tasks: start, completion with the worker's commands, failure.
 
 use super::proto::{self, command, common, enums, history, protocol, Attributes, HistoryEvent};
-use super::state::{ActivityInfo, RunStatus, TimerInfo, WorkflowTaskInfo, WorkflowTaskStarted};
+use super::state::{
+    ActivityInfo, ActivityOptions, RunStatus, TimerInfo, WorkflowTaskInfo, WorkflowTaskStarted,
+};
 use super::txn::Txn;
 use super::{activity, update, EngineError, Reply};
 
@@ -448,17 +450,11 @@ fn start_eager_activities(
         let Some(&scheduled_event_id) = txn.state.activity_ids.get(activity_id) else {
             continue;
         };
-        let same_queue = txn
-            .state
-            .activities
-            .get(&scheduled_event_id)
-            .is_some_and(|info| info.task_queue == txn.state.task_queue);
-        if !same_queue {
-            continue;
-        }
+        // Only activities on the workflow's own queue start eagerly (record_started checks).
         let request_id = format!("{request_id}-eager-{scheduled_event_id}");
-        if activity::record_started(txn, scheduled_event_id, 1, request_id, identity.into()).is_ok()
-        {
+        let queue = txn.state.task_queue.clone();
+        let poll = (request_id, identity.to_string());
+        if activity::record_started(txn, scheduled_event_id, 1, &queue, poll).is_ok() {
             started.push(scheduled_event_id);
         }
     }
@@ -731,52 +727,23 @@ fn schedule_activity(
         Some(name) if !name.is_empty() => name.to_string(),
         _ => txn.state.task_queue.clone(),
     };
-    let run_timeout = txn.state.run_timeout_ms;
-    let mut s2c = proto::duration_ms(a.schedule_to_close_timeout.as_ref());
-    let mut s2s = proto::duration_ms(a.schedule_to_start_timeout.as_ref());
-    let mut st2c = proto::duration_ms(a.start_to_close_timeout.as_ref());
-    let mut hb = proto::duration_ms(a.heartbeat_timeout.as_ref());
-    if s2c > 0 {
-        if s2s == 0 || s2s > s2c {
-            s2s = s2c;
-        }
-        if st2c == 0 || st2c > s2c {
-            st2c = s2c;
-        }
-    } else if st2c > 0 {
-        s2c = run_timeout;
-        if s2s == 0 {
-            s2s = s2c;
-        }
-    } else {
-        return Err(bad(
-            cause,
-            "A valid StartToClose or ScheduleToCloseTimeout is not set on command.",
-        ));
-    }
-    if run_timeout > 0 {
-        s2c = if s2c == 0 {
-            run_timeout
-        } else {
-            s2c.min(run_timeout)
-        };
-        s2s = if s2s == 0 {
-            run_timeout
-        } else {
-            s2s.min(run_timeout)
-        };
-        st2c = st2c.min(run_timeout);
-    }
-    if hb > st2c {
-        hb = st2c;
-    }
-    let retry = activity::retry_policy(a.retry_policy.as_ref()).map_err(|m| bad(cause, m))?;
-    a.task_queue = Some(proto::task_queue(&task_queue));
-    a.schedule_to_close_timeout = proto::duration(s2c);
-    a.schedule_to_start_timeout = proto::duration(s2s);
-    a.start_to_close_timeout = proto::duration(st2c);
-    a.heartbeat_timeout = proto::duration(hb);
-    a.retry_policy = Some(activity::retry_policy_proto(&retry));
+    let mut options = ActivityOptions {
+        task_queue,
+        schedule_to_close_ms: proto::duration_ms(a.schedule_to_close_timeout.as_ref()),
+        schedule_to_start_ms: proto::duration_ms(a.schedule_to_start_timeout.as_ref()),
+        start_to_close_ms: proto::duration_ms(a.start_to_close_timeout.as_ref()),
+        heartbeat_ms: proto::duration_ms(a.heartbeat_timeout.as_ref()),
+        retry: activity::retry_policy(a.retry_policy.as_ref()).map_err(|m| bad(cause, m))?,
+        priority: proto::encode_opt(a.priority.as_ref()),
+    };
+    activity::normalize_timeouts(&mut options, txn.state.run_timeout_ms)
+        .map_err(|m| bad(cause, m))?;
+    a.task_queue = Some(proto::task_queue(&options.task_queue));
+    a.schedule_to_close_timeout = proto::duration(options.schedule_to_close_ms);
+    a.schedule_to_start_timeout = proto::duration(options.schedule_to_start_ms);
+    a.start_to_close_timeout = proto::duration(options.start_to_close_ms);
+    a.heartbeat_timeout = proto::duration(options.heartbeat_ms);
+    a.retry_policy = Some(activity::retry_policy_proto(&options.retry));
     let scheduled_event_id = txn.append(Attributes::ActivityTaskScheduledEventAttributes(
         history::ActivityTaskScheduledEventAttributes {
             activity_id: a.activity_id.clone(),
@@ -803,18 +770,18 @@ fn schedule_activity(
             scheduled_event_id,
             activity_id: a.activity_id,
             activity_type,
-            task_queue,
+            task_queue: options.task_queue,
             scheduled_time_ns: txn.now,
             attempt_scheduled_time_ns: txn.now,
             attempt: 1,
-            schedule_to_close_ms: s2c,
-            schedule_to_start_ms: s2s,
-            start_to_close_ms: st2c,
-            heartbeat_ms: hb,
-            retry,
+            schedule_to_close_ms: options.schedule_to_close_ms,
+            schedule_to_start_ms: options.schedule_to_start_ms,
+            start_to_close_ms: options.start_to_close_ms,
+            heartbeat_ms: options.heartbeat_ms,
+            retry: options.retry,
             input: proto::encode_opt(a.input.as_ref()),
             header: proto::encode_opt(a.header.as_ref()),
-            priority: proto::encode_opt(a.priority.as_ref()),
+            priority: options.priority,
             started: None,
             last_heartbeat_ns: None,
             heartbeat_details: None,

@@ -2,6 +2,7 @@
 //! namespaces, routes each request to the shard that owns the workflow, and shapes replies
 //! (poll responses, histories, descriptions).
 
+mod activities;
 mod batches;
 mod deployments;
 mod errors;

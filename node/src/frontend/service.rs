@@ -1192,6 +1192,7 @@ impl WorkflowService for Frontend {
                     let request = Engine::RecordActivityTaskStarted {
                         scheduled_event_id: task.scheduled_event_id,
                         attempt: task.attempt,
+                        task_queue: task.task_queue.clone(),
                         request_id: new_id(),
                         identity: r.identity.clone(),
                     };
@@ -1233,14 +1234,18 @@ impl WorkflowService for Frontend {
                 r.identity,
             )
             .await?;
+        let Reply::Heartbeat {
+            cancel_requested,
+            paused,
+            reset,
+        } = reply
+        else {
+            return Err(Status::internal("unexpected reply to a heartbeat"));
+        };
         Ok(Response::new(ws::RecordActivityTaskHeartbeatResponse {
-            cancel_requested: matches!(
-                reply,
-                Reply::Heartbeat {
-                    cancel_requested: true
-                }
-            ),
-            ..Default::default()
+            cancel_requested,
+            activity_paused: paused,
+            activity_reset: reset,
         }))
     }
 
@@ -1260,14 +1265,18 @@ impl WorkflowService for Frontend {
                 r.identity,
             )
             .await?;
+        let Reply::Heartbeat {
+            cancel_requested,
+            paused,
+            reset,
+        } = reply
+        else {
+            return Err(Status::internal("unexpected reply to a heartbeat"));
+        };
         Ok(Response::new(ws::RecordActivityTaskHeartbeatByIdResponse {
-            cancel_requested: matches!(
-                reply,
-                Reply::Heartbeat {
-                    cancel_requested: true
-                }
-            ),
-            ..Default::default()
+            cancel_requested,
+            activity_paused: paused,
+            activity_reset: reset,
         }))
     }
 
@@ -1602,6 +1611,83 @@ impl WorkflowService for Frontend {
         request: Request<ws::PollWorkflowExecutionUpdateRequest>,
     ) -> Rpc<ws::PollWorkflowExecutionUpdateResponse> {
         Ok(Response::new(self.poll_update(request.into_inner()).await?))
+    }
+
+    async fn pause_activity(
+        &self,
+        request: Request<ws::PauseActivityRequest>,
+    ) -> Rpc<ws::PauseActivityResponse> {
+        Ok(Response::new(
+            self.pause_activity_rpc(request.into_inner()).await?,
+        ))
+    }
+
+    async fn unpause_activity(
+        &self,
+        request: Request<ws::UnpauseActivityRequest>,
+    ) -> Rpc<ws::UnpauseActivityResponse> {
+        Ok(Response::new(
+            self.unpause_activity_rpc(request.into_inner()).await?,
+        ))
+    }
+
+    async fn reset_activity(
+        &self,
+        request: Request<ws::ResetActivityRequest>,
+    ) -> Rpc<ws::ResetActivityResponse> {
+        Ok(Response::new(
+            self.reset_activity_rpc(request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_activity_options(
+        &self,
+        request: Request<ws::UpdateActivityOptionsRequest>,
+    ) -> Rpc<ws::UpdateActivityOptionsResponse> {
+        Ok(Response::new(
+            self.update_activity_options_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn pause_activity_execution(
+        &self,
+        request: Request<ws::PauseActivityExecutionRequest>,
+    ) -> Rpc<ws::PauseActivityExecutionResponse> {
+        Ok(Response::new(
+            self.pause_activity_execution_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn unpause_activity_execution(
+        &self,
+        request: Request<ws::UnpauseActivityExecutionRequest>,
+    ) -> Rpc<ws::UnpauseActivityExecutionResponse> {
+        Ok(Response::new(
+            self.unpause_activity_execution_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn reset_activity_execution(
+        &self,
+        request: Request<ws::ResetActivityExecutionRequest>,
+    ) -> Rpc<ws::ResetActivityExecutionResponse> {
+        Ok(Response::new(
+            self.reset_activity_execution_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn update_activity_execution_options(
+        &self,
+        request: Request<ws::UpdateActivityExecutionOptionsRequest>,
+    ) -> Rpc<ws::UpdateActivityExecutionOptionsResponse> {
+        Ok(Response::new(
+            self.update_activity_execution_options_rpc(request.into_inner())
+                .await?,
+        ))
     }
 
     async fn start_batch_operation(

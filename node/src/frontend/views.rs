@@ -1,10 +1,13 @@
 //! Read-side shapes: workflow descriptions, visibility rows, namespace descriptions.
 
+use temporalio_protos::temporal::api::activity::v1 as activity;
 use temporalio_protos::temporal::api::namespace::v1 as namespace;
+use temporalio_protos::temporal::api::taskqueue::v1 as taskqueue;
 use temporalio_protos::temporal::api::workflow::v1 as workflow;
 use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 
 use crate::engine::proto::{self, common, enums};
+use crate::engine::state::{ActivityInfo, ActivityOptions};
 use crate::engine::MutableState;
 use crate::namespaces::NamespaceRecord;
 
@@ -84,43 +87,87 @@ fn versioning_info(
     }
 }
 
+/// The options an activity runs with, as Temporal shows them.
+pub fn activity_options(options: &ActivityOptions) -> activity::ActivityOptions {
+    activity::ActivityOptions {
+        task_queue: Some(taskqueue::TaskQueue {
+            normal_name: options.task_queue.clone(),
+            ..proto::task_queue(&options.task_queue)
+        }),
+        schedule_to_close_timeout: proto::duration(options.schedule_to_close_ms),
+        schedule_to_start_timeout: proto::duration(options.schedule_to_start_ms),
+        start_to_close_timeout: proto::duration(options.start_to_close_ms),
+        heartbeat_timeout: proto::duration(options.heartbeat_ms),
+        retry_policy: Some(crate::engine::retry_policy_proto(&options.retry)),
+        priority: proto::decode_opt(&options.priority),
+        start_delay: None,
+    }
+}
+
+/// A pending activity in DescribeWorkflowExecution. A paused activity shows PAUSED while no
+/// attempt runs and PAUSE_REQUESTED while one does.
+fn pending_activity(run: &MutableState, a: &ActivityInfo) -> workflow::PendingActivityInfo {
+    use enums::PendingActivityState as S;
+    let pause = run
+        .activity_controls
+        .get(&a.scheduled_event_id)
+        .and_then(|c| c.pause.as_ref());
+    let state = match (
+        a.cancel_requested_event_id.is_some(),
+        a.started.is_some(),
+        pause,
+    ) {
+        (true, _, _) => S::CancelRequested,
+        (false, true, Some(_)) => S::PauseRequested,
+        (false, true, None) => S::Started,
+        (false, false, Some(_)) => S::Paused,
+        (false, false, None) => S::Scheduled,
+    };
+    let options = crate::engine::activity_options(a);
+    workflow::PendingActivityInfo {
+        activity_id: a.activity_id.clone(),
+        activity_type: Some(common::ActivityType {
+            name: a.activity_type.clone(),
+        }),
+        state: state as i32,
+        heartbeat_details: a.heartbeat_details.as_deref().and_then(proto::decode_opt),
+        last_heartbeat_time: a.last_heartbeat_ns.map(proto::timestamp),
+        last_started_time: a.started.as_ref().map(|s| proto::timestamp(s.time_ns)),
+        attempt: a.attempt,
+        maximum_attempts: a.retry.maximum_attempts,
+        scheduled_time: Some(proto::timestamp(a.attempt_scheduled_time_ns)),
+        expiration_time: (a.schedule_to_close_ms > 0)
+            .then(|| proto::timestamp(a.scheduled_time_ns + a.schedule_to_close_ms * 1_000_000)),
+        last_failure: a.last_failure.as_deref().and_then(proto::decode_opt),
+        last_worker_identity: a
+            .started
+            .as_ref()
+            .map(|s| s.identity.clone())
+            .unwrap_or_default(),
+        paused: pause.is_some(),
+        pause_info: pause.map(|p| workflow::pending_activity_info::PauseInfo {
+            pause_time: Some(proto::timestamp(p.time_ns)),
+            paused_by: Some(
+                workflow::pending_activity_info::pause_info::PausedBy::Manual(
+                    workflow::pending_activity_info::pause_info::Manual {
+                        identity: p.identity.clone(),
+                        reason: p.reason.clone(),
+                    },
+                ),
+            ),
+        }),
+        priority: proto::decode_opt(&a.priority),
+        activity_options: Some(activity_options(&options)),
+        ..Default::default()
+    }
+}
+
 /// DescribeWorkflowExecution's answer.
 pub fn describe(state: &MutableState) -> ws::DescribeWorkflowExecutionResponse {
     let pending_activities = state
         .activities
         .values()
-        .map(|a| {
-            let state = if a.cancel_requested_event_id.is_some() {
-                enums::PendingActivityState::CancelRequested
-            } else if a.started.is_some() {
-                enums::PendingActivityState::Started
-            } else {
-                enums::PendingActivityState::Scheduled
-            };
-            workflow::PendingActivityInfo {
-                activity_id: a.activity_id.clone(),
-                activity_type: Some(common::ActivityType {
-                    name: a.activity_type.clone(),
-                }),
-                state: state as i32,
-                heartbeat_details: a.heartbeat_details.as_deref().and_then(proto::decode_opt),
-                last_heartbeat_time: a.last_heartbeat_ns.map(proto::timestamp),
-                last_started_time: a.started.as_ref().map(|s| proto::timestamp(s.time_ns)),
-                attempt: a.attempt,
-                maximum_attempts: a.retry.maximum_attempts,
-                scheduled_time: Some(proto::timestamp(a.attempt_scheduled_time_ns)),
-                expiration_time: (a.schedule_to_close_ms > 0).then(|| {
-                    proto::timestamp(a.scheduled_time_ns + a.schedule_to_close_ms * 1_000_000)
-                }),
-                last_failure: a.last_failure.as_deref().and_then(proto::decode_opt),
-                last_worker_identity: a
-                    .started
-                    .as_ref()
-                    .map(|s| s.identity.clone())
-                    .unwrap_or_default(),
-                ..Default::default()
-            }
-        })
+        .map(|a| pending_activity(state, a))
         .collect();
     let pending_workflow_task = state.workflow_task.as_ref().map(|t| {
         let task_state = if t.started.is_some() {

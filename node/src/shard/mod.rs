@@ -31,7 +31,7 @@ use crate::engine::{
 use crate::matching::Matching;
 
 /// Version byte of stored mutable states.
-const STATE_VERSION: u8 = 5;
+const STATE_VERSION: u8 = 6;
 
 /// The wall clock, behind a seam tests can replace.
 pub trait Clock: Send + Sync + 'static {
@@ -667,10 +667,10 @@ pub struct RunProgress {
     pub next_event_id: i64,
 }
 
-/// Decodes the [`RunProgress`] of [`encode_state`] output (versions 2 to 5 share the head).
+/// Decodes the [`RunProgress`] of [`encode_state`] output (versions 2 to 6 share the head).
 fn decode_progress(bytes: &[u8]) -> Option<RunProgress> {
     match bytes.split_first() {
-        Some((&STATE_VERSION | &2 | &3 | &4, rest)) => {
+        Some((&STATE_VERSION | &2 | &3 | &4 | &5, rest)) => {
             let head: StateHead<'_> = bincode::deserialize(rest).ok()?;
             Some(RunProgress {
                 running: head.status == crate::engine::RunStatus::Running,
@@ -681,18 +681,21 @@ fn decode_progress(bytes: &[u8]) -> Option<RunProgress> {
     }
 }
 
-/// Decodes [`encode_state`] output, and states of versions 2 to 4.
+/// Decodes [`encode_state`] output, and states of versions 2 to 5.
 pub(crate) fn decode_state(bytes: &[u8]) -> Option<MutableState> {
     // Each older version lacks fields at the end, which bincode reads from zero bytes:
     // version 2 `cron_schedule` and `reset_request_id` (empty strings: a zero u64 length
-    // each), `schedule`, `batch`, `delete_requested` and `versioning`; version 3 `schedule`
-    // and `batch` (None: a zero tag byte each), `delete_requested` (false: a zero byte) and
-    // `versioning`; version 4 `delete_requested` and `versioning`.
+    // each), `schedule`, `batch`, `delete_requested`, `versioning` and `activity_controls`;
+    // version 3 `schedule` and `batch` (None: a zero tag byte each), `delete_requested`
+    // (false: a zero byte), `versioning` and `activity_controls` (an empty map: a zero u64
+    // length); version 4 `delete_requested`, `versioning` and `activity_controls`; version 5
+    // `activity_controls`.
     let (rest, missing) = match bytes.split_first() {
         Some((&STATE_VERSION, rest)) => return bincode::deserialize(rest).ok(),
-        Some((&4, rest)) => (rest, 2),
-        Some((&3, rest)) => (rest, 4),
-        Some((&2, rest)) => (rest, 20),
+        Some((&5, rest)) => (rest, 8),
+        Some((&4, rest)) => (rest, 10),
+        Some((&3, rest)) => (rest, 12),
+        Some((&2, rest)) => (rest, 28),
         _ => return None,
     };
     let mut upgraded = Vec::with_capacity(rest.len() + missing);
@@ -730,19 +733,19 @@ mod tests {
     }
 
     #[test]
-    fn states_of_versions_2_to_4_decode_with_empty_new_fields() {
+    fn states_of_versions_2_to_5_decode_with_empty_new_fields() {
         let state = started_state();
         let current = encode_state(&state);
         assert_eq!(decode_state(&current), Some(state.clone()));
-        let mut version_4 = current[..current.len() - 2].to_vec();
-        version_4[0] = 4;
-        assert_eq!(decode_state(&version_4), Some(state.clone()));
-        let mut version_3 = current[..current.len() - 4].to_vec();
-        version_3[0] = 3;
-        assert_eq!(decode_state(&version_3), Some(state.clone()));
-        let mut version_2 = current[..current.len() - 20].to_vec();
-        version_2[0] = 2;
-        assert_eq!(decode_state(&version_2), Some(state));
+        for (version, missing) in [(5u8, 8), (4, 10), (3, 12), (2, 28)] {
+            let mut older = current[..current.len() - missing].to_vec();
+            older[0] = version;
+            assert_eq!(
+                decode_state(&older),
+                Some(state.clone()),
+                "version {version}"
+            );
+        }
     }
 
     #[test]
@@ -757,10 +760,10 @@ mod tests {
         };
         let encoded = encode_state(&state);
         assert_eq!(decode_progress(&encoded), Some(running));
-        let mut version_2 = encoded[..encoded.len() - 20].to_vec();
+        let mut version_2 = encoded[..encoded.len() - 28].to_vec();
         version_2[0] = 2;
         assert_eq!(decode_progress(&version_2), Some(running));
-        let mut version_4 = encoded[..encoded.len() - 2].to_vec();
+        let mut version_4 = encoded[..encoded.len() - 10].to_vec();
         version_4[0] = 4;
         assert_eq!(decode_progress(&version_4), Some(running));
         state.status = crate::engine::RunStatus::Completed;

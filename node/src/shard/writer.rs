@@ -471,6 +471,7 @@ impl Writer {
                     engine::TaskKind::Activity => Request::RecordActivityTaskStarted {
                         scheduled_event_id,
                         attempt,
+                        task_queue: task.task_queue.clone(),
                         request_id,
                         identity,
                     },
