@@ -333,3 +333,57 @@ async def test_temporal_activity_commands(client: Client, task_queue: str, cli):
         await cli.run("activity", "unpause", *target)
         # First call fails, the retry (1 s later) succeeds.
         assert await asyncio.wait_for(handle.result(), 15) == "attempt 2"
+
+
+async def test_batch_unpause_and_update_activity_options(client: Client, task_queue: str):
+    from temporalio.api.batch.v1 import BatchOperationUnpauseActivities, BatchOperationUpdateActivityOptions
+    from temporalio.api.enums.v1 import BatchOperationState
+    from temporalio.api.workflowservice.v1 import DescribeBatchOperationRequest, StartBatchOperationRequest
+
+    async with new_worker(client, task_queue, [RunOne], ACTIVITIES):
+        started = [await start(client, task_queue, "fail_first_call", retry_s=3600) for _ in range(3)]
+
+        async def all_waiting():
+            infos = [await pending(h, a) for h, a in started]
+            return all(i and i.attempt == 2 for i in infos)
+
+        await wait_for(all_waiting, what="every retry to be scheduled")
+        for handle, activity_id in started[:2]:
+            await pause(client, handle, activity_id)
+        ids = ", ".join(f"'{h.id}'" for h, _ in started)
+
+        async def run_job(**operation) -> int:
+            job_id = new_id("job")
+            await client.workflow_service.start_batch_operation(
+                StartBatchOperationRequest(
+                    namespace=client.namespace,
+                    job_id=job_id,
+                    reason="test",
+                    visibility_query=f"WorkflowId IN ({ids})",
+                    **operation,
+                )
+            )
+
+            async def finished():
+                job = await client.workflow_service.describe_batch_operation(
+                    DescribeBatchOperationRequest(namespace=client.namespace, job_id=job_id)
+                )
+                return job if job.state == BatchOperationState.BATCH_OPERATION_STATE_COMPLETED else None
+
+            job = await wait_for(finished, timeout=20, what="the batch job to complete")
+            assert job.failure_operation_count == 0, job
+            return job.total_operation_count
+
+        # Only the two runs with a paused fail_first_call are targets, as in Temporal.
+        unpause = BatchOperationUnpauseActivities(type="fail_first_call")
+        assert await run_job(unpause_activities_operation=unpause) == 2
+        for handle, _ in started[:2]:
+            assert await asyncio.wait_for(handle.result(), 15) == "attempt 2"
+        # The third one's hour-long backoff becomes a second by a batch option update.
+        update = BatchOperationUpdateActivityOptions(
+            match_all=True,
+            activity_options=ActivityOptions(retry_policy=RetryPolicyProto(initial_interval=Duration(seconds=1))),
+            update_mask=FieldMask(paths=["retry_policy.initial_interval"]),
+        )
+        assert await run_job(update_activity_options_operation=update) == 1
+        assert await asyncio.wait_for(started[2][0].result(), 15) == "attempt 2"

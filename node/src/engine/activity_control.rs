@@ -82,6 +82,24 @@ fn activity_not_found() -> EngineError {
     )
 }
 
+/// A delay drawn uniformly from `[0, jitter_ms)` by `random` (0 without jitter): callers bring
+/// the randomness, the engine gets the delay.
+pub fn jitter_delay_ms(jitter_ms: i64, random: u128) -> i64 {
+    if jitter_ms <= 0 {
+        return 0;
+    }
+    (random % jitter_ms as u128) as i64
+}
+
+/// The selector of a batch activity operation's `activity` oneof (a type, or all).
+pub fn batch_selector(activity_type: Option<&str>, match_all: bool) -> Option<ActivitySelector> {
+    match (activity_type, match_all) {
+        (Some(name), _) if !name.is_empty() => Some(ActivitySelector::Type(name.to_string())),
+        (_, true) => Some(ActivitySelector::All),
+        _ => None,
+    }
+}
+
 /// True while the activity is paused.
 pub(crate) fn paused(state: &MutableState, scheduled_event_id: i64) -> bool {
     state

@@ -7,7 +7,7 @@ use tonic::Status;
 
 use super::errors::invalid;
 use super::{check_id, views, Frontend};
-use crate::engine::activity_control::{ActivitySelector, ControlAction};
+use crate::engine::activity_control::{jitter_delay_ms, ActivitySelector, ControlAction};
 use crate::engine::proto::{self, common};
 use crate::engine::{ActivityControlRequest, Reply, Request as Engine};
 
@@ -16,11 +16,10 @@ fn jitter_ms(jitter: Option<&prost_wkt_types::Duration>) -> Result<i64, Status> 
     if jitter.is_some_and(|d| d.seconds < 0 || d.nanos < 0) {
         return Err(invalid("Jitter must not be negative."));
     }
-    let jitter = proto::duration_ms(jitter);
-    if jitter <= 0 {
-        return Ok(0);
-    }
-    Ok((uuid::Uuid::new_v4().as_u128() % jitter as u128) as i64)
+    Ok(jitter_delay_ms(
+        proto::duration_ms(jitter),
+        uuid::Uuid::new_v4().as_u128(),
+    ))
 }
 
 /// The selector of a request's `activity` oneof; InvalidArgument when it is unset.

@@ -31,6 +31,11 @@ fn operation_type(operation: &Operation) -> Option<(enums::BatchOperationType, S
         Operation::SignalOperation(s) => (T::SignalWorkflow, s.identity.clone()),
         Operation::ResetOperation(r) => (T::ResetWorkflow, r.identity.clone()),
         Operation::DeletionOperation(d) => (T::DeleteWorkflow, d.identity.clone()),
+        Operation::UnpauseActivitiesOperation(u) => (T::UnpauseActivity, u.identity.clone()),
+        Operation::ResetActivitiesOperation(r) => (T::ResetActivity, r.identity.clone()),
+        Operation::UpdateActivityOptionsOperation(u) => {
+            (T::UpdateActivityOptions, u.identity.clone())
+        }
         _ => return None,
     })
 }
@@ -134,12 +139,16 @@ impl Frontend {
             .ok_or_else(|| invalid("Batch operation is not set on request."))?;
         let (kind, _) = operation_type(operation).ok_or_else(|| {
             Status::unimplemented(
-                "Keel runs batch terminate, cancel, signal, reset and delete operations only; \
-                 this one is not supported yet",
+                "Keel runs batch terminate, cancel, signal, reset, delete, unpause-activities, \
+                 reset-activities and update-activity-options operations only; this one is not \
+                 supported yet",
             )
         })?;
         if let Operation::ResetOperation(reset) = operation {
             check_batch_reset(reset)?;
+        }
+        if let Some(Err(message)) = crate::shard::batch_activity_control(operation, 0) {
+            return Err(invalid(message));
         }
         // Terminate, cancel and signal act on running workflows only, as in Temporal; a reset
         // may start from a closed run, and a deletion deletes closed runs too.

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Op, Shard};
+use crate::engine::activity_control::{batch_selector, jitter_delay_ms, ControlAction};
 use crate::engine::batch::{self, BatchReport, BatchState, StartBatchOperationRequest};
 use crate::engine::proto::enums::{EventType, ResetReapplyExcludeType};
-use crate::engine::{MutableState, Report, Request, ResetArgs, Signal};
+use crate::engine::{ActivityControlRequest, MutableState, Report, Request, ResetArgs, Signal};
 use crate::list_query::ListQuery;
 use temporalio_protos::temporal::api::batch::v1::BatchOperationReset;
 use temporalio_protos::temporal::api::common::v1::reset_options::Target as ResetPoint;
@@ -134,6 +135,90 @@ async fn reset_target(
         .map_err(|e| e.to_string())
 }
 
+/// The activity control a batch activity operation applies to each target (`random` draws its
+/// jitter); None for other operations, an error when it names no activities.
+pub fn batch_activity_control(
+    operation: &Operation,
+    random: u128,
+) -> Option<Result<ActivityControlRequest, &'static str>> {
+    use temporalio_protos::temporal::api::batch::v1::{
+        batch_operation_reset_activities as reset, batch_operation_unpause_activities as unpause,
+        batch_operation_update_activity_options as update,
+    };
+    let jitter = |d: Option<&prost_wkt_types::Duration>| {
+        jitter_delay_ms(crate::engine::proto::duration_ms(d), random)
+    };
+    let (activity, action) = match operation {
+        Operation::UnpauseActivitiesOperation(u) => (
+            match &u.activity {
+                Some(unpause::Activity::Type(t)) => batch_selector(Some(t), false),
+                Some(unpause::Activity::MatchAll(all)) => batch_selector(None, *all),
+                None => None,
+            },
+            ControlAction::Unpause {
+                reset_attempts: u.reset_attempts,
+                reset_heartbeat: u.reset_heartbeat,
+                delay_ms: jitter(u.jitter.as_ref()),
+            },
+        ),
+        Operation::ResetActivitiesOperation(r) => (
+            match &r.activity {
+                Some(reset::Activity::Type(t)) => batch_selector(Some(t), false),
+                Some(reset::Activity::MatchAll(all)) => batch_selector(None, *all),
+                None => None,
+            },
+            ControlAction::Reset {
+                reset_heartbeat: r.reset_heartbeat,
+                keep_paused: r.keep_paused,
+                restore_original: r.restore_original_options,
+                delay_ms: jitter(r.jitter.as_ref()),
+            },
+        ),
+        Operation::UpdateActivityOptionsOperation(u) => (
+            match &u.activity {
+                Some(update::Activity::Type(t)) => batch_selector(Some(t), false),
+                Some(update::Activity::MatchAll(all)) => batch_selector(None, *all),
+                None => None,
+            },
+            if u.restore_original {
+                ControlAction::RestoreOptions
+            } else {
+                ControlAction::UpdateOptions {
+                    options: Box::new(u.activity_options.clone().unwrap_or_default()),
+                    paths: u
+                        .update_mask
+                        .as_ref()
+                        .map(|m| m.paths.clone())
+                        .unwrap_or_default(),
+                }
+            },
+        ),
+        _ => return None,
+    };
+    Some(
+        activity
+            .map(|selector| ActivityControlRequest { selector, action })
+            .ok_or("Either the activity type or match_all must be set on the batch operation."),
+    )
+}
+
+/// Whether the job's operation concerns `run` beyond its query: unpausing activities of a type
+/// targets only runs with such a paused activity (Temporal narrows the query by
+/// `TemporalPauseInfo`).
+fn concerns(request: &StartBatchOperationRequest, run: &MutableState) -> bool {
+    use temporalio_protos::temporal::api::batch::v1::batch_operation_unpause_activities::Activity;
+    match &request.operation {
+        Some(Operation::UnpauseActivitiesOperation(u)) => match &u.activity {
+            Some(Activity::Type(name)) => run.activities.values().any(|a| {
+                &a.activity_type == name
+                    && crate::engine::activity_control::paused(run, a.scheduled_event_id)
+            }),
+            _ => true,
+        },
+        _ => true,
+    }
+}
+
 /// True while the job's run is open in this replica's applied state.
 fn still_running(shard: &Shard, state: &MutableState) -> Result<bool, String> {
     shard
@@ -190,6 +275,7 @@ async fn targets(
                     && run.start_time_ns <= state.start_time_ns
                     && beyond(&target)
                     && query.matches(&run)
+                    && concerns(request, &run)
                 {
                     found.push(target);
                 }
@@ -244,7 +330,13 @@ async fn apply(
             run_id: run_id.clone(),
             expired_at_ns: None,
         },
-        _ => return Err("the batch operation is not supported".into()),
+        Some(operation) => {
+            match batch_activity_control(operation, uuid::Uuid::new_v4().as_u128()) {
+                Some(control) => run(Request::ActivityControl(Box::new(control?))),
+                None => return Err("the batch operation is not supported".into()),
+            }
+        }
+        None => return Err("the batch operation is not set".into()),
     };
     let target = shard.peer(&state.namespace_id, workflow_id)?;
     target

@@ -7,6 +7,7 @@
 pub mod applier;
 pub mod balance;
 mod batch;
+pub use batch::batch_activity_control;
 pub mod forwarding;
 pub mod keys;
 pub mod run_changes;
