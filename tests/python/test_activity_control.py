@@ -94,6 +94,16 @@ async def pending(handle: WorkflowHandle, activity_id: str):
     return None
 
 
+async def wait_for_retry(handle: WorkflowHandle, activity_id: str):
+    """Waits until the activity's first attempt failed and its second waits for its backoff."""
+
+    async def waiting_retry():
+        info = await pending(handle, activity_id)
+        return info if info and info.attempt == 2 else None
+
+    return await wait_for(waiting_retry, what="the retry to be scheduled")
+
+
 def execution(handle: WorkflowHandle) -> WorkflowExecution:
     return WorkflowExecution(workflow_id=handle.id)
 
@@ -173,12 +183,7 @@ async def test_a_paused_activity_is_not_retried_until_unpaused(client: Client, t
 async def test_unpausing_an_activity_in_retry_backoff_runs_it_at_once(client: Client, task_queue: str):
     async with new_worker(client, task_queue, [RunOne], ACTIVITIES):
         handle, activity_id = await start(client, task_queue, "fail_first_call", retry_s=3600)
-
-        async def waiting_retry():
-            info = await pending(handle, activity_id)
-            return info if info and info.attempt == 2 else None
-
-        await wait_for(waiting_retry, what="the retry to be scheduled")
+        await wait_for_retry(handle, activity_id)
         await pause(client, handle, activity_id)
         info = await pending(handle, activity_id)
         assert info.state == PendingActivityState.PENDING_ACTIVITY_STATE_PAUSED
@@ -192,12 +197,7 @@ async def test_unpausing_an_activity_in_retry_backoff_runs_it_at_once(client: Cl
 async def test_resetting_an_activity_restarts_its_attempts_now(client: Client, task_queue: str):
     async with new_worker(client, task_queue, [RunOne], ACTIVITIES):
         handle, activity_id = await start(client, task_queue, "fail_first_call", retry_s=3600)
-
-        async def waiting_retry():
-            info = await pending(handle, activity_id)
-            return info if info and info.attempt == 2 else None
-
-        await wait_for(waiting_retry, what="the retry to be scheduled")
+        await wait_for_retry(handle, activity_id)
         await client.workflow_service.reset_activity(
             ResetActivityRequest(namespace=client.namespace, execution=execution(handle), id=activity_id)
         )
@@ -207,12 +207,7 @@ async def test_resetting_an_activity_restarts_its_attempts_now(client: Client, t
 async def test_reset_keeps_a_paused_activity_paused_when_asked(client: Client, task_queue: str):
     async with new_worker(client, task_queue, [RunOne], ACTIVITIES):
         handle, activity_id = await start(client, task_queue, "fail_first_call", retry_s=3600)
-
-        async def waiting_retry():
-            info = await pending(handle, activity_id)
-            return info if info and info.attempt == 2 else None
-
-        await wait_for(waiting_retry, what="the retry to be scheduled")
+        await wait_for_retry(handle, activity_id)
         await pause(client, handle, activity_id)
         await client.workflow_service.reset_activity(
             ResetActivityRequest(
@@ -233,12 +228,7 @@ async def test_reset_keeps_a_paused_activity_paused_when_asked(client: Client, t
 async def test_updated_retry_options_reschedule_a_waiting_retry(client: Client, task_queue: str):
     async with new_worker(client, task_queue, [RunOne], ACTIVITIES):
         handle, activity_id = await start(client, task_queue, "fail_first_call", retry_s=3600)
-
-        async def waiting_retry():
-            info = await pending(handle, activity_id)
-            return info if info and info.attempt == 2 else None
-
-        await wait_for(waiting_retry, what="the retry to be scheduled")
+        await wait_for_retry(handle, activity_id)
         response = await client.workflow_service.update_activity_options(
             UpdateActivityOptionsRequest(
                 namespace=client.namespace,
@@ -342,12 +332,8 @@ async def test_batch_unpause_and_update_activity_options(client: Client, task_qu
 
     async with new_worker(client, task_queue, [RunOne], ACTIVITIES):
         started = [await start(client, task_queue, "fail_first_call", retry_s=3600) for _ in range(3)]
-
-        async def all_waiting():
-            infos = [await pending(h, a) for h, a in started]
-            return all(i and i.attempt == 2 for i in infos)
-
-        await wait_for(all_waiting, what="every retry to be scheduled")
+        for handle, activity_id in started:
+            await wait_for_retry(handle, activity_id)
         for handle, activity_id in started[:2]:
             await pause(client, handle, activity_id)
         ids = ", ".join(f"'{h.id}'" for h, _ in started)

@@ -116,6 +116,14 @@ pub(crate) fn set_options(activity: &mut ActivityInfo, options: ActivityOptions)
     activity.priority = options.priority;
 }
 
+/// The policy's own delay after failed attempt `attempt`: the initial interval grown by the
+/// coefficient per attempt, capped by the maximum interval.
+pub(crate) fn backoff_ms(policy: &RetryPolicy, attempt: i32) -> i64 {
+    let grown = policy.initial_interval_ms as f64
+        * policy.backoff_coefficient.powi(attempt.saturating_sub(1));
+    grown.min(policy.maximum_interval_ms as f64) as i64
+}
+
 /// Delay before attempt `attempt + 1`, or why there is none. `deadline_ns` is the
 /// schedule-to-close deadline (0 = none).
 pub(crate) fn next_retry_delay(
@@ -141,9 +149,7 @@ pub(crate) fn next_retry_delay(
     let delay = if explicit > 0 {
         explicit
     } else {
-        let grown = policy.initial_interval_ms as f64
-            * policy.backoff_coefficient.powi(attempt.saturating_sub(1));
-        (grown.min(policy.maximum_interval_ms as f64)) as i64
+        backoff_ms(policy, attempt)
     };
     if deadline_ns > 0 && now + delay * 1_000_000 >= deadline_ns {
         return Err(enums::RetryState::Timeout);

@@ -5,7 +5,7 @@
 //! (`activity`). Randomness (jitter) is drawn by the caller: the engine gets a fixed delay.
 
 use super::proto::{self, common};
-use super::state::{ActivityControl, ActivityOptions, ActivityPause, MutableState};
+use super::state::{ActivityControl, ActivityInfo, ActivityOptions, ActivityPause, MutableState};
 use super::txn::Txn;
 use super::{activity, EngineError, Reply};
 
@@ -169,19 +169,22 @@ pub(crate) fn handle(txn: &mut Txn, request: ActivityControlRequest) -> Result<R
         ControlAction::UpdateOptions { options, paths } => {
             let mut last = None;
             for id in targets {
-                let current = txn
+                let current_options = txn
                     .state
                     .activities
                     .get(&id)
+                    .map(activity::options)
                     .ok_or_else(activity_not_found)?;
                 let updated = merge_options(
-                    &activity::options(current),
+                    &current_options,
                     &options,
                     &paths,
                     &txn.state.task_queue,
                     txn.state.run_timeout_ms,
                 )?;
-                last = Some(change_options(txn, id, updated));
+                control_mut(txn, id).original.get_or_insert(current_options);
+                apply_options(txn, id, &updated);
+                last = Some(updated);
             }
             last.map(|o| Reply::ActivityOptions(Box::new(o)))
                 .ok_or_else(activity_not_found)
@@ -273,13 +276,22 @@ fn unpause(txn: &mut Txn, id: i64, reset_attempts: bool, reset_heartbeat: bool, 
             activity.attempt = 1;
         }
         if reset_heartbeat {
-            activity.heartbeat_details = None;
-            activity.last_heartbeat_ns = None;
+            clear_heartbeat(activity);
         }
         if activity.started.is_none() {
-            activity.attempt_scheduled_time_ns = now + delay_ms.max(0) * 1_000_000;
+            schedule_after(activity, now, delay_ms);
         }
     }
+}
+
+fn clear_heartbeat(activity: &mut ActivityInfo) {
+    activity.heartbeat_details = None;
+    activity.last_heartbeat_ns = None;
+}
+
+/// The waiting attempt becomes dispatchable `delay_ms` from `now`.
+fn schedule_after(activity: &mut ActivityInfo, now: i64, delay_ms: i64) {
+    activity.attempt_scheduled_time_ns = now + delay_ms.max(0) * 1_000_000;
 }
 
 /// ResetActivity: attempts start again from 1. A running attempt goes on (its heartbeats tell
@@ -309,54 +321,28 @@ fn reset(txn: &mut Txn, id: i64, reset_heartbeat: bool, keep_paused: bool, delay
         activity.attempt = 1;
         if !running {
             if reset_heartbeat {
-                activity.heartbeat_details = None;
-                activity.last_heartbeat_ns = None;
+                clear_heartbeat(activity);
             }
             if !still_paused {
-                activity.attempt_scheduled_time_ns = now + delay_ms.max(0) * 1_000_000;
+                schedule_after(activity, now, delay_ms);
             }
         }
     }
 }
 
-/// Gives the activity new options, keeping the ones it was scheduled with the first time. An
-/// activity waiting for a retry is rescheduled by the new retry policy; returns the options.
-fn change_options(txn: &mut Txn, id: i64, updated: ActivityOptions) -> ActivityOptions {
-    let Some(current) = txn.state.activities.get(&id).map(activity::options) else {
-        return updated;
+/// Gives the activity new options. An activity waiting for a retry is rescheduled by the new
+/// retry policy: from when its last attempt ended, as the old policy placed the retry.
+fn apply_options(txn: &mut Txn, id: i64, updated: &ActivityOptions) {
+    let Some(activity) = txn.state.activities.get_mut(&id) else {
+        return;
     };
-    let control = control_mut(txn, id);
-    if control.original.is_none() {
-        control.original = Some(current.clone());
+    if activity.started.is_none() && activity.attempt > 1 {
+        let previous = activity.attempt - 1;
+        let old_delay_ms = activity::backoff_ms(&activity.retry, previous);
+        let new_delay_ms = activity::backoff_ms(&updated.retry, previous);
+        activity.attempt_scheduled_time_ns += (new_delay_ms - old_delay_ms) * 1_000_000;
     }
-    if let Some(activity) = txn.state.activities.get_mut(&id) {
-        if activity.started.is_none() && activity.attempt > 1 {
-            // When the last attempt ended, as the old policy placed the retry; the new policy
-            // places it from there.
-            let previous = activity.attempt - 1;
-            let ended_ns =
-                activity.attempt_scheduled_time_ns - retry_delay_ms(&current, previous) * 1_000_000;
-            activity.attempt_scheduled_time_ns =
-                ended_ns + retry_delay_ms(&updated, previous) * 1_000_000;
-        }
-        activity::set_options(activity, updated.clone());
-    }
-    updated
-}
-
-/// The policy's delay after failed attempt `attempt` (no failure-chosen delay).
-fn retry_delay_ms(options: &ActivityOptions, attempt: i32) -> i64 {
-    activity::next_retry_delay(
-        &super::state::RetryPolicy {
-            maximum_attempts: 0,
-            ..options.retry.clone()
-        },
-        attempt,
-        None,
-        0,
-        0,
-    )
-    .unwrap_or(0)
+    activity::set_options(activity, updated.clone());
 }
 
 /// Restores the options the activity was scheduled with (no change if they never changed);
@@ -370,13 +356,9 @@ fn restore_options(txn: &mut Txn, id: i64) -> Option<ActivityOptions> {
     let Some(original) = original else {
         return txn.state.activities.get(&id).map(activity::options);
     };
-    let restored = change_options(txn, id, original);
-    // Back to the scheduled options: nothing to keep (change_options kept the changed ones).
-    if let Some(control) = txn.state.activity_controls.get_mut(&id) {
-        control.original = None;
-    }
     drop_if_empty(txn, id);
-    Some(restored)
+    apply_options(txn, id, &original);
+    Some(original)
 }
 
 /// Field mask paths as Temporal reads them: each dot-separated part in lower camel case.
