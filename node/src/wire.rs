@@ -192,6 +192,7 @@ mod tests {
         let result: Result<OpResult, ShardError> = Ok(OpResult::Reply {
             run_id: "run".into(),
             reply: Reply::WorkflowTaskStarted(Box::new(started)),
+            state: None,
         });
         round_trip(&result);
         round_trip(&Err::<OpResult, _>(ShardError::Unavailable {

@@ -115,18 +115,24 @@ impl Frontend {
         Ok(runs)
     }
 
-    /// The run's state once this replica has applied what this node's writes were answered
-    /// through (after `run_request`, whose writer may be another node's); None if the run is
-    /// gone.
+    /// The run's state after a write: the one this node's writer handed back (`written`), else
+    /// read once this replica has applied what this node's writes were answered through (the
+    /// writer was another node's); None if the run is gone.
     async fn state_after_write(
         &self,
         namespace_id: &str,
         workflow_id: &str,
         run_id: &str,
-    ) -> Result<Option<MutableState>, Status> {
+        written: Option<Arc<MutableState>>,
+    ) -> Result<Option<Arc<MutableState>>, Status> {
+        if written.is_some() {
+            return Ok(written);
+        }
         let shard = self.shard(namespace_id, workflow_id);
         shard.catch_up().await?;
-        Ok(shard.load_state(namespace_id, workflow_id, run_id)?)
+        Ok(shard
+            .load_state(namespace_id, workflow_id, run_id)?
+            .map(Arc::new))
     }
 
     fn check_payloads(&self, payloads: Option<&common::Payloads>) -> Result<(), Status> {

@@ -1,6 +1,7 @@
 //! `temporal.api.workflowservice.v1.WorkflowService` on top of the shards. RPCs not listed here
 //! answer Unimplemented (tonic's default) and are listed as missing in README.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel_proto::temporal_services::workflowservice::workflow_service_server::WorkflowService;
@@ -88,14 +89,33 @@ impl Frontend {
         run_id: &str,
         request: Engine,
     ) -> Result<(String, Reply), Status> {
+        let (run_id, reply, _) = self
+            .run_request_state(namespace, workflow_id, run_id, request)
+            .await?;
+        Ok((run_id, reply))
+    }
+
+    /// [`Self::run_request`], with the run's state as the request left it when this node's
+    /// writer answered (see [`OpResult::Reply`]).
+    pub(super) async fn run_request_state(
+        &self,
+        namespace: &NamespaceRecord,
+        workflow_id: &str,
+        run_id: &str,
+        request: Engine,
+    ) -> Result<(String, Reply, Option<Arc<MutableState>>), Status> {
         let op = Op::Run {
             run_id: run_id.to_string(),
             request,
         };
         match self.run_op(namespace, workflow_id, op).await? {
-            OpResult::Reply { run_id, reply } => match reply {
+            OpResult::Reply {
+                run_id,
+                reply,
+                state,
+            } => match reply {
                 Reply::Refused(error) => Err(error.into()),
-                reply => Ok((run_id, reply)),
+                reply => Ok((run_id, reply, state)),
             },
             OpResult::Started { .. } => Err(Status::internal("unexpected start result")),
         }
@@ -839,7 +859,8 @@ impl WorkflowService for Frontend {
             } => {
                 let eager_workflow_task = match eager_task {
                     Some(task) => {
-                        let state = self.state_after_write(&namespace.id, &workflow_id, &run_id);
+                        let state =
+                            self.state_after_write(&namespace.id, &workflow_id, &run_id, None);
                         match state.await? {
                             Some(state) => {
                                 Some(self.workflow_task_response(&namespace, &state, &task, false)?)
@@ -995,14 +1016,15 @@ impl WorkflowService for Frontend {
                         target_version_changed: false,
                     };
                     let started = self
-                        .run_request(&namespace, &workflow_id, &run_id, request)
+                        .run_request_state(&namespace, &workflow_id, &run_id, request)
                         .await;
-                    let Ok((_, started)) = started else {
+                    let Ok((_, started, written)) = started else {
                         continue;
                     };
-                    let state = self.state_after_write(&namespace.id, &workflow_id, &run_id);
+                    let state =
+                        self.state_after_write(&namespace.id, &workflow_id, &run_id, written);
                     match state.await? {
-                        Some(state) => (std::sync::Arc::new(state), started),
+                        Some(state) => (state, started),
                         None => continue,
                     }
                 }
@@ -1074,8 +1096,8 @@ impl WorkflowService for Frontend {
                 )
             }),
         }));
-        let (_, reply) = self
-            .run_request(&namespace, &workflow_id, &run_id, request)
+        let (_, reply, written) = self
+            .run_request_state(&namespace, &workflow_id, &run_id, request)
             .await?;
         let reset_history_event_id = match reply {
             Reply::WorkflowTaskDiscarded {
@@ -1094,7 +1116,7 @@ impl WorkflowService for Frontend {
         let mut workflow_task = None;
         let mut activity_tasks = Vec::new();
         if next_task.is_some() || !eager_activities.is_empty() {
-            let state = self.state_after_write(&namespace.id, &workflow_id, &run_id);
+            let state = self.state_after_write(&namespace.id, &workflow_id, &run_id, written);
             if let Some(state) = state.await? {
                 if let Some(started) = next_task {
                     let sticky = !state.sticky_queue.is_empty();
@@ -1196,15 +1218,16 @@ impl WorkflowService for Frontend {
                         request_id: new_id(),
                         identity: r.identity.clone(),
                     };
-                    let Ok((_, Reply::ActivityTaskStarted { .. })) = self
-                        .run_request(&namespace, &workflow_id, &run_id, request)
+                    let Ok((_, Reply::ActivityTaskStarted { .. }, written)) = self
+                        .run_request_state(&namespace, &workflow_id, &run_id, request)
                         .await
                     else {
                         continue;
                     };
-                    let state = self.state_after_write(&namespace.id, &workflow_id, &run_id);
+                    let state =
+                        self.state_after_write(&namespace.id, &workflow_id, &run_id, written);
                     match state.await? {
-                        Some(state) => (std::sync::Arc::new(state), task),
+                        Some(state) => (state, task),
                         None => continue,
                     }
                 }

@@ -10,6 +10,7 @@ mod batch;
 pub use batch::batch_activity_control;
 pub mod forwarding;
 pub mod keys;
+mod recent_history;
 pub mod run_changes;
 mod scheduled;
 mod transfer;
@@ -154,6 +155,10 @@ pub enum OpResult {
         run_id: String,
         /// The reply.
         reply: Reply,
+        /// The run's state as this request left it, committed and applied: set by this node's
+        /// writer (so the caller need not read it back), never sent between nodes.
+        #[serde(skip)]
+        state: Option<Arc<MutableState>>,
     },
 }
 
@@ -201,6 +206,8 @@ pub struct Shard {
     /// the shard's leadership to another: ops that arrive meanwhile wait, then go to the new
     /// leader.
     handover: tokio::sync::RwLock<()>,
+    /// Events this node's writer committed lately, for reads that would fetch them back.
+    recent: recent_history::RecentHistory,
 }
 
 /// What became of an op offered to this node's writer.
@@ -235,6 +242,7 @@ impl Shard {
             answered_through: AtomicU64::new(0),
             forwarded_through: AtomicU64::new(0),
             handover: tokio::sync::RwLock::new(()),
+            recent: recent_history::RecentHistory::default(),
         });
         tokio::spawn(writer::follow_leadership(Arc::downgrade(&shard)));
         tokio::spawn(publish_applied_runs(Arc::downgrade(&shard)));
@@ -529,6 +537,14 @@ impl Shard {
         to: i64,
         limit: usize,
     ) -> Result<Vec<HistoryEvent>, ShardError> {
+        let run = recent_history::RunRef {
+            namespace_id: &state.namespace_id,
+            workflow_id: &state.workflow_id,
+            run_id: &state.run_id,
+        };
+        if let Some(events) = self.recent.read(run, from, to, limit) {
+            return Ok(events);
+        }
         let (start, end) = keys::event_range(
             &state.namespace_id,
             &state.workflow_id,

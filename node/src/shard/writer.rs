@@ -10,6 +10,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 
 use super::applier::{WriteSet, APPLIED};
+use super::recent_history::{self, FreshEvents};
 use super::{
     encode_state, keys, Job, Op, OpResult, Shard, ShardError, MAX_BATCH, SETTLE_WAIT, WRITER_QUEUE,
 };
@@ -96,6 +97,8 @@ struct Writer {
     deadlines: BTreeSet<(i64, RunKey, Deadline)>,
     /// Runs deleted by the batch being decided (their stored keys are still readable).
     deleted: HashSet<RunKey>,
+    /// Events the batch being decided writes, for the shard's recent history once committed.
+    fresh: Vec<FreshEvents>,
     /// When the retention index is next looked at.
     next_sweep_ns: i64,
 }
@@ -117,6 +120,7 @@ async fn run_writer(shard: Weak<Shard>, term: u64, mut jobs: mpsc::Receiver<Job>
         currents: HashMap::new(),
         deadlines: BTreeSet::new(),
         deleted: HashSet::new(),
+        fresh: Vec::new(),
         next_sweep_ns: 0,
     };
     let mut owner = writer.shard.context.owner.changes();
@@ -187,6 +191,7 @@ async fn run_writer(shard: Weak<Shard>, term: u64, mut jobs: mpsc::Receiver<Job>
 
 impl Writer {
     fn retire(&self) {
+        self.shard.recent.clear();
         let mut slot = self.shard.writer.lock().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_some_and(|(term, _)| *term == self.term) {
             *slot = None;
@@ -398,6 +403,7 @@ impl Writer {
                 Err(error) => Some(error.to_string()),
             };
             if let Some(reason) = failure {
+                self.fresh.clear();
                 tracing::warn!(shard = self.shard.id, term = self.term, %reason, "shard proposal failed");
                 for (reply, result) in done {
                     let result = result.and_then(|_| {
@@ -411,6 +417,10 @@ impl Writer {
                 }
                 return false;
             }
+        }
+        self.shard.recent.append(std::mem::take(&mut self.fresh));
+        for run in &self.deleted {
+            self.shard.recent.forget(&run.run_id);
         }
         let mut offers = Vec::new();
         for run in touched {
@@ -582,21 +592,6 @@ impl Writer {
             reply,
             successor,
         } = outcome;
-        for event in &events {
-            writes.puts.push((
-                keys::event(
-                    &state.namespace_id,
-                    &state.workflow_id,
-                    &state.run_id,
-                    event.event_id,
-                ),
-                event.encode_to_vec(),
-            ));
-        }
-        writes.puts.push((
-            keys::state(&state.namespace_id, &state.workflow_id, &state.run_id),
-            encode_state(&state),
-        ));
         let run = RunKey::of(&state);
         if let Some(close_time_ns) = state.close_time_ns {
             if events.iter().any(|e| e.event_id == state.close_event_id) {
@@ -605,6 +600,30 @@ impl Writer {
                     .push((run.retention_key(close_time_ns), Vec::new()));
             }
         }
+        let mut fresh = Vec::with_capacity(events.len());
+        for event in events {
+            let key = keys::event(
+                &state.namespace_id,
+                &state.workflow_id,
+                &state.run_id,
+                event.event_id,
+            );
+            let encoded = event.encode_to_vec();
+            fresh.push((event, recent_history::event_weight(encoded.len())));
+            writes.puts.push((key, encoded));
+        }
+        if !fresh.is_empty() {
+            self.fresh.push(FreshEvents {
+                namespace_id: run.namespace_id.clone(),
+                workflow_id: run.workflow_id.clone(),
+                run_id: run.run_id.clone(),
+                events: fresh,
+            });
+        }
+        writes.puts.push((
+            keys::state(&state.namespace_id, &state.workflow_id, &state.run_id),
+            encode_state(&state),
+        ));
         self.states.insert(run.clone(), Arc::new(state));
         touched.push(run);
         if let Some(successor) = successor {
@@ -650,13 +669,19 @@ impl Writer {
                         } else {
                             outcome.reply
                         };
-                        Ok(OpResult::Reply { run_id, reply })
+                        let state = self.states.get(&run).cloned();
+                        Ok(OpResult::Reply {
+                            run_id,
+                            reply,
+                            state,
+                        })
                     }
                     Err(EngineError::NoChange) => {
                         touched.push(run);
                         Ok(OpResult::Reply {
                             run_id,
                             reply: Reply::Done,
+                            state: Some(state),
                         })
                     }
                     Err(error) => Err(error.into()),
@@ -926,7 +951,12 @@ impl Writer {
                 writes.deletes.push(run.retention_key(close_time_ns));
             }
             let reply = self.record(outcome, writes, touched);
-            return Ok(OpResult::Reply { run_id, reply });
+            let state = self.states.get(&run).cloned();
+            return Ok(OpResult::Reply {
+                run_id,
+                reply,
+                state,
+            });
         }
         let state_key = keys::state(&run.namespace_id, &run.workflow_id, &run.run_id);
         let events = keys::event_prefix(&run.namespace_id, &run.workflow_id, &run.run_id);
@@ -957,6 +987,7 @@ impl Writer {
                 .remove(&(run.namespace_id.clone(), run.workflow_id.clone()));
         }
         self.states.remove(&run);
+        self.fresh.retain(|fresh| fresh.run_id != run.run_id);
         self.deleted.insert(run);
         tracing::debug!(
             shard = self.shard.id,
@@ -968,6 +999,7 @@ impl Writer {
         Ok(OpResult::Reply {
             run_id,
             reply: Reply::Done,
+            state: None,
         })
     }
 }
