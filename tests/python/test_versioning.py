@@ -20,7 +20,14 @@ from temporalio.api.workflowservice.v1 import (
     ListWorkerDeploymentsRequest,
     SetWorkerDeploymentCurrentVersionRequest,
     SetWorkerDeploymentRampingVersionRequest,
+    UpdateWorkflowExecutionOptionsRequest,
+    UpdateWorkflowExecutionOptionsResponse,
 )
+from temporalio.api.common.v1 import Priority, WorkflowExecution
+from temporalio.api.deployment.v1 import WorkerDeploymentVersion as VersionProto
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflow.v1 import VersioningOverride, WorkflowExecutionOptions
+from google.protobuf.field_mask_pb2 import FieldMask
 from temporalio.client import Client
 from temporalio.common import PinnedVersioningOverride, VersioningBehavior, WorkerDeploymentVersion
 from temporalio.service import RPCError, RPCStatusCode
@@ -361,3 +368,143 @@ async def test_deployment_requests_temporal_refuses(client: Client) -> None:
     with pytest.raises(RPCError) as err:
         await describe(client, new_id("no-such-deployment"))
     assert err.value.status == RPCStatusCode.NOT_FOUND
+
+
+async def update_options(
+    client: Client, workflow_id: str, paths: list[str], **options: Any
+) -> UpdateWorkflowExecutionOptionsResponse:
+    return await client.workflow_service.update_workflow_execution_options(
+        UpdateWorkflowExecutionOptionsRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=workflow_id),
+            workflow_execution_options=WorkflowExecutionOptions(**options),
+            update_mask=FieldMask(paths=paths),
+            identity="operator",
+        )
+    )
+
+
+def pin_to(version: WorkerDeploymentVersion) -> VersioningOverride:
+    return VersioningOverride(
+        pinned=VersioningOverride.PinnedOverride(
+            behavior=VersioningOverride.PinnedOverrideBehavior.PINNED_OVERRIDE_BEHAVIOR_PINNED,
+            version=VersionProto(deployment_name=version.deployment_name, build_id=version.build_id),
+        )
+    )
+
+
+async def test_update_options_pins_a_running_workflow_and_unpinning_lets_it_upgrade(
+    client: Client, task_queue: str, cli
+) -> None:
+    name = new_id("deployment")
+    v1, v2 = (WorkerDeploymentVersion(deployment_name=name, build_id=b) for b in ("1.0", "2.0"))
+    async with (
+        new_worker(client, task_queue, [V1Auto], deployment_config=versioned(v1)),
+        new_worker(client, task_queue, [V2Pinned], deployment_config=versioned(v2)),
+    ):
+        await visible(client, v2)
+        await set_current(client, v1)
+        moved = await client.start_workflow("Versioned", id=new_id(), task_queue=task_queue)
+        back = await client.start_workflow("Versioned", id=new_id(), task_queue=task_queue)
+        assert await moved.query("state") == "v1" and await back.query("state") == "v1"
+
+        response = await update_options(
+            client, moved.id, ["versioning_override"], versioning_override=pin_to(v2)
+        )
+        assert response.workflow_execution_options.versioning_override.pinned.version.build_id == "2.0"
+        info = (await moved.describe()).raw_description.workflow_execution_info.versioning_info
+        assert info.versioning_override.pinned.version.build_id == "2.0"
+        # The same request again changes nothing and writes nothing.
+        await update_options(client, moved.id, ["versioning_override"], versioning_override=pin_to(v2))
+
+        # Pinned, then unpinned by the temporal CLI: it stays with the current version 1.0.
+        await cli.run(
+            "workflow", "update-options", "--workflow-id", back.id,
+            "--versioning-override-behavior", "pinned",
+            "--versioning-override-deployment-name", name,
+            "--versioning-override-build-id", "2.0",
+        )
+        await cli.run(
+            "workflow", "update-options", "--workflow-id", back.id,
+            "--versioning-override-behavior", "unspecified",
+        )
+        info = (await back.describe()).raw_description.workflow_execution_info.versioning_info
+        assert not info.HasField("versioning_override")
+
+        for handle in (moved, back):
+            await handle.signal("do_finish")
+        assert await moved.result() == "v2"
+        assert await back.result() == "v1"
+
+    history = await moved.fetch_history()
+    updated = [
+        e for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_OPTIONS_UPDATED
+    ]
+    assert len(updated) == 1, [e.event_type for e in history.events]
+    attributes = updated[0].workflow_execution_options_updated_event_attributes
+    assert attributes.identity == "operator"
+    assert attributes.versioning_override.pinned.version.build_id == "2.0"
+    assert updated[0].worker_may_ignore
+    back_events = (await back.fetch_history()).events
+    unset = [
+        e.workflow_execution_options_updated_event_attributes
+        for e in back_events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_OPTIONS_UPDATED
+    ]
+    assert [u.unset_versioning_override for u in unset] == [False, True]
+
+
+async def test_update_options_sets_priority_fields(client: Client, task_queue: str) -> None:
+    handle = await client.start_workflow("Plain", id=new_id(), task_queue=task_queue)
+    response = await update_options(
+        client, handle.id, ["priority.fairness_key"], priority=Priority(priority_key=3, fairness_key="tenant-a")
+    )
+    assert response.workflow_execution_options.priority.fairness_key == "tenant-a"
+    assert response.workflow_execution_options.priority.priority_key == 0
+    response = await update_options(client, handle.id, ["priority"], priority=Priority(priority_key=3))
+    assert response.workflow_execution_options.priority.priority_key == 3
+    assert response.workflow_execution_options.priority.fairness_key == ""
+    described = await handle.describe()
+    assert described.raw_description.workflow_execution_info.priority.priority_key == 3
+    await handle.terminate()
+
+
+async def test_update_options_requests_temporal_refuses(client: Client, task_queue: str) -> None:
+    handle = await client.start_workflow("Plain", id=new_id(), task_queue=task_queue)
+
+    async def refused(code: RPCStatusCode, paths: list[str] | None, **options: Any) -> str:
+        request = UpdateWorkflowExecutionOptionsRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=handle.id),
+            workflow_execution_options=WorkflowExecutionOptions(**options),
+            identity="operator",
+        )
+        if paths is not None:
+            request.update_mask.CopyFrom(FieldMask(paths=paths))
+        with pytest.raises(RPCError) as error:
+            await client.workflow_service.update_workflow_execution_options(request)
+        assert error.value.status == code, error.value.message
+        return error.value.message
+
+    assert "UpdateMask is required" in await refused(RPCStatusCode.INVALID_ARGUMENT, None)
+    assert "invalid path" in await refused(RPCStatusCode.INVALID_ARGUMENT, ["memo"])
+    assert "must be updated together" in await refused(
+        RPCStatusCode.INVALID_ARGUMENT, ["versioning_override.behavior"]
+    )
+    unknown = WorkerDeploymentVersion(deployment_name=new_id("deployment"), build_id="9.9")
+    assert "is not present in task queue" in await refused(
+        RPCStatusCode.FAILED_PRECONDITION, ["versioning_override"], versioning_override=pin_to(unknown)
+    )
+    not_pinned = VersioningOverride(
+        pinned=VersioningOverride.PinnedOverride(
+            behavior=VersioningOverride.PinnedOverrideBehavior.PINNED_OVERRIDE_BEHAVIOR_PINNED
+        )
+    )
+    assert "not yet pinned to any version" in await refused(
+        RPCStatusCode.FAILED_PRECONDITION, ["versioning_override"], versioning_override=not_pinned
+    )
+    await handle.terminate()
+    assert "already completed" in await refused(
+        RPCStatusCode.NOT_FOUND, ["versioning_override"], versioning_override=VersioningOverride(auto_upgrade=True)
+    )

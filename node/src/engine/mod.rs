@@ -18,6 +18,7 @@ pub mod state;
 mod successor;
 mod txn;
 mod update;
+pub mod workflow_options;
 mod workflow_task;
 
 pub use activity::options as activity_options;
@@ -303,6 +304,8 @@ pub enum Request {
     Delete,
     /// PauseActivity, UnpauseActivity, ResetActivity or UpdateActivityOptions.
     ActivityControl(Box<ActivityControlRequest>),
+    /// UpdateWorkflowExecutionOptions.
+    UpdateOptions(Box<workflow_options::OptionsUpdate>),
 }
 
 /// A signal to deliver.
@@ -403,6 +406,8 @@ pub enum Reply {
     },
     /// UpdateActivityOptions: the options of the (last) activity it changed.
     ActivityOptions(Box<state::ActivityOptions>),
+    /// UpdateWorkflowExecutionOptions: the run's options after the update.
+    WorkflowOptions(Box<workflow_options::WorkflowOptions>),
     /// A speculative workflow task was discarded: the worker must roll its history back to
     /// this event (the started event of the last completed task).
     WorkflowTaskDiscarded {
@@ -532,6 +537,7 @@ pub fn handle(
             Reply::Done
         }
         Request::ActivityControl(request) => activity_control::handle(&mut txn, *request)?,
+        Request::UpdateOptions(update) => workflow_options::update(&mut txn, *update)?,
     };
     Ok(txn.finish(reply))
 }

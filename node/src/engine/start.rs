@@ -317,6 +317,7 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
             })),
         },
         activity_controls: BTreeMap::new(),
+        priority: proto::encode_opt(args.priority.as_ref()),
     };
     let parent = args.parent.clone();
     let mut txn = Txn::new(state, now_ns, limits);

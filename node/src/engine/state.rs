@@ -396,6 +396,10 @@ pub struct MutableState {
     /// Operator controls of pending activities (pause, reset, changed options) by scheduled
     /// event id; an activity nobody touched has no entry.
     pub activity_controls: BTreeMap<i64, ActivityControl>,
+    /// Encoded `Priority` of the workflow: as started, or as UpdateWorkflowExecutionOptions
+    /// set it.
+    #[serde(with = "serde_bytes")]
+    pub priority: Vec<u8>,
 }
 
 /// What PauseActivity, ResetActivity and UpdateActivityOptions left on a pending activity.

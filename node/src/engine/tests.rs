@@ -1875,3 +1875,209 @@ fn cron_runs_wait_for_the_schedule_and_each_close_starts_the_next() {
         Err(EngineError::InvalidArgument(_))
     ));
 }
+
+mod workflow_options_update {
+    use super::*;
+    use crate::engine::workflow_options::{OptionsMask, OptionsUpdate, WorkflowOptions};
+    use proto::workflow::versioning_override::{Override, PinnedOverride, PinnedOverrideBehavior};
+    use proto::workflow::VersioningOverride;
+    use temporalio_protos::temporal::api::deployment::v1::WorkerDeploymentVersion;
+
+    fn paths(paths: &[&str]) -> Vec<String> {
+        paths.iter().map(|p| p.to_string()).collect()
+    }
+
+    fn pinned(build_id: Option<&str>) -> VersioningOverride {
+        VersioningOverride {
+            r#override: Some(Override::Pinned(PinnedOverride {
+                behavior: PinnedOverrideBehavior::Pinned as i32,
+                version: build_id.map(|b| WorkerDeploymentVersion {
+                    deployment_name: "dep".into(),
+                    build_id: b.into(),
+                }),
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn update(
+        state: &MutableState,
+        versioning_override: Option<VersioningOverride>,
+        priority: Option<common::Priority>,
+        mask: &[&str],
+    ) -> Result<Outcome, EngineError> {
+        let request = Request::UpdateOptions(Box::new(OptionsUpdate {
+            versioning_override,
+            priority,
+            mask: OptionsMask::parse(&paths(mask))?,
+            identity: "operator".into(),
+        }));
+        handle(state, request, 5 * SEC, &Limits::default())
+    }
+
+    fn options(outcome: &Outcome) -> WorkflowOptions {
+        match &outcome.reply {
+            Reply::WorkflowOptions(options) => (**options).clone(),
+            other => panic!("expected options, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn masks_name_whole_fields_as_temporal_requires() {
+        let parse = |p: &[&str]| OptionsMask::parse(&paths(p));
+        let whole = parse(&["versioning_override"]).expect("valid");
+        assert!(whole.versioning_override && !whole.priority);
+        assert_eq!(parse(&["versioningOverride"]), Ok(whole.clone()));
+        assert_eq!(
+            parse(&[
+                "versioning_override.deployment",
+                "versioning_override.behavior"
+            ]),
+            Ok(whole)
+        );
+        let fields = parse(&["priority.priority_key", "priority.fairnessWeight"]).expect("valid");
+        assert!(fields.priority_key && fields.fairness_weight && !fields.fairness_key);
+        let message = |p: &[&str]| parse(p).map_err(|e| e.to_string()).err();
+        assert_eq!(
+            message(&["versioning_override.deployment"]).as_deref(),
+            Some("versioning_override fields must be updated together")
+        );
+        assert_eq!(
+            message(&["versioning_override.pinned"]).as_deref(),
+            Some("versioning_override doesn't support partial updates")
+        );
+        assert!(message(&["memo"]).is_some_and(|m| m.contains("invalid path \"memo\"")));
+        assert!(matches!(
+            parse(&["time_skipping_config"]),
+            Err(EngineError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn an_override_is_set_and_unset_with_an_event_each_and_no_workflow_task() {
+        let (state, started) = take_workflow_task(&start(), 2 * SEC);
+        let state = complete(&state, &started, vec![], 3 * SEC).state;
+        assert!(state.workflow_task.is_none());
+        let set = update(
+            &state,
+            Some(pinned(Some("2.0"))),
+            None,
+            &["versioning_override"],
+        )
+        .expect("accepted");
+        assert_eq!(types(&set.events), ["WorkflowExecutionOptionsUpdated"]);
+        assert!(set.state.workflow_task.is_none(), "no workflow task for it");
+        assert_eq!(
+            set.state.versioning.as_ref().and_then(|v| v.pinned()),
+            Some(("dep", "2.0"))
+        );
+        assert_eq!(options(&set).versioning_override, Some(pinned(Some("2.0"))));
+        let Some(Attributes::WorkflowExecutionOptionsUpdatedEventAttributes(attributes)) =
+            set.events[0].attributes.clone()
+        else {
+            panic!("an options-updated event");
+        };
+        assert_eq!(attributes.identity, "operator");
+        assert!(!attributes.unset_versioning_override);
+
+        // The same again changes nothing and writes nothing.
+        let same = update(
+            &set.state,
+            Some(pinned(Some("2.0"))),
+            None,
+            &["versioning_override"],
+        )
+        .expect("accepted");
+        assert!(same.events.is_empty());
+        assert_eq!(same.state, set.state);
+
+        let unset = update(&set.state, None, None, &["versioning_override"]).expect("accepted");
+        let Some(Attributes::WorkflowExecutionOptionsUpdatedEventAttributes(attributes)) =
+            unset.events[0].attributes.clone()
+        else {
+            panic!("an options-updated event");
+        };
+        assert!(attributes.unset_versioning_override);
+        assert!(unset.state.versioning.is_none());
+        assert_eq!(options(&unset), WorkflowOptions::default());
+    }
+
+    #[test]
+    fn a_priority_field_changes_alone_and_the_event_waits_for_a_running_task() {
+        let (state, _) = take_workflow_task(&start(), 2 * SEC);
+        let priority = common::Priority {
+            priority_key: 2,
+            fairness_key: "tenant".into(),
+            ..Default::default()
+        };
+        let outcome =
+            update(&state, None, Some(priority), &["priority.fairness_key"]).expect("accepted");
+        assert!(outcome.events.is_empty(), "buffered while the task runs");
+        assert_eq!(outcome.state.buffered_events.len(), 1);
+        let merged = options(&outcome).priority.expect("a priority");
+        assert_eq!(
+            (merged.priority_key, merged.fairness_key.as_str()),
+            (0, "tenant")
+        );
+        assert_eq!(
+            proto::decode_opt::<common::Priority>(&outcome.state.priority),
+            Some(merged)
+        );
+    }
+
+    #[test]
+    fn a_pinned_override_without_a_version_pins_where_the_run_is_or_fails() {
+        let state = start();
+        let error = update(&state, Some(pinned(None)), None, &["versioning_override"])
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            error.as_deref(),
+            Some(
+                "must specify a specific pinned override version because workflow with id wf \
+                 has behavior VERSIONING_BEHAVIOR_UNSPECIFIED and is not yet pinned to any version"
+            )
+        );
+        let mut pinned_by_worker = state.clone();
+        pinned_by_worker.versioning = Some(Box::new(state::RunVersioning {
+            behavior: enums::VersioningBehavior::Pinned as i32,
+            deployment_name: "dep".into(),
+            build_id: "1.0".into(),
+            ..Default::default()
+        }));
+        let outcome = update(
+            &pinned_by_worker,
+            Some(pinned(None)),
+            None,
+            &["versioning_override"],
+        )
+        .expect("accepted");
+        assert_eq!(
+            options(&outcome).versioning_override,
+            Some(pinned(Some("1.0")))
+        );
+    }
+
+    #[test]
+    fn closed_runs_and_malformed_overrides_are_refused() {
+        let (state, started) = take_workflow_task(&start(), 2 * SEC);
+        let closed = complete(&state, &started, vec![complete_workflow()], 3 * SEC).state;
+        assert!(matches!(
+            update(&closed, None, None, &["versioning_override"]),
+            Err(EngineError::NotFound(_))
+        ));
+        let auto_upgrade_false = VersioningOverride {
+            r#override: Some(Override::AutoUpgrade(false)),
+            ..Default::default()
+        };
+        assert!(matches!(
+            update(
+                &start(),
+                Some(auto_upgrade_false),
+                None,
+                &["versioning_override"]
+            ),
+            Err(EngineError::InvalidArgument(_))
+        ));
+    }
+}

@@ -46,6 +46,12 @@ impl<'a> Txn<'a> {
             event_time: Some(proto::timestamp(time_ns)),
             event_type: proto::event_type(&attributes) as i32,
             task_id: event_id,
+            // Events workflows need not replay, which SDKs that predate them skip (as Temporal
+            // marks them).
+            worker_may_ignore: matches!(
+                attributes,
+                Attributes::WorkflowExecutionOptionsUpdatedEventAttributes(_)
+            ),
             attributes: Some(attributes),
             ..Default::default()
         }
@@ -95,6 +101,18 @@ impl<'a> Txn<'a> {
             self.make_speculative_task_normal();
             self.schedule_workflow_task();
             id
+        }
+    }
+
+    /// Adds an event the workflow need not act on: buffered while a workflow task runs (it
+    /// goes to history when that task ends), written otherwise; no workflow task is scheduled
+    /// for it.
+    pub(crate) fn add_buffered_event(&mut self, attributes: Attributes) {
+        if self.state.workflow_task_started() {
+            let event = self.event_at(0, self.now, attributes);
+            self.state.buffered_events.push(event.encode_to_vec());
+        } else {
+            self.append(attributes);
         }
     }
 

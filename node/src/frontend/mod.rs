@@ -14,6 +14,7 @@ mod service;
 mod tokens;
 mod updates;
 mod views;
+mod workflow_options;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1636,6 +1636,16 @@ impl WorkflowService for Frontend {
         Ok(Response::new(self.poll_update(request.into_inner()).await?))
     }
 
+    async fn update_workflow_execution_options(
+        &self,
+        request: Request<ws::UpdateWorkflowExecutionOptionsRequest>,
+    ) -> Rpc<ws::UpdateWorkflowExecutionOptionsResponse> {
+        Ok(Response::new(
+            self.update_workflow_execution_options_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
     async fn pause_activity(
         &self,
         request: Request<ws::PauseActivityRequest>,

@@ -60,6 +60,7 @@ pub fn execution_info(state: &MutableState) -> workflow::WorkflowExecutionInfo {
             .as_ref()
             .map(|v| v.deployment_name.clone())
             .unwrap_or_default(),
+        priority: proto::decode_opt(&state.priority),
         ..Default::default()
     }
 }

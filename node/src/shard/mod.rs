@@ -33,7 +33,7 @@ use crate::engine::{
 use crate::matching::Matching;
 
 /// Version byte of stored mutable states.
-const STATE_VERSION: u8 = 6;
+const STATE_VERSION: u8 = 7;
 
 /// The wall clock, behind a seam tests can replace.
 pub trait Clock: Send + Sync + 'static {
@@ -687,7 +687,7 @@ pub struct RunProgress {
 /// Decodes the [`RunProgress`] of [`encode_state`] output (versions 2 to 6 share the head).
 fn decode_progress(bytes: &[u8]) -> Option<RunProgress> {
     match bytes.split_first() {
-        Some((&STATE_VERSION | &2 | &3 | &4 | &5, rest)) => {
+        Some((&STATE_VERSION | &2 | &3 | &4 | &5 | &6, rest)) => {
             let head: StateHead<'_> = bincode::deserialize(rest).ok()?;
             Some(RunProgress {
                 running: head.status == crate::engine::RunStatus::Running,
@@ -698,21 +698,23 @@ fn decode_progress(bytes: &[u8]) -> Option<RunProgress> {
     }
 }
 
-/// Decodes [`encode_state`] output, and states of versions 2 to 5.
+/// Decodes [`encode_state`] output, and states of versions 2 to 6.
 pub(crate) fn decode_state(bytes: &[u8]) -> Option<MutableState> {
     // Each older version lacks fields at the end, which bincode reads from zero bytes:
     // version 2 `cron_schedule` and `reset_request_id` (empty strings: a zero u64 length
-    // each), `schedule`, `batch`, `delete_requested`, `versioning` and `activity_controls`;
-    // version 3 `schedule` and `batch` (None: a zero tag byte each), `delete_requested`
-    // (false: a zero byte), `versioning` and `activity_controls` (an empty map: a zero u64
-    // length); version 4 `delete_requested`, `versioning` and `activity_controls`; version 5
-    // `activity_controls`.
+    // each), `schedule`, `batch`, `delete_requested`, `versioning`, `activity_controls` and
+    // `priority`; version 3 `schedule` and `batch` (None: a zero tag byte each),
+    // `delete_requested` (false: a zero byte), `versioning`, `activity_controls` (an empty
+    // map: a zero u64 length) and `priority` (empty bytes: a zero u64 length); version 4
+    // `delete_requested`, `versioning`, `activity_controls` and `priority`; version 5
+    // `activity_controls` and `priority`; version 6 `priority`.
     let (rest, missing) = match bytes.split_first() {
         Some((&STATE_VERSION, rest)) => return bincode::deserialize(rest).ok(),
-        Some((&5, rest)) => (rest, 8),
-        Some((&4, rest)) => (rest, 10),
-        Some((&3, rest)) => (rest, 12),
-        Some((&2, rest)) => (rest, 28),
+        Some((&6, rest)) => (rest, 8),
+        Some((&5, rest)) => (rest, 16),
+        Some((&4, rest)) => (rest, 18),
+        Some((&3, rest)) => (rest, 20),
+        Some((&2, rest)) => (rest, 36),
         _ => return None,
     };
     let mut upgraded = Vec::with_capacity(rest.len() + missing);
@@ -750,11 +752,11 @@ mod tests {
     }
 
     #[test]
-    fn states_of_versions_2_to_5_decode_with_empty_new_fields() {
+    fn states_of_versions_2_to_6_decode_with_empty_new_fields() {
         let state = started_state();
         let current = encode_state(&state);
         assert_eq!(decode_state(&current), Some(state.clone()));
-        for (version, missing) in [(5u8, 8), (4, 10), (3, 12), (2, 28)] {
+        for (version, missing) in [(6u8, 8), (5, 16), (4, 18), (3, 20), (2, 36)] {
             let mut older = current[..current.len() - missing].to_vec();
             older[0] = version;
             assert_eq!(
@@ -777,10 +779,10 @@ mod tests {
         };
         let encoded = encode_state(&state);
         assert_eq!(decode_progress(&encoded), Some(running));
-        let mut version_2 = encoded[..encoded.len() - 28].to_vec();
+        let mut version_2 = encoded[..encoded.len() - 36].to_vec();
         version_2[0] = 2;
         assert_eq!(decode_progress(&version_2), Some(running));
-        let mut version_4 = encoded[..encoded.len() - 10].to_vec();
+        let mut version_4 = encoded[..encoded.len() - 18].to_vec();
         version_4[0] = 4;
         assert_eq!(decode_progress(&version_4), Some(running));
         state.status = crate::engine::RunStatus::Completed;
