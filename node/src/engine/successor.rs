@@ -116,6 +116,7 @@ fn inherited_args(txn: &Txn, run_id: &str) -> StartArgs {
         }),
         parent: state.parent.clone(),
         cron_schedule: state.cron_schedule.clone(),
+        priority: proto::decode_opt(&state.priority),
         // A versioning override stays with the workflow across its runs.
         versioning_override: state
             .versioning

@@ -1448,12 +1448,22 @@ fn continue_as_new_closes_the_run_into_a_successor_that_inherits_what_is_unset()
             fields: [("k".to_string(), common::Payload::default())].into(),
         }),
         execution_timeout: proto::duration(3_600_000),
+        priority: Some(common::Priority {
+            priority_key: 2,
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let state = new_run(args, SEC, &Limits::default()).expect("start").state;
     let (state, started) = take_workflow_task(&state, 2 * SEC);
     let outcome = complete(&state, &started, vec![continue_as_new()], 3 * SEC);
     assert_eq!(outcome.state.status, RunStatus::ContinuedAsNew);
+    assert_eq!(
+        outcome.successor.as_ref().map(|s| &s.state.priority),
+        Some(&state.priority),
+        "the priority carries over"
+    );
+    assert!(!state.priority.is_empty());
     assert_eq!(
         types(&outcome.events),
         ["WorkflowTaskCompleted", "WorkflowExecutionContinuedAsNew"]
