@@ -230,6 +230,22 @@ impl Deployments {
             .cloned()
     }
 
+    /// The task queues the version `build_id` of deployment `name` has polled for workflow
+    /// tasks (none if it is unknown).
+    pub fn workflow_queues(&self, namespace_id: &str, name: &str, build_id: &str) -> Vec<String> {
+        let workflow = queue_type(TaskKind::Workflow);
+        self.get(namespace_id, name)
+            .and_then(|d| d.versions.get(build_id).cloned())
+            .map(|v| {
+                v.task_queues
+                    .into_iter()
+                    .filter(|(_, kind)| *kind == workflow)
+                    .map(|(queue, _)| queue)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Every deployment of namespace `namespace_id`, by name.
     pub fn list(&self, namespace_id: &str) -> Vec<DeploymentRecord> {
         self.refresh();

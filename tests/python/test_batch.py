@@ -195,3 +195,24 @@ async def test_reset_by_query_through_the_cli(cli: Cli, client: Client, task_que
             assert (await current.describe()).run_id != handle.first_execution_run_id
             await current.signal(WaitForGo.proceed)
             assert await current.result() == "went"
+
+
+async def test_update_options_by_query_through_the_cli(cli: Cli, client: Client, task_queue: str) -> None:
+    kind = f"Options{uuid.uuid4().hex[:8]}"
+    targets = await start_idle(client, kind, 2, task_queue)
+    spared = await start_idle(client, kind + "Spared", 1, task_queue)
+    out, _ = await cli.run(
+        "workflow", "update-options", "--query", f"WorkflowType = '{kind}'",
+        "--versioning-override-behavior", "auto_upgrade", "--reason", "upgrade all", "--yes",
+    )
+    job_id = out.strip().split()[-1]
+    desc = await wait_done(client, job_id)
+    assert desc.state == BatchOperationState.BATCH_OPERATION_STATE_COMPLETED
+    assert (desc.total_operation_count, desc.complete_operation_count, desc.failure_operation_count) == (2, 2, 0)
+    for workflow_id in targets:
+        info = (await client.get_workflow_handle(workflow_id).describe()).raw_description.workflow_execution_info
+        assert info.versioning_info.versioning_override.auto_upgrade
+        events = await history_events(client.get_workflow_handle(workflow_id))
+        assert events[-1].HasField("workflow_execution_options_updated_event_attributes")
+    info = (await client.get_workflow_handle(spared[0]).describe()).raw_description.workflow_execution_info
+    assert not info.versioning_info.HasField("versioning_override")

@@ -1921,6 +1921,7 @@ mod workflow_options_update {
             priority,
             mask: OptionsMask::parse(&paths(mask))?,
             identity: "operator".into(),
+            pinned_version_queues: vec!["q".into()],
         }));
         handle(state, request, 5 * SEC, &Limits::default())
     }
@@ -2069,13 +2070,28 @@ mod workflow_options_update {
     }
 
     #[test]
-    fn closed_runs_and_malformed_overrides_are_refused() {
+    fn closed_runs_unknown_versions_and_malformed_overrides_are_refused() -> Result<(), EngineError>
+    {
         let (state, started) = take_workflow_task(&start(), 2 * SEC);
         let closed = complete(&state, &started, vec![complete_workflow()], 3 * SEC).state;
         assert!(matches!(
             update(&closed, None, None, &["versioning_override"]),
             Err(EngineError::NotFound(_))
         ));
+        let elsewhere = Request::UpdateOptions(Box::new(OptionsUpdate {
+            versioning_override: Some(pinned(Some("2.0"))),
+            priority: None,
+            mask: OptionsMask::parse(&paths(&["versioning_override"]))?,
+            identity: "operator".into(),
+            pinned_version_queues: vec!["other".into()],
+        }));
+        assert_eq!(
+            handle(&start(), elsewhere, 5 * SEC, &Limits::default())
+                .err()
+                .map(|e| e.to_string())
+                .as_deref(),
+            Some("Pinned version 'dep:2.0' is not present in task queue 'q' of type 'Workflow'")
+        );
         let auto_upgrade_false = VersioningOverride {
             r#override: Some(Override::AutoUpgrade(false)),
             ..Default::default()
@@ -2089,5 +2105,6 @@ mod workflow_options_update {
             ),
             Err(EngineError::InvalidArgument(_))
         ));
+        Ok(())
     }
 }

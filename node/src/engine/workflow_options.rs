@@ -103,6 +103,48 @@ pub struct OptionsUpdate {
     pub mask: OptionsMask,
     /// Caller identity.
     pub identity: String,
+    /// The task queues the version a pinned override names has polled for workflow tasks (the
+    /// caller's Worker Deployments know them): the run's must be one.
+    pub pinned_version_queues: Vec<String>,
+}
+
+impl OptionsUpdate {
+    /// The update an UpdateWorkflowExecutionOptions request (or a batch of them) asks for,
+    /// checked as Temporal's frontend checks it (a mask and options are required, paths must
+    /// name fields, priorities must not be negative); `queues_of(deployment, build_id)` tells
+    /// where a version polls for workflow tasks.
+    pub fn from_request(
+        options: Option<workflow::WorkflowExecutionOptions>,
+        paths: Option<Vec<String>>,
+        identity: String,
+        queues_of: impl FnOnce(&str, &str) -> Vec<String>,
+    ) -> Result<OptionsUpdate, EngineError> {
+        let invalid = |m: &str| EngineError::InvalidArgument(m.into());
+        let paths = paths.ok_or_else(|| invalid("UpdateMask is required"))?;
+        let options = options.ok_or_else(|| invalid("WorkflowExecutionOptions is required"))?;
+        let mask = OptionsMask::parse(&paths)?;
+        if let Some(priority) = &options.priority {
+            if priority.priority_key < 0 {
+                return Err(invalid("PriorityKey can't be negative"));
+            }
+            if priority.fairness_weight < 0.0 {
+                return Err(invalid("FairnessWeight can't be negative"));
+            }
+        }
+        let pinned_version_queues = options
+            .versioning_override
+            .as_ref()
+            .and_then(pinned_version)
+            .map(|(name, build_id)| queues_of(&name, &build_id))
+            .unwrap_or_default();
+        Ok(OptionsUpdate {
+            versioning_override: options.versioning_override,
+            priority: options.priority,
+            mask,
+            identity,
+            pinned_version_queues,
+        })
+    }
 }
 
 /// A run's options as UpdateWorkflowExecutionOptions answers them.
@@ -126,6 +168,24 @@ impl WorkflowOptions {
                 .and_then(|v| v.versioning_override.clone()),
             priority: proto::decode_opt(&state.priority),
         }
+    }
+}
+
+/// The version (deployment name, build id) a pinned override names, if it names one.
+fn pinned_version(o: &workflow::VersioningOverride) -> Option<(String, String)> {
+    use workflow::versioning_override::Override;
+    match &o.r#override {
+        Some(Override::Pinned(p)) => p
+            .version
+            .as_ref()
+            .map(|v| (v.deployment_name.clone(), v.build_id.clone())),
+        #[allow(deprecated)]
+        None if !o.pinned_version.is_empty() => {
+            crate::deployments::parse_version(&o.pinned_version)
+                .ok()
+                .flatten()
+        }
+        _ => None,
     }
 }
 
@@ -177,6 +237,15 @@ pub(crate) fn update(txn: &mut Txn, update: OptionsUpdate) -> Result<Reply, Engi
     }
     let mut requested = update.versioning_override;
     if let Some(o) = requested.as_mut() {
+        if let Some((deployment_name, build_id)) = pinned_version(o) {
+            let queue = &txn.state.task_queue;
+            if !update.pinned_version_queues.contains(queue) {
+                return Err(EngineError::FailedPrecondition(format!(
+                    "Pinned version '{deployment_name}:{build_id}' is not present in task queue \
+                     '{queue}' of type 'Workflow'"
+                )));
+            }
+        }
         fill_pinned_version(txn, o)?;
         check_override(o)?;
     }

@@ -36,6 +36,9 @@ fn operation_type(operation: &Operation) -> Option<(enums::BatchOperationType, S
         Operation::UpdateActivityOptionsOperation(u) => {
             (T::UpdateActivityOptions, u.identity.clone())
         }
+        Operation::UpdateWorkflowOptionsOperation(u) => {
+            (T::UpdateWorkflowExecutionOptions, u.identity.clone())
+        }
         _ => return None,
     })
 }
@@ -139,9 +142,9 @@ impl Frontend {
             .ok_or_else(|| invalid("Batch operation is not set on request."))?;
         let (kind, _) = operation_type(operation).ok_or_else(|| {
             Status::unimplemented(
-                "Keel runs batch terminate, cancel, signal, reset, delete, unpause-activities, \
-                 reset-activities and update-activity-options operations only; this one is not \
-                 supported yet",
+                "Keel runs batch terminate, cancel, signal, reset, delete, update-options, \
+                 unpause-activities, reset-activities and update-activity-options operations \
+                 only; this one is not supported yet",
             )
         })?;
         if let Operation::ResetOperation(reset) = operation {
@@ -149,6 +152,9 @@ impl Frontend {
         }
         if let Some(Err(message)) = crate::shard::batch_activity_control(operation, 0) {
             return Err(invalid(message));
+        }
+        if let Some(Err(error)) = crate::shard::batch_options_update(operation, |_, _| Vec::new()) {
+            return Err(error.into());
         }
         // Terminate, cancel and signal act on running workflows only, as in Temporal; a reset
         // may start from a closed run, and a deletion deletes closed runs too.

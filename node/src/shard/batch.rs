@@ -11,7 +11,10 @@ use super::{Op, Shard};
 use crate::engine::activity_control::{batch_selector, jitter_delay_ms, ControlAction};
 use crate::engine::batch::{self, BatchReport, BatchState, StartBatchOperationRequest};
 use crate::engine::proto::enums::{EventType, ResetReapplyExcludeType};
-use crate::engine::{ActivityControlRequest, MutableState, Report, Request, ResetArgs, Signal};
+use crate::engine::workflow_options::OptionsUpdate;
+use crate::engine::{
+    ActivityControlRequest, EngineError, MutableState, Report, Request, ResetArgs, Signal,
+};
 use crate::list_query::ListQuery;
 use temporalio_protos::temporal::api::batch::v1::BatchOperationReset;
 use temporalio_protos::temporal::api::common::v1::reset_options::Target as ResetPoint;
@@ -202,6 +205,22 @@ pub fn batch_activity_control(
     )
 }
 
+/// The options update of a batch update-options operation (None for other operations).
+pub fn batch_options_update(
+    operation: &Operation,
+    queues_of: impl FnOnce(&str, &str) -> Vec<String>,
+) -> Option<Result<OptionsUpdate, EngineError>> {
+    let Operation::UpdateWorkflowOptionsOperation(u) = operation else {
+        return None;
+    };
+    Some(OptionsUpdate::from_request(
+        u.workflow_execution_options.clone(),
+        u.update_mask.as_ref().map(|m| m.paths.clone()),
+        u.identity.clone(),
+        queues_of,
+    ))
+}
+
 /// Whether the job's operation concerns `run` beyond its query: unpausing activities of a type
 /// targets only runs with such a paused activity (Temporal narrows the query by
 /// `TemporalPauseInfo`).
@@ -330,6 +349,18 @@ async fn apply(
             run_id: run_id.clone(),
             expired_at_ns: None,
         },
+        Some(operation @ Operation::UpdateWorkflowOptionsOperation(_)) => {
+            let deployments = &shard.context.deployments;
+            let queues_of = |name: &str, build_id: &str| {
+                deployments.workflow_queues(&state.namespace_id, name, build_id)
+            };
+            match batch_options_update(operation, queues_of) {
+                Some(update) => run(Request::UpdateOptions(Box::new(
+                    update.map_err(|e| e.to_string())?,
+                ))),
+                None => return Err("the batch operation is not supported".into()),
+            }
+        }
         Some(operation) => {
             match batch_activity_control(operation, uuid::Uuid::new_v4().as_u128()) {
                 Some(control) => run(Request::ActivityControl(Box::new(control?))),

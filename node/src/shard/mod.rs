@@ -7,7 +7,7 @@
 pub mod applier;
 pub mod balance;
 mod batch;
-pub use batch::batch_activity_control;
+pub use batch::{batch_activity_control, batch_options_update};
 pub mod forwarding;
 pub mod keys;
 mod recent_history;
