@@ -508,3 +508,74 @@ async def test_update_options_requests_temporal_refuses(client: Client, task_que
     assert "already completed" in await refused(
         RPCStatusCode.NOT_FOUND, ["versioning_override"], versioning_override=VersioningOverride(auto_upgrade=True)
     )
+
+
+class ParentOf:
+    """Waits for `go`, then runs a "Child" workflow on its own task queue and returns its result."""
+
+    def __init__(self) -> None:
+        self.go_ = False
+
+    async def run_child(self) -> str:
+        await workflow.wait_condition(lambda: self.go_)
+        return await workflow.execute_child_workflow("Child", id=f"{workflow.info().workflow_id}-child")
+
+
+@workflow.defn(name="Parent", versioning_behavior=VersioningBehavior.PINNED)
+class ParentV1(ParentOf):
+    @workflow.run
+    async def run(self) -> str:
+        return await self.run_child()
+
+    @workflow.signal
+    def go(self) -> None:
+        self.go_ = True
+
+
+@workflow.defn(name="Parent", versioning_behavior=VersioningBehavior.PINNED)
+class ParentV2(ParentOf):
+    @workflow.run
+    async def run(self) -> str:
+        return await self.run_child()
+
+    @workflow.signal
+    def go(self) -> None:
+        self.go_ = True
+
+
+@workflow.defn(name="Child", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+class ChildV1:
+    @workflow.run
+    async def run(self) -> str:
+        return "child v1"
+
+
+@workflow.defn(name="Child", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+class ChildV2:
+    @workflow.run
+    async def run(self) -> str:
+        return "child v2"
+
+
+async def test_a_child_of_a_pinned_parent_inherits_its_version(client: Client, task_queue: str) -> None:
+    name = new_id("deployment")
+    v1, v2 = (WorkerDeploymentVersion(deployment_name=name, build_id=b) for b in ("1.0", "2.0"))
+    async with (
+        new_worker(client, task_queue, [ParentV1, ChildV1], deployment_config=versioned(v1)),
+        new_worker(client, task_queue, [ParentV2, ChildV2], deployment_config=versioned(v2)),
+    ):
+        await visible(client, v2)
+        await set_current(client, v1)
+        parent = await client.start_workflow("Parent", id=new_id(), task_queue=task_queue)
+        await wait_for(
+            lambda: completed_behaviors(parent), timeout=20, what="the parent's first workflow task"
+        )
+        # The deployment moves on to 2.0; the pinned parent's child still starts on 1.0.
+        await set_current(client, v2)
+        await parent.signal("go")
+        assert await parent.result() == "child v1"
+    child = client.get_workflow_handle(f"{parent.id}-child")
+    started = (await child.fetch_history()).events[0].workflow_execution_started_event_attributes
+    assert started.inherited_pinned_version.build_id == "1.0"
+    info = (await child.describe()).raw_description.workflow_execution_info.versioning_info
+    assert info.deployment_version.build_id == "1.0"

@@ -163,6 +163,40 @@ fn execution(workflow_id: &str, run_id: &str) -> Option<common::WorkflowExecutio
     })
 }
 
+/// What a child of `parent` inherits of its worker versioning, as Temporal decides it, unless
+/// the child's command gives it an override: a pinned parent's version (with its pinned override,
+/// if that is what pins it), when the child runs in the same namespace on the parent's task
+/// queue or on another queue that version polls (`version_polls(deployment, build_id, queue)`).
+pub fn inherited_versioning(
+    parent: &MutableState,
+    child_namespace_id: &str,
+    child_queue: &str,
+    version_polls: impl FnOnce(&str, &str, &str) -> bool,
+) -> (
+    Option<super::state::RunVersioning>,
+    Option<proto::workflow::VersioningOverride>,
+) {
+    let Some(versioning) = parent.versioning.as_deref() else {
+        return (None, None);
+    };
+    let Some((deployment_name, build_id)) = versioning.pinned() else {
+        return (None, None);
+    };
+    let inherits = child_namespace_id == parent.namespace_id
+        && (child_queue == parent.task_queue
+            || version_polls(deployment_name, build_id, child_queue));
+    if !inherits {
+        return (None, None);
+    }
+    let pinned = super::state::RunVersioning {
+        behavior: enums::VersioningBehavior::Pinned as i32,
+        deployment_name: deployment_name.to_string(),
+        build_id: build_id.to_string(),
+        ..Default::default()
+    };
+    (Some(pinned), versioning.versioning_override.clone())
+}
+
 /// StartChildWorkflowExecution.
 #[allow(deprecated)]
 pub(crate) fn start_child(

@@ -2108,3 +2108,48 @@ mod workflow_options_update {
         Ok(())
     }
 }
+
+#[test]
+fn a_child_inherits_a_pinned_parents_version_only_where_that_version_runs() {
+    let mut parent = start();
+    let polls = |_: &str, _: &str, queue: &str| queue == "q2";
+    assert_eq!(
+        inherited_versioning(&parent, "ns", "q", polls),
+        (None, None)
+    );
+    parent.versioning = Some(Box::new(state::RunVersioning {
+        behavior: enums::VersioningBehavior::Pinned as i32,
+        deployment_name: "dep".into(),
+        build_id: "1.0".into(),
+        ..Default::default()
+    }));
+    let (inherited, _) = inherited_versioning(&parent, "ns", "q", polls);
+    assert_eq!(
+        inherited.as_ref().and_then(|v| v.pinned()),
+        Some(("dep", "1.0")),
+        "same queue"
+    );
+    assert!(
+        inherited_versioning(&parent, "ns", "q2", polls).0.is_some(),
+        "a queue the version polls"
+    );
+    assert_eq!(
+        inherited_versioning(&parent, "ns", "q3", polls),
+        (None, None)
+    );
+    assert_eq!(
+        inherited_versioning(&parent, "other-ns", "q", polls),
+        (None, None)
+    );
+    // An auto-upgrade parent passes nothing on.
+    parent.versioning = Some(Box::new(state::RunVersioning {
+        behavior: enums::VersioningBehavior::AutoUpgrade as i32,
+        deployment_name: "dep".into(),
+        build_id: "1.0".into(),
+        ..Default::default()
+    }));
+    assert_eq!(
+        inherited_versioning(&parent, "ns", "q", polls),
+        (None, None)
+    );
+}

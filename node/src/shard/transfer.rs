@@ -197,13 +197,30 @@ async fn start_child(
     let a = command::StartChildWorkflowExecutionCommandAttributes::decode(child.command.as_slice())
         .map_err(|e| format!("undecodable child command: {e}"))?;
     let parent_namespace = resolve_namespace(shard, state, "")?.unwrap_or_default();
+    let task_queue = a.task_queue.map(|q| q.name).unwrap_or_default();
+    let (inherited_versioning, versioning_override) = match a.versioning_override {
+        Some(versioning_override) => (None, Some(versioning_override)),
+        None => crate::engine::inherited_versioning(
+            state,
+            &namespace.1,
+            &task_queue,
+            |deployment, build_id, queue| {
+                shard
+                    .context
+                    .deployments
+                    .workflow_queues(&namespace.1, deployment, build_id)
+                    .iter()
+                    .any(|q| q == queue)
+            },
+        ),
+    };
     let args = StartArgs {
         namespace_id: namespace.1.clone(),
         workflow_id: child.workflow_id.clone(),
         run_id: uuid::Uuid::now_v7().to_string(),
         request_id: delivery_request_id(state, initiated),
         workflow_type: child.workflow_type.clone(),
-        task_queue: a.task_queue.map(|q| q.name).unwrap_or_default(),
+        task_queue,
         input: a.input,
         execution_timeout: a.workflow_execution_timeout,
         run_timeout: a.workflow_run_timeout,
@@ -227,6 +244,8 @@ async fn start_child(
                 .map(|p| p.root.clone())
                 .unwrap_or_else(|| (state.workflow_id.clone(), state.run_id.clone())),
         }),
+        inherited_versioning,
+        versioning_override,
         ..Default::default()
     };
     let target = shard.peer(&namespace.1, &child.workflow_id)?;
