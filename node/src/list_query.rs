@@ -235,10 +235,13 @@ enum SystemField {
     RootWorkflowId,
     RootRunId,
     NamespaceDivision,
+    WorkerDeployment,
+    WorkerDeploymentVersion,
+    VersioningBehavior,
 }
 
 impl SystemField {
-    const ALL: [SystemField; 17] = [
+    const ALL: [SystemField; 20] = [
         SystemField::WorkflowId,
         SystemField::RunId,
         SystemField::WorkflowType,
@@ -256,6 +259,9 @@ impl SystemField {
         SystemField::RootWorkflowId,
         SystemField::RootRunId,
         SystemField::NamespaceDivision,
+        SystemField::WorkerDeployment,
+        SystemField::WorkerDeploymentVersion,
+        SystemField::VersioningBehavior,
     ];
 
     fn name(self) -> &'static str {
@@ -277,6 +283,9 @@ impl SystemField {
             SystemField::RootWorkflowId => "RootWorkflowId",
             SystemField::RootRunId => "RootRunId",
             SystemField::NamespaceDivision => "TemporalNamespaceDivision",
+            SystemField::WorkerDeployment => "TemporalWorkerDeployment",
+            SystemField::WorkerDeploymentVersion => "TemporalWorkerDeploymentVersion",
+            SystemField::VersioningBehavior => "TemporalWorkflowVersioningBehavior",
         }
     }
 
@@ -452,6 +461,21 @@ impl<'s> RunView<'s> {
             SystemField::NamespaceDivision => {
                 s.namespace_division().map(|d| Value::Str(d.to_string()))
             }
+            SystemField::WorkerDeployment => s
+                .versioning
+                .as_deref()
+                .and_then(|v| v.search_version())
+                .map(|(deployment, _)| Value::Str(deployment.to_string())),
+            SystemField::WorkerDeploymentVersion => s
+                .versioning
+                .as_deref()
+                .and_then(|v| v.search_version())
+                .map(|(deployment, build_id)| Value::Str(format!("{deployment}:{build_id}"))),
+            SystemField::VersioningBehavior => s
+                .versioning
+                .as_deref()
+                .and_then(|v| v.search_behavior())
+                .map(|b| Value::Str(b.to_string())),
         };
         value.map(|value| vec![value])
     }

@@ -436,6 +436,27 @@ async def test_update_options_pins_a_running_workflow_and_unpinning_lets_it_upgr
         assert await moved.result() == "v2"
         assert await back.result() == "v1"
 
+    async def listed(query: str) -> set[str] | None:
+        found = {w.id async for w in client.list_workflows(query)}
+        return found if {moved.id, back.id} & found else None
+
+    on_v2 = await wait_for(
+        lambda: listed(f"TemporalWorkerDeploymentVersion = '{name}:2.0' AND TaskQueue = '{task_queue}'"),
+        timeout=20, what="the workflow pinned to 2.0 to be listed",
+    )
+    assert on_v2 == {moved.id}
+    pinned_ones = await wait_for(
+        lambda: listed(
+            f"TemporalWorkflowVersioningBehavior = 'Pinned' AND TaskQueue = '{task_queue}'"
+        ),
+        timeout=20, what="the pinned workflow to be listed",
+    )
+    assert pinned_ones == {moved.id}
+    in_deployment = await wait_for(
+        lambda: listed(f"TemporalWorkerDeployment = '{name}'"), timeout=20, what="the deployment's workflows"
+    )
+    assert in_deployment == {moved.id, back.id}
+
     history = await moved.fetch_history()
     updated = [
         e for e in history.events

@@ -476,6 +476,43 @@ pub struct RunVersioning {
 }
 
 impl RunVersioning {
+    /// The version `TemporalWorkerDeployment` and `TemporalWorkerDeploymentVersion` show: a
+    /// pinned override's, else the one that completed the last workflow task.
+    pub fn search_version(&self) -> Option<(&str, &str)> {
+        use super::proto::workflow::versioning_override::Override;
+        if let Some(Some(Override::Pinned(p))) =
+            self.versioning_override.as_ref().map(|o| &o.r#override)
+        {
+            if let Some(v) = p.version.as_ref() {
+                return Some((v.deployment_name.as_str(), v.build_id.as_str()));
+            }
+        }
+        (!self.build_id.is_empty())
+            .then_some((self.deployment_name.as_str(), self.build_id.as_str()))
+    }
+
+    /// The behavior `TemporalWorkflowVersioningBehavior` shows, named as Temporal names it
+    /// there (`Pinned`, `AutoUpgrade`): an override's, else the one the last workflow task
+    /// completion declared (None when unspecified).
+    pub fn search_behavior(&self) -> Option<&'static str> {
+        use super::proto::enums::VersioningBehavior as B;
+        use super::proto::workflow::versioning_override::Override;
+        #[allow(deprecated)]
+        let behavior = match self.versioning_override.as_ref() {
+            Some(o) => match &o.r#override {
+                Some(Override::AutoUpgrade(true)) => B::AutoUpgrade as i32,
+                Some(Override::Pinned(_)) => B::Pinned as i32,
+                _ => o.behavior,
+            },
+            None => self.behavior,
+        };
+        match B::try_from(behavior).ok()? {
+            B::Pinned => Some("Pinned"),
+            B::AutoUpgrade => Some("AutoUpgrade"),
+            B::Unspecified => None,
+        }
+    }
+
     /// The version the run is pinned to, if it is: by a pinned override, else by a PINNED
     /// behavior of a versioned worker (an auto-upgrade override unpins).
     pub fn pinned(&self) -> Option<(&str, &str)> {
