@@ -197,7 +197,11 @@ async def test_unpausing_an_activity_in_retry_backoff_runs_it_at_once(client: Cl
 async def test_resetting_an_activity_restarts_its_attempts_now(client: Client, task_queue: str):
     async with new_worker(client, task_queue, [RunOne], ACTIVITIES):
         handle, activity_id = await start(client, task_queue, "fail_first_call", retry_s=3600)
-        await wait_for_retry(handle, activity_id)
+        waiting = await wait_for_retry(handle, activity_id)
+        # Describe shows when the waiting attempt is due: in about an hour.
+        started = (await handle.describe()).raw_description.workflow_execution_info.start_time
+        due_in = waiting.next_attempt_schedule_time.ToDatetime() - started.ToDatetime()
+        assert 3500 < due_in.total_seconds() < 3700, due_in
         await client.workflow_service.reset_activity(
             ResetActivityRequest(namespace=client.namespace, execution=execution(handle), id=activity_id)
         )

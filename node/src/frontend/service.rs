@@ -1917,7 +1917,7 @@ impl WorkflowService for Frontend {
         let state = self
             .read_state(&namespace, &execution.workflow_id, &execution.run_id)
             .await?;
-        Ok(Response::new(views::describe(&state)))
+        Ok(Response::new(views::describe(&state, self.now())))
     }
 
     async fn get_workflow_execution_history(

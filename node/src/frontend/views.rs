@@ -105,9 +105,14 @@ pub fn activity_options(options: &ActivityOptions) -> activity::ActivityOptions 
     }
 }
 
-/// A pending activity in DescribeWorkflowExecution. A paused activity shows PAUSED while no
-/// attempt runs and PAUSE_REQUESTED while one does.
-fn pending_activity(run: &MutableState, a: &ActivityInfo) -> workflow::PendingActivityInfo {
+/// A pending activity in DescribeWorkflowExecution at `now_ns`. A paused activity shows PAUSED
+/// while no attempt runs and PAUSE_REQUESTED while one does; a retry waiting out its backoff
+/// shows when it will be dispatched.
+fn pending_activity(
+    run: &MutableState,
+    a: &ActivityInfo,
+    now_ns: i64,
+) -> workflow::PendingActivityInfo {
     use enums::PendingActivityState as S;
     let pause = run
         .activity_controls
@@ -159,16 +164,20 @@ fn pending_activity(run: &MutableState, a: &ActivityInfo) -> workflow::PendingAc
         }),
         priority: proto::decode_opt(&a.priority),
         activity_options: Some(activity_options(&options)),
+        next_attempt_schedule_time: (state == S::Scheduled
+            && a.attempt > 1
+            && a.attempt_scheduled_time_ns > now_ns)
+            .then(|| proto::timestamp(a.attempt_scheduled_time_ns)),
         ..Default::default()
     }
 }
 
-/// DescribeWorkflowExecution's answer.
-pub fn describe(state: &MutableState) -> ws::DescribeWorkflowExecutionResponse {
+/// DescribeWorkflowExecution's answer at `now_ns`.
+pub fn describe(state: &MutableState, now_ns: i64) -> ws::DescribeWorkflowExecutionResponse {
     let pending_activities = state
         .activities
         .values()
-        .map(|a| pending_activity(state, a))
+        .map(|a| pending_activity(state, a, now_ns))
         .collect();
     let pending_workflow_task = state.workflow_task.as_ref().map(|t| {
         let task_state = if t.started.is_some() {
