@@ -17,14 +17,17 @@ pub struct RunRef<'a> {
     pub run_id: &'a str,
 }
 
-/// Most memory, in bytes, that cached events take, over all runs.
-const MAX_BYTES: usize = 32 << 20;
+/// Most memory, in bytes, that cached events take, over all runs: room for the recent events
+/// of a few thousand runs, what polls that follow commits need (a long-idle run's events are
+/// read back from RocksDB).
+const MAX_BYTES: usize = 8 << 20;
 /// Most memory that one run's cached events take; a longer history is read from RocksDB.
-const MAX_RUN_BYTES: usize = 4 << 20;
+const MAX_RUN_BYTES: usize = 1 << 20;
 
-/// The memory a decoded event of `encoded` bytes takes, about: the struct and its heap parts.
+/// The memory a decoded event of `encoded` bytes takes, about: the struct and its heap parts
+/// (each string and payload its own allocation).
 pub(super) fn event_weight(encoded: usize) -> usize {
-    std::mem::size_of::<HistoryEvent>() + 2 * encoded
+    std::mem::size_of::<HistoryEvent>() + 3 * encoded
 }
 
 /// Committed events of one run, ready to be cached: its identity and events in order, each with
