@@ -206,6 +206,21 @@ pub enum EngineError {
     NoChange,
 }
 
+/// Checks a priority as Temporal's frontend does: no negative key or fairness weight.
+pub fn check_priority(priority: &common::Priority) -> Result<(), EngineError> {
+    if priority.priority_key < 0 {
+        return Err(EngineError::InvalidArgument(
+            "PriorityKey can't be negative".into(),
+        ));
+    }
+    if priority.fairness_weight < 0.0 {
+        return Err(EngineError::InvalidArgument(
+            "FairnessWeight can't be negative".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A request the engine decides on, for one existing run.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Request {

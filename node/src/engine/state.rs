@@ -458,6 +458,24 @@ pub struct ActivityOptions {
     pub priority: Vec<u8>,
 }
 
+/// The version (deployment name, build id) a pinned override names, if it names one: its
+/// pinned version, or in the deprecated form a PINNED behavior and a `deployment.build_id`
+/// string.
+pub fn override_version(o: &super::proto::workflow::VersioningOverride) -> Option<(&str, &str)> {
+    use super::proto::workflow::versioning_override::Override;
+    #[allow(deprecated)]
+    match &o.r#override {
+        Some(Override::Pinned(p)) => p
+            .version
+            .as_ref()
+            .map(|v| (v.deployment_name.as_str(), v.build_id.as_str())),
+        None if o.behavior == super::proto::enums::VersioningBehavior::Pinned as i32 => {
+            o.pinned_version.split_once('.')
+        }
+        _ => None,
+    }
+}
+
 /// A run's worker versioning (Temporal's `WorkflowExecutionVersioningInfo`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunVersioning {
@@ -479,16 +497,10 @@ impl RunVersioning {
     /// The version `TemporalWorkerDeployment` and `TemporalWorkerDeploymentVersion` show: a
     /// pinned override's, else the one that completed the last workflow task.
     pub fn search_version(&self) -> Option<(&str, &str)> {
-        use super::proto::workflow::versioning_override::Override;
-        if let Some(Some(Override::Pinned(p))) =
-            self.versioning_override.as_ref().map(|o| &o.r#override)
-        {
-            if let Some(v) = p.version.as_ref() {
-                return Some((v.deployment_name.as_str(), v.build_id.as_str()));
-            }
-        }
-        (!self.build_id.is_empty())
-            .then_some((self.deployment_name.as_str(), self.build_id.as_str()))
+        self.versioning_override
+            .as_ref()
+            .and_then(override_version)
+            .or_else(|| self.worker_version())
     }
 
     /// The behavior `TemporalWorkflowVersioningBehavior` shows, named as Temporal names it
@@ -516,24 +528,17 @@ impl RunVersioning {
     /// The version the run is pinned to, if it is: by a pinned override, else by a PINNED
     /// behavior of a versioned worker (an auto-upgrade override unpins).
     pub fn pinned(&self) -> Option<(&str, &str)> {
-        use super::proto::enums::VersioningBehavior;
-        use super::proto::workflow::versioning_override::Override;
-        let pinned = VersioningBehavior::Pinned as i32;
-        #[allow(deprecated)]
+        let pinned = super::proto::enums::VersioningBehavior::Pinned as i32;
         match self.versioning_override.as_ref() {
-            Some(o) => match &o.r#override {
-                Some(Override::Pinned(p)) => p
-                    .version
-                    .as_ref()
-                    .map(|v| (v.deployment_name.as_str(), v.build_id.as_str())),
-                Some(Override::AutoUpgrade(true)) => None,
-                // The deprecated form: a behavior and a version string.
-                _ if o.behavior == pinned => o.pinned_version.split_once('.'),
-                _ => None,
-            },
-            None => (self.behavior == pinned && !self.build_id.is_empty())
-                .then_some((self.deployment_name.as_str(), self.build_id.as_str())),
+            Some(o) => override_version(o),
+            None => self.worker_version().filter(|_| self.behavior == pinned),
         }
+    }
+
+    /// The version of the worker that completed the last workflow task, if versioned.
+    fn worker_version(&self) -> Option<(&str, &str)> {
+        (!self.build_id.is_empty())
+            .then_some((self.deployment_name.as_str(), self.build_id.as_str()))
     }
 }
 

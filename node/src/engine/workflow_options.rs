@@ -124,18 +124,13 @@ impl OptionsUpdate {
         let options = options.ok_or_else(|| invalid("WorkflowExecutionOptions is required"))?;
         let mask = OptionsMask::parse(&paths)?;
         if let Some(priority) = &options.priority {
-            if priority.priority_key < 0 {
-                return Err(invalid("PriorityKey can't be negative"));
-            }
-            if priority.fairness_weight < 0.0 {
-                return Err(invalid("FairnessWeight can't be negative"));
-            }
+            super::check_priority(priority)?;
         }
         let pinned_version_queues = options
             .versioning_override
             .as_ref()
-            .and_then(pinned_version)
-            .map(|(name, build_id)| queues_of(&name, &build_id))
+            .and_then(super::state::override_version)
+            .map(|(name, build_id)| queues_of(name, build_id))
             .unwrap_or_default();
         Ok(OptionsUpdate {
             versioning_override: options.versioning_override,
@@ -168,24 +163,6 @@ impl WorkflowOptions {
                 .and_then(|v| v.versioning_override.clone()),
             priority: proto::decode_opt(&state.priority),
         }
-    }
-}
-
-/// The version (deployment name, build id) a pinned override names, if it names one.
-fn pinned_version(o: &workflow::VersioningOverride) -> Option<(String, String)> {
-    use workflow::versioning_override::Override;
-    match &o.r#override {
-        Some(Override::Pinned(p)) => p
-            .version
-            .as_ref()
-            .map(|v| (v.deployment_name.clone(), v.build_id.clone())),
-        #[allow(deprecated)]
-        None if !o.pinned_version.is_empty() => {
-            crate::deployments::parse_version(&o.pinned_version)
-                .ok()
-                .flatten()
-        }
-        _ => None,
     }
 }
 
@@ -237,7 +214,7 @@ pub(crate) fn update(txn: &mut Txn, update: OptionsUpdate) -> Result<Reply, Engi
     }
     let mut requested = update.versioning_override;
     if let Some(o) = requested.as_mut() {
-        if let Some((deployment_name, build_id)) = pinned_version(o) {
+        if let Some((deployment_name, build_id)) = super::state::override_version(o) {
             let queue = &txn.state.task_queue;
             if !update.pinned_version_queues.contains(queue) {
                 return Err(EngineError::FailedPrecondition(format!(

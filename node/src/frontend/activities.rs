@@ -162,12 +162,7 @@ impl Frontend {
                 .ok_or_else(|| invalid("ActivityOptions are not provided"))?;
             let paths = paths.ok_or_else(|| invalid("UpdateMask is not provided"))?;
             if let Some(priority) = &options.priority {
-                if priority.priority_key < 0 {
-                    return Err(invalid("PriorityKey can't be negative"));
-                }
-                if priority.fairness_weight < 0.0 {
-                    return Err(invalid("FairnessWeight can't be negative"));
-                }
+                crate::engine::check_priority(priority)?;
             }
             ControlAction::UpdateOptions {
                 options: Box::new(options),
