@@ -19,7 +19,7 @@ use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 use tonic::Status;
 
 use crate::engine::proto::{self, common, enums};
-use crate::engine::MutableState;
+use crate::engine::{activity_execution, MutableState};
 use crate::namespaces::SearchAttributeTypes;
 
 /// Longest query accepted, in bytes. Temporal documents no limit; 32 KiB holds an IN list of
@@ -113,11 +113,8 @@ pub fn status_groups(
 ) -> Vec<ws::count_workflow_executions_response::AggregationGroup> {
     let mut counts: BTreeMap<i32, (&'static str, i64)> = BTreeMap::new();
     for run in runs {
-        let status = run.status.execution_status();
-        counts
-            .entry(status as i32)
-            .or_insert((status_name(status), 0))
-            .1 += 1;
+        let (order, name) = status_key(run);
+        counts.entry(order).or_insert((name, 0)).1 += 1;
     }
     counts
         .into_values()
@@ -141,10 +138,12 @@ pub fn type_name(indexed: i32) -> Option<&'static str> {
     Kind::of(indexed).map(Kind::name)
 }
 
-/// Temporal's system search attributes Keel's visibility knows, with their types.
+/// Temporal's system search attributes Keel's visibility knows, with their types (not the
+/// fields only lists of standalone activities have).
 pub fn system_attributes() -> impl Iterator<Item = (&'static str, enums::IndexedValueType)> {
     SystemField::ALL
         .into_iter()
+        .filter(|field| !matches!(field, SystemField::ActivityId | SystemField::ActivityType))
         .map(|field| (field.name(), field.kind().indexed()))
         .chain(crate::engine::schedule::SCHEDULED_ATTRIBUTES)
 }
@@ -238,10 +237,12 @@ enum SystemField {
     WorkerDeployment,
     WorkerDeploymentVersion,
     VersioningBehavior,
+    ActivityId,
+    ActivityType,
 }
 
 impl SystemField {
-    const ALL: [SystemField; 20] = [
+    const ALL: [SystemField; 22] = [
         SystemField::WorkflowId,
         SystemField::RunId,
         SystemField::WorkflowType,
@@ -262,6 +263,8 @@ impl SystemField {
         SystemField::WorkerDeployment,
         SystemField::WorkerDeploymentVersion,
         SystemField::VersioningBehavior,
+        SystemField::ActivityId,
+        SystemField::ActivityType,
     ];
 
     fn name(self) -> &'static str {
@@ -286,6 +289,8 @@ impl SystemField {
             SystemField::WorkerDeployment => "TemporalWorkerDeployment",
             SystemField::WorkerDeploymentVersion => "TemporalWorkerDeploymentVersion",
             SystemField::VersioningBehavior => "TemporalWorkflowVersioningBehavior",
+            SystemField::ActivityId => "ActivityId",
+            SystemField::ActivityType => "ActivityType",
         }
     }
 
@@ -395,6 +400,18 @@ const STATUSES: [(&str, enums::WorkflowExecutionStatus); 8] = [
     ("TimedOut", enums::WorkflowExecutionStatus::TimedOut),
 ];
 
+/// A run's status as queries spell it, and its place in its enum: a workflow's execution
+/// status, or a standalone activity's (which may be `Paused`).
+fn status_key(run: &MutableState) -> (i32, &'static str) {
+    if run.activity_execution.is_some() {
+        let status = activity_execution::status(run);
+        (status as i32, activity_execution::status_query_name(run))
+    } else {
+        let status = run.status.execution_status();
+        (status as i32, status_name(status))
+    }
+}
+
 fn status_name(status: enums::WorkflowExecutionStatus) -> &'static str {
     STATUSES
         .iter()
@@ -438,9 +455,7 @@ impl<'s> RunView<'s> {
             SystemField::RunId => text(&s.run_id),
             SystemField::WorkflowType => text(&s.workflow_type),
             SystemField::TaskQueue => text(&s.task_queue),
-            SystemField::ExecutionStatus => Some(Value::Str(
-                status_name(s.status.execution_status()).to_string(),
-            )),
+            SystemField::ExecutionStatus => Some(Value::Str(status_key(s).1.to_string())),
             SystemField::StartTime => Some(Value::Time(s.start_time_ns)),
             SystemField::ExecutionTime => Some(Value::Time(s.execution_time_ns)),
             SystemField::CloseTime => s.close_time_ns.map(Value::Time),
@@ -476,6 +491,13 @@ impl<'s> RunView<'s> {
                 .as_deref()
                 .and_then(|v| v.search_behavior())
                 .map(|b| Value::Str(b.to_string())),
+            SystemField::ActivityId => s
+                .activity_execution
+                .as_deref()
+                .and_then(|e| text(&e.activity_id)),
+            SystemField::ActivityType => {
+                activity_execution::activity(s).and_then(|a| text(&a.activity_type))
+            }
         };
         value.map(|value| vec![value])
     }
@@ -1508,6 +1530,10 @@ fn number_value(number: &str) -> Option<Value> {
 }
 
 fn status_value(literal: &Literal) -> Result<Value, String> {
+    // A standalone activity's status has one value a workflow's lacks.
+    if matches!(literal, Literal::Str(text) if text == "Paused") {
+        return Ok(Value::Str("Paused".into()));
+    }
     let status = match literal {
         Literal::Str(text) => STATUSES
             .iter()
@@ -2179,12 +2205,14 @@ mod tests {
     }
 
     #[test]
-    fn system_attributes_list_every_system_field_and_the_scheduled_ones() {
+    fn system_attributes_list_every_workflow_system_field_and_the_scheduled_ones() {
         let names: Vec<&str> = system_attributes().map(|(name, _)| name).collect();
+        // All but ActivityId and ActivityType, which only lists of standalone activities have.
         assert_eq!(
             names.len(),
-            SystemField::ALL.len() + crate::engine::schedule::SCHEDULED_ATTRIBUTES.len()
+            SystemField::ALL.len() - 2 + crate::engine::schedule::SCHEDULED_ATTRIBUTES.len()
         );
+        assert!(!names.contains(&"ActivityId"));
         assert!(names.contains(&"TemporalScheduledById"));
         assert!(
             names.contains(&"ExecutionDuration") && names.contains(&"TemporalNamespaceDivision")

@@ -1,6 +1,6 @@
 //! Activities: start, heartbeat, completion, failure with retries, cancellation, timeouts.
 
-use super::proto::{self, common, enums, failure, history, Attributes};
+use super::proto::{self, command, common, enums, failure, history, Attributes};
 use super::state::{ActivityInfo, ActivityOptions, ActivityStarted, RetryPolicy};
 use super::txn::Txn;
 use super::{ActivityReport, ActivityTarget, EngineError, Reply};
@@ -91,6 +91,95 @@ pub(crate) fn normalize_timeouts(
     Ok(())
 }
 
+/// The options a schedule request asks for, with Temporal's defaults filled in and the
+/// timeouts normalized (`default_queue` when it names no task queue; `run_timeout_ms` caps the
+/// timeouts, 0 = no cap), or why they are invalid.
+pub(crate) fn requested_options(
+    a: &command::ScheduleActivityTaskCommandAttributes,
+    default_queue: &str,
+    run_timeout_ms: i64,
+) -> Result<ActivityOptions, String> {
+    let task_queue = match a.task_queue.as_ref().map(|q| q.name.as_str()) {
+        Some(name) if !name.is_empty() => name.to_string(),
+        _ => default_queue.to_string(),
+    };
+    let mut options = ActivityOptions {
+        task_queue,
+        schedule_to_close_ms: proto::duration_ms(a.schedule_to_close_timeout.as_ref()),
+        schedule_to_start_ms: proto::duration_ms(a.schedule_to_start_timeout.as_ref()),
+        start_to_close_ms: proto::duration_ms(a.start_to_close_timeout.as_ref()),
+        heartbeat_ms: proto::duration_ms(a.heartbeat_timeout.as_ref()),
+        retry: retry_policy(a.retry_policy.as_ref())?,
+        priority: proto::encode_opt(a.priority.as_ref()),
+    };
+    normalize_timeouts(&mut options, run_timeout_ms)?;
+    Ok(options)
+}
+
+/// Schedules an activity with options already checked and normalized: writes its
+/// ActivityTaskScheduled event (showing the normalized options) and makes it pending. Returns
+/// its scheduled event id.
+#[allow(deprecated)] // use_workflow_build_id is copied to the event as given.
+pub(crate) fn schedule(
+    txn: &mut Txn,
+    mut a: command::ScheduleActivityTaskCommandAttributes,
+    options: ActivityOptions,
+    workflow_task_completed_event_id: i64,
+) -> i64 {
+    a.task_queue = Some(proto::task_queue(&options.task_queue));
+    a.schedule_to_close_timeout = proto::duration(options.schedule_to_close_ms);
+    a.schedule_to_start_timeout = proto::duration(options.schedule_to_start_ms);
+    a.start_to_close_timeout = proto::duration(options.start_to_close_ms);
+    a.heartbeat_timeout = proto::duration(options.heartbeat_ms);
+    a.retry_policy = Some(retry_policy_proto(&options.retry));
+    let scheduled_event_id = txn.append(Attributes::ActivityTaskScheduledEventAttributes(
+        history::ActivityTaskScheduledEventAttributes {
+            activity_id: a.activity_id.clone(),
+            activity_type: a.activity_type.clone(),
+            task_queue: a.task_queue.clone(),
+            header: a.header.clone(),
+            input: a.input.clone(),
+            schedule_to_close_timeout: a.schedule_to_close_timeout,
+            schedule_to_start_timeout: a.schedule_to_start_timeout,
+            start_to_close_timeout: a.start_to_close_timeout,
+            heartbeat_timeout: a.heartbeat_timeout,
+            workflow_task_completed_event_id,
+            retry_policy: a.retry_policy.clone(),
+            use_workflow_build_id: a.use_workflow_build_id,
+            priority: a.priority.clone(),
+        },
+    ));
+    txn.state
+        .activity_ids
+        .insert(a.activity_id.clone(), scheduled_event_id);
+    txn.state.activities.insert(
+        scheduled_event_id,
+        ActivityInfo {
+            scheduled_event_id,
+            activity_id: a.activity_id,
+            activity_type: a.activity_type.map(|t| t.name).unwrap_or_default(),
+            task_queue: options.task_queue,
+            scheduled_time_ns: txn.now,
+            attempt_scheduled_time_ns: txn.now,
+            attempt: 1,
+            schedule_to_close_ms: options.schedule_to_close_ms,
+            schedule_to_start_ms: options.schedule_to_start_ms,
+            start_to_close_ms: options.start_to_close_ms,
+            heartbeat_ms: options.heartbeat_ms,
+            retry: options.retry,
+            input: proto::encode_opt(a.input.as_ref()),
+            header: proto::encode_opt(a.header.as_ref()),
+            priority: options.priority,
+            started: None,
+            last_heartbeat_ns: None,
+            heartbeat_details: None,
+            last_failure: None,
+            cancel_requested_event_id: None,
+        },
+    );
+    scheduled_event_id
+}
+
 /// The activity's current options.
 pub fn options(activity: &ActivityInfo) -> ActivityOptions {
     ActivityOptions {
@@ -155,6 +244,26 @@ pub(crate) fn next_retry_delay(
         return Err(enums::RetryState::Timeout);
     }
     Ok(delay)
+}
+
+/// Delay before the activity's next attempt after its current one failed with `failure` (or
+/// timed out), or why there is none: as in Temporal, an activity asked to cancel is not
+/// retried.
+fn attempt_retry_delay(
+    activity: &ActivityInfo,
+    failure: Option<&failure::Failure>,
+    now: i64,
+) -> Result<i64, enums::RetryState> {
+    if activity.cancel_requested_event_id.is_some() {
+        return Err(enums::RetryState::CancelRequested);
+    }
+    next_retry_delay(
+        &activity.retry,
+        activity.attempt,
+        failure,
+        now,
+        schedule_to_close_deadline(activity),
+    )
 }
 
 fn schedule_to_close_deadline(activity: &ActivityInfo) -> i64 {
@@ -301,13 +410,7 @@ pub(crate) fn report(
                 .get(&scheduled_event_id)
                 .cloned()
                 .ok_or(EngineError::NoChange)?;
-            let retry = next_retry_delay(
-                &activity.retry,
-                activity.attempt,
-                failure.as_ref(),
-                now,
-                schedule_to_close_deadline(&activity),
-            );
+            let retry = attempt_retry_delay(&activity, failure.as_ref(), now);
             match retry {
                 Ok(delay) => {
                     let details = last_heartbeat_details.map(|d| proto::encode_opt(Some(&d)));
@@ -528,13 +631,7 @@ pub(crate) fn time_out(
         enums::TimeoutType::StartToClose | enums::TimeoutType::Heartbeat
     );
     let retry = if retryable {
-        next_retry_delay(
-            &activity.retry,
-            activity.attempt,
-            None,
-            txn.now,
-            schedule_to_close_deadline(&activity),
-        )
+        attempt_retry_delay(&activity, None, txn.now)
     } else {
         Err(enums::RetryState::Timeout)
     };
@@ -546,12 +643,15 @@ pub(crate) fn time_out(
         Err(retry_state) => {
             let activity = remove(txn, scheduled_event_id)?;
             let started_event_id = write_started(txn, &activity, "");
-            let retry_state =
-                if retry_state == enums::RetryState::MaximumAttemptsReached || !retryable {
-                    retry_state
-                } else {
-                    enums::RetryState::Timeout
-                };
+            let kept = matches!(
+                retry_state,
+                enums::RetryState::MaximumAttemptsReached | enums::RetryState::CancelRequested
+            );
+            let retry_state = if kept || !retryable {
+                retry_state
+            } else {
+                enums::RetryState::Timeout
+            };
             // An attempt that timed out with no time left for another: as Temporal reports
             // it, the activity ran out of its schedule-to-close time.
             let reported = if retryable && retry_state == enums::RetryState::Timeout {

@@ -138,10 +138,13 @@ pub fn deadlines(state: &MutableState) -> Vec<(i64, Deadline)> {
         .values()
         .filter(|a| !super::activity_control::paused(state, a.scheduled_event_id))
     {
-        // A retry, or an attempt an unpause or reset delayed (jitter), becomes dispatchable.
+        // A retry, an attempt an unpause or reset delayed (jitter), or a standalone
+        // activity's delayed start becomes dispatchable.
         if activity.started.is_none()
             && (activity.attempt > 1
-                || activity.attempt_scheduled_time_ns > activity.scheduled_time_ns)
+                || activity.attempt_scheduled_time_ns > activity.scheduled_time_ns
+                || (state.activity_execution.is_some()
+                    && activity.attempt_scheduled_time_ns > state.start_time_ns))
         {
             out.push((
                 activity.attempt_scheduled_time_ns,

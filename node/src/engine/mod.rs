@@ -4,6 +4,7 @@
 
 mod activity;
 pub mod activity_control;
+pub mod activity_execution;
 pub mod batch;
 mod children;
 pub mod cron;
@@ -321,6 +322,9 @@ pub enum Request {
     ActivityControl(Box<ActivityControlRequest>),
     /// UpdateWorkflowExecutionOptions.
     UpdateOptions(Box<workflow_options::OptionsUpdate>),
+    /// RequestCancelActivityExecution or TerminateActivityExecution, for a standalone
+    /// activity's run.
+    ActivityExecution(activity_execution::ActivityExecutionRequest),
 }
 
 /// A signal to deliver.
@@ -463,6 +467,16 @@ pub fn handle(
             state.workflow_id
         )));
     }
+    if state.activity_execution.is_some() {
+        if !activity_run_takes(&request) {
+            return Err(EngineError::FailedPrecondition(format!(
+                "{} is the run of a standalone activity, not a workflow: use the activity \
+                 execution API",
+                state.workflow_id
+            )));
+        }
+        activity_execution::check_report(state, &request)?;
+    }
     let mut txn = Txn::new(state.clone(), now_ns, limits);
     let reply = match request {
         Request::RecordWorkflowTaskStarted {
@@ -553,7 +567,9 @@ pub fn handle(
         }
         Request::ActivityControl(request) => activity_control::handle(&mut txn, *request)?,
         Request::UpdateOptions(update) => workflow_options::update(&mut txn, *update)?,
+        Request::ActivityExecution(request) => activity_execution::handle(&mut txn, request)?,
     };
+    activity_execution::observe(state, &mut txn);
     Ok(txn.finish(reply))
 }
 
@@ -567,6 +583,21 @@ fn system_run_takes(request: &Request) -> bool {
             | Request::Report(_)
             | Request::Schedule(_)
             | Request::Delete
+    )
+}
+
+/// True for the requests the run of a standalone activity takes (it has no workflow tasks,
+/// timers or signals).
+fn activity_run_takes(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::RecordActivityTaskStarted { .. }
+            | Request::Activity { .. }
+            | Request::Terminate { .. }
+            | Request::Deadline(_)
+            | Request::Delete
+            | Request::ActivityControl(_)
+            | Request::ActivityExecution(_)
     )
 }
 

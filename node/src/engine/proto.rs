@@ -65,19 +65,23 @@ pub fn decode_opt<M: prost::Message + Default>(bytes: &[u8]) -> Option<M> {
     }
 }
 
-/// A JSON string payload with a search attribute type (`Keyword`, `Datetime`...), as Temporal
-/// encodes search attribute values it writes itself.
-pub fn typed_json_payload(text: &str, kind: &str) -> common::Payload {
+/// A string as a JSON payload, as the SDKs' default converter encodes it.
+pub fn json_payload(text: &str) -> common::Payload {
     common::Payload {
-        metadata: [
-            ("encoding".to_string(), b"json/plain".to_vec()),
-            ("type".to_string(), kind.as_bytes().to_vec()),
-        ]
-        .into_iter()
-        .collect(),
+        metadata: [("encoding".to_string(), b"json/plain".to_vec())].into(),
         data: serde_json::to_vec(text).unwrap_or_default(),
         ..Default::default()
     }
+}
+
+/// A JSON string payload with a search attribute type (`Keyword`, `Datetime`...), as Temporal
+/// encodes search attribute values it writes itself.
+pub fn typed_json_payload(text: &str, kind: &str) -> common::Payload {
+    let mut payload = json_payload(text);
+    payload
+        .metadata
+        .insert("type".to_string(), kind.as_bytes().to_vec());
+    payload
 }
 
 /// A normal-kind task queue message.

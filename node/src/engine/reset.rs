@@ -42,9 +42,10 @@ pub fn reset(
     now_ns: i64,
     limits: &Limits,
 ) -> Result<Outcome, EngineError> {
-    if base.namespace_division().is_some() {
+    if base.namespace_division().is_some() || base.activity_execution.is_some() {
         return Err(EngineError::FailedPrecondition(format!(
-            "{} is the run of a schedule or batch job, which cannot be reset",
+            "{} is the run of a schedule, batch job or standalone activity, which cannot be \
+             reset",
             base.workflow_id
         )));
     }
@@ -219,6 +220,7 @@ pub(crate) fn rebuild(
         cron_schedule: base.cron_schedule.clone(),
         schedule: None,
         batch: None,
+        activity_execution: None,
         last_completion_result: None,
         continued_failure: None,
     };

@@ -77,6 +77,8 @@ pub struct StartArgs {
     pub schedule: Option<Box<super::schedule::NewSchedule>>,
     /// Set when this starts the run of a batch job (StartBatchOperation).
     pub batch: Option<Box<super::batch::NewBatch>>,
+    /// Set when this starts the run of a standalone activity (StartActivityExecution).
+    pub activity_execution: Option<Box<super::activity_execution::NewActivityExecution>>,
     /// Worker versioning override of the start.
     #[serde(with = "crate::wire::opt")]
     pub versioning_override: Option<proto::workflow::VersioningOverride>,
@@ -318,6 +320,7 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
         },
         activity_controls: BTreeMap::new(),
         priority: proto::encode_opt(args.priority.as_ref()),
+        activity_execution: None,
     };
     let parent = args.parent.clone();
     let mut txn = Txn::new(state, now_ns, limits);
@@ -391,10 +394,11 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
         // workflow task is scheduled after it (unless the start is delayed).
         super::signal_run(&mut txn, signal)?;
     }
-    match (args.schedule, args.batch) {
-        (Some(schedule), _) => super::schedule::create(&mut txn, *schedule)?,
-        (None, Some(batch)) => super::batch::create(&mut txn, *batch),
-        (None, None) => txn.schedule_workflow_task(),
+    match (args.schedule, args.batch, args.activity_execution) {
+        (Some(schedule), _, _) => super::schedule::create(&mut txn, *schedule)?,
+        (None, Some(batch), _) => super::batch::create(&mut txn, *batch),
+        (None, None, Some(activity)) => super::activity_execution::create(&mut txn, *activity)?,
+        (None, None, None) => txn.schedule_workflow_task(),
     }
     Ok(txn.finish(Reply::Done))
 }

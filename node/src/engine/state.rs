@@ -400,6 +400,8 @@ pub struct MutableState {
     /// set it.
     #[serde(with = "serde_bytes")]
     pub priority: Vec<u8>,
+    /// Set on the run of a standalone activity (which has no workflow tasks).
+    pub activity_execution: Option<Box<super::activity_execution::ActivityExecution>>,
 }
 
 /// What PauseActivity, ResetActivity and UpdateActivityOptions left on a pending activity.

@@ -199,6 +199,7 @@ impl<'a> Txn<'a> {
         if self.state.workflow_task.is_some()
             || !self.state.is_running()
             || self.state.first_task_backoff_until_ns.is_some()
+            || self.state.activity_execution.is_some()
         {
             return;
         }

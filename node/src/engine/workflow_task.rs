@@ -1,9 +1,7 @@
 //! Workflow tasks: start, completion with the worker's commands, failure.
 
 use super::proto::{self, command, common, enums, history, protocol, Attributes, HistoryEvent};
-use super::state::{
-    ActivityInfo, ActivityOptions, RunStatus, TimerInfo, WorkflowTaskInfo, WorkflowTaskStarted,
-};
+use super::state::{RunStatus, TimerInfo, WorkflowTaskInfo, WorkflowTaskStarted};
 use super::txn::Txn;
 use super::{activity, update, EngineError, Reply};
 
@@ -693,7 +691,7 @@ pub(crate) fn merge_payload_map(
 #[allow(deprecated)]
 fn schedule_activity(
     txn: &mut Txn,
-    mut a: command::ScheduleActivityTaskCommandAttributes,
+    a: command::ScheduleActivityTaskCommandAttributes,
     completed_id: i64,
 ) -> Result<(), CommandError> {
     let cause = Cause::BadScheduleActivityAttributes;
@@ -723,71 +721,8 @@ fn schedule_activity(
             "The workflow has reached its limit of pending activities.",
         ));
     }
-    let task_queue = match a.task_queue.as_ref().map(|q| q.name.as_str()) {
-        Some(name) if !name.is_empty() => name.to_string(),
-        _ => txn.state.task_queue.clone(),
-    };
-    let mut options = ActivityOptions {
-        task_queue,
-        schedule_to_close_ms: proto::duration_ms(a.schedule_to_close_timeout.as_ref()),
-        schedule_to_start_ms: proto::duration_ms(a.schedule_to_start_timeout.as_ref()),
-        start_to_close_ms: proto::duration_ms(a.start_to_close_timeout.as_ref()),
-        heartbeat_ms: proto::duration_ms(a.heartbeat_timeout.as_ref()),
-        retry: activity::retry_policy(a.retry_policy.as_ref()).map_err(|m| bad(cause, m))?,
-        priority: proto::encode_opt(a.priority.as_ref()),
-    };
-    activity::normalize_timeouts(&mut options, txn.state.run_timeout_ms)
+    let options = activity::requested_options(&a, &txn.state.task_queue, txn.state.run_timeout_ms)
         .map_err(|m| bad(cause, m))?;
-    a.task_queue = Some(proto::task_queue(&options.task_queue));
-    a.schedule_to_close_timeout = proto::duration(options.schedule_to_close_ms);
-    a.schedule_to_start_timeout = proto::duration(options.schedule_to_start_ms);
-    a.start_to_close_timeout = proto::duration(options.start_to_close_ms);
-    a.heartbeat_timeout = proto::duration(options.heartbeat_ms);
-    a.retry_policy = Some(activity::retry_policy_proto(&options.retry));
-    let scheduled_event_id = txn.append(Attributes::ActivityTaskScheduledEventAttributes(
-        history::ActivityTaskScheduledEventAttributes {
-            activity_id: a.activity_id.clone(),
-            activity_type: a.activity_type.clone(),
-            task_queue: a.task_queue.clone(),
-            header: a.header.clone(),
-            input: a.input.clone(),
-            schedule_to_close_timeout: a.schedule_to_close_timeout,
-            schedule_to_start_timeout: a.schedule_to_start_timeout,
-            start_to_close_timeout: a.start_to_close_timeout,
-            heartbeat_timeout: a.heartbeat_timeout,
-            workflow_task_completed_event_id: completed_id,
-            retry_policy: a.retry_policy.clone(),
-            use_workflow_build_id: a.use_workflow_build_id,
-            priority: a.priority.clone(),
-        },
-    ));
-    txn.state
-        .activity_ids
-        .insert(a.activity_id.clone(), scheduled_event_id);
-    txn.state.activities.insert(
-        scheduled_event_id,
-        ActivityInfo {
-            scheduled_event_id,
-            activity_id: a.activity_id,
-            activity_type,
-            task_queue: options.task_queue,
-            scheduled_time_ns: txn.now,
-            attempt_scheduled_time_ns: txn.now,
-            attempt: 1,
-            schedule_to_close_ms: options.schedule_to_close_ms,
-            schedule_to_start_ms: options.schedule_to_start_ms,
-            start_to_close_ms: options.start_to_close_ms,
-            heartbeat_ms: options.heartbeat_ms,
-            retry: options.retry,
-            input: proto::encode_opt(a.input.as_ref()),
-            header: proto::encode_opt(a.header.as_ref()),
-            priority: options.priority,
-            started: None,
-            last_heartbeat_ns: None,
-            heartbeat_details: None,
-            last_failure: None,
-            cancel_requested_event_id: None,
-        },
-    );
+    activity::schedule(txn, a, options, completed_id);
     Ok(())
 }

@@ -39,19 +39,21 @@ fn selector(selector: Option<ActivitySelector>) -> Result<ActivitySelector, Stat
     }
 }
 
-/// The workflow run of an `*ActivityExecution` request (which targets a standalone activity
-/// when `workflow_id` is empty: Keel has none).
-fn workflow_run(workflow_id: String, run_id: String) -> Result<common::WorkflowExecution, Status> {
-    if workflow_id.is_empty() {
-        return Err(Status::unimplemented(
-            "Keel does not support standalone activities: set WorkflowId to target an activity \
-             of a workflow.",
-        ));
-    }
-    Ok(common::WorkflowExecution {
-        workflow_id,
+/// The run of an `*ActivityExecution` request: the workflow's, or with no workflow id the
+/// standalone activity's (`run_id` is then the activity's).
+fn workflow_run(
+    workflow_id: String,
+    run_id: String,
+    activity_id: &str,
+) -> common::WorkflowExecution {
+    common::WorkflowExecution {
+        workflow_id: if workflow_id.is_empty() {
+            crate::engine::activity_execution::workflow_id(activity_id)
+        } else {
+            workflow_id
+        },
         run_id,
-    })
+    }
 }
 
 impl Frontend {
@@ -186,7 +188,7 @@ impl Frontend {
         &self,
         r: ws::PauseActivityExecutionRequest,
     ) -> Result<ws::PauseActivityExecutionResponse, Status> {
-        let execution = workflow_run(r.workflow_id, r.run_id)?;
+        let execution = workflow_run(r.workflow_id, r.run_id, &r.activity_id);
         self.pause_activity_rpc(ws::PauseActivityRequest {
             namespace: r.namespace,
             execution: Some(execution),
@@ -203,7 +205,7 @@ impl Frontend {
         &self,
         r: ws::UnpauseActivityExecutionRequest,
     ) -> Result<ws::UnpauseActivityExecutionResponse, Status> {
-        let execution = workflow_run(r.workflow_id, r.run_id)?;
+        let execution = workflow_run(r.workflow_id, r.run_id, &r.activity_id);
         self.unpause_activity_rpc(ws::UnpauseActivityRequest {
             namespace: r.namespace,
             execution: Some(execution),
@@ -220,7 +222,7 @@ impl Frontend {
         &self,
         r: ws::ResetActivityExecutionRequest,
     ) -> Result<ws::ResetActivityExecutionResponse, Status> {
-        let execution = workflow_run(r.workflow_id, r.run_id)?;
+        let execution = workflow_run(r.workflow_id, r.run_id, &r.activity_id);
         self.reset_activity_rpc(ws::ResetActivityRequest {
             namespace: r.namespace,
             execution: Some(execution),
@@ -239,7 +241,7 @@ impl Frontend {
         &self,
         r: ws::UpdateActivityExecutionOptionsRequest,
     ) -> Result<ws::UpdateActivityExecutionOptionsResponse, Status> {
-        let execution = workflow_run(r.workflow_id, r.run_id)?;
+        let execution = workflow_run(r.workflow_id, r.run_id, &r.activity_id);
         let response = self
             .update_activity_options_rpc(ws::UpdateActivityOptionsRequest {
                 namespace: r.namespace,

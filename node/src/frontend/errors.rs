@@ -40,6 +40,35 @@ pub fn namespace_not_found(name: &str) -> Status {
     )
 }
 
+/// NotFound for a standalone activity (or run of one) that does not exist, as Temporal words it.
+pub fn activity_not_found(activity_id: &str) -> Status {
+    Status::not_found(format!("activity not found for ID: {activity_id}"))
+}
+
+/// `status` of a request on standalone activity `activity_id`, a NotFound worded as Temporal
+/// words it.
+pub fn on_activity(activity_id: &str, status: Status) -> Status {
+    if status.code() == Code::NotFound {
+        activity_not_found(activity_id)
+    } else {
+        status
+    }
+}
+
+/// AlreadyExists for a standalone activity start that its id policies refuse, with the
+/// ActivityExecutionAlreadyStartedFailure the SDKs decode.
+pub fn activity_already_started(run_id: String, start_request_id: String) -> Status {
+    with_detail(
+        Code::AlreadyExists,
+        "activity execution already started".to_string(),
+        "temporal.api.errordetails.v1.ActivityExecutionAlreadyStartedFailure",
+        &details::ActivityExecutionAlreadyStartedFailure {
+            start_request_id,
+            run_id,
+        },
+    )
+}
+
 /// A query the workflow answered with a failure.
 pub fn query_failed(message: String, failure: Option<Failure>) -> Status {
     with_detail(

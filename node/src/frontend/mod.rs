@@ -3,6 +3,7 @@
 //! (poll responses, histories, descriptions).
 
 mod activities;
+mod activity_executions;
 mod batches;
 mod deployments;
 mod errors;

@@ -41,7 +41,7 @@ fn schedule_not_found(schedule_id: &str) -> Status {
 
 /// Gives every search attribute its registered type (payload metadata `type`), as Temporal
 /// does for what a schedule stores; an unregistered name is refused.
-fn type_search_attributes(
+pub(super) fn type_search_attributes(
     types: &SearchAttributeTypes,
     attributes: &mut Option<common::SearchAttributes>,
 ) -> Result<(), Status> {
@@ -67,7 +67,10 @@ fn type_search_attributes(
 
 impl Frontend {
     /// The namespace's custom search attributes and the system ones, with their types.
-    fn attribute_types(&self, namespace: &NamespaceRecord) -> Result<SearchAttributeTypes, Status> {
+    pub(super) fn attribute_types(
+        &self,
+        namespace: &NamespaceRecord,
+    ) -> Result<SearchAttributeTypes, Status> {
         let mut types: SearchAttributeTypes = super::views::system_search_attributes()
             .into_iter()
             .collect();

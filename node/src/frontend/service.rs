@@ -235,6 +235,7 @@ impl Frontend {
             continued_failure: fields.continued_failure,
             schedule: None,
             batch: None,
+            activity_execution: None,
         })
     }
 
@@ -369,6 +370,8 @@ impl Frontend {
     ) -> Option<ws::PollActivityTaskQueueResponse> {
         let activity = state.activities.get(&scheduled_event_id)?;
         let started = activity.started.as_ref()?;
+        // A standalone activity has no workflow: SDKs tell it apart by the empty execution.
+        let standalone = state.activity_execution.is_some();
         let token = TaskToken::Activity {
             namespace_id: namespace.id.clone(),
             workflow_id: state.workflow_id.clone(),
@@ -379,13 +382,22 @@ impl Frontend {
         Some(ws::PollActivityTaskQueueResponse {
             task_token: token.encode(),
             workflow_namespace: namespace.name.clone(),
-            workflow_type: Some(common::WorkflowType {
+            workflow_type: (!standalone).then(|| common::WorkflowType {
                 name: state.workflow_type.clone(),
             }),
-            workflow_execution: Some(common::WorkflowExecution {
-                workflow_id: state.workflow_id.clone(),
-                run_id: state.run_id.clone(),
+            workflow_execution: Some(if standalone {
+                common::WorkflowExecution::default()
+            } else {
+                common::WorkflowExecution {
+                    workflow_id: state.workflow_id.clone(),
+                    run_id: state.run_id.clone(),
+                }
             }),
+            activity_run_id: if standalone {
+                state.run_id.clone()
+            } else {
+                String::new()
+            },
             activity_type: Some(common::ActivityType {
                 name: activity.activity_type.clone(),
             }),
@@ -444,10 +456,16 @@ impl Frontend {
             report,
             identity,
         };
-        Ok(self
+        let answer = self
             .run_request(&namespace, &workflow_id, &run_id, request)
-            .await?
-            .1)
+            .await;
+        match workflow_id.strip_prefix(crate::engine::activity_execution::WORKFLOW_ID_PREFIX) {
+            Some(activity_id) => {
+                answer.map_err(|status| super::errors::on_activity(activity_id, status))
+            }
+            None => answer,
+        }
+        .map(|(_, reply)| reply)
     }
 
     async fn activity_report_by_id(
@@ -460,13 +478,22 @@ impl Frontend {
         identity: String,
     ) -> Result<Reply, Status> {
         let namespace = self.namespace(namespace).await?;
-        check_id("WorkflowId", workflow_id, true)?;
         check_id("ActivityId", activity_id, true)?;
         let request = Engine::Activity {
             target: ActivityTarget::Id(activity_id.to_string()),
             report,
             identity,
         };
+        // No workflow id: a standalone activity, and `run_id` is the activity's.
+        if workflow_id.is_empty() {
+            let workflow_id = crate::engine::activity_execution::workflow_id(activity_id);
+            return self
+                .run_request(&namespace, &workflow_id, run_id, request)
+                .await
+                .map(|(_, reply)| reply)
+                .map_err(|status| super::errors::on_activity(activity_id, status));
+        }
+        check_id("WorkflowId", workflow_id, true)?;
         Ok(self
             .run_request(&namespace, workflow_id, run_id, request)
             .await?
@@ -598,9 +625,10 @@ impl Frontend {
         let runs = self
             .scan_runs(namespace, |state| {
                 // Runs of schedules and batch jobs are listed only by queries on
-                // TemporalNamespaceDivision.
-                let hidden =
-                    state.namespace_division().is_some() && !query.names_namespace_division();
+                // TemporalNamespaceDivision; standalone activities' never (they have their
+                // own list).
+                let hidden = state.activity_execution.is_some()
+                    || (state.namespace_division().is_some() && !query.names_namespace_division());
                 !hidden && query.matches(state)
             })
             .await?;
@@ -1679,6 +1707,86 @@ impl WorkflowService for Frontend {
     ) -> Rpc<ws::UpdateActivityOptionsResponse> {
         Ok(Response::new(
             self.update_activity_options_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn start_activity_execution(
+        &self,
+        request: Request<ws::StartActivityExecutionRequest>,
+    ) -> Rpc<ws::StartActivityExecutionResponse> {
+        Ok(Response::new(
+            self.start_activity_execution_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn describe_activity_execution(
+        &self,
+        request: Request<ws::DescribeActivityExecutionRequest>,
+    ) -> Rpc<ws::DescribeActivityExecutionResponse> {
+        Ok(Response::new(
+            self.describe_activity_execution_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn poll_activity_execution(
+        &self,
+        request: Request<ws::PollActivityExecutionRequest>,
+    ) -> Rpc<ws::PollActivityExecutionResponse> {
+        Ok(Response::new(
+            self.poll_activity_execution_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn list_activity_executions(
+        &self,
+        request: Request<ws::ListActivityExecutionsRequest>,
+    ) -> Rpc<ws::ListActivityExecutionsResponse> {
+        Ok(Response::new(
+            self.list_activity_executions_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn count_activity_executions(
+        &self,
+        request: Request<ws::CountActivityExecutionsRequest>,
+    ) -> Rpc<ws::CountActivityExecutionsResponse> {
+        Ok(Response::new(
+            self.count_activity_executions_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn request_cancel_activity_execution(
+        &self,
+        request: Request<ws::RequestCancelActivityExecutionRequest>,
+    ) -> Rpc<ws::RequestCancelActivityExecutionResponse> {
+        Ok(Response::new(
+            self.request_cancel_activity_execution_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn terminate_activity_execution(
+        &self,
+        request: Request<ws::TerminateActivityExecutionRequest>,
+    ) -> Rpc<ws::TerminateActivityExecutionResponse> {
+        Ok(Response::new(
+            self.terminate_activity_execution_rpc(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn delete_activity_execution(
+        &self,
+        request: Request<ws::DeleteActivityExecutionRequest>,
+    ) -> Rpc<ws::DeleteActivityExecutionResponse> {
+        Ok(Response::new(
+            self.delete_activity_execution_rpc(request.into_inner())
                 .await?,
         ))
     }

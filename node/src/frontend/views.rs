@@ -105,6 +105,24 @@ pub fn activity_options(options: &ActivityOptions) -> activity::ActivityOptions 
     }
 }
 
+/// Where a pending activity of `run` stands: a paused one is PAUSED while no attempt runs and
+/// PAUSE_REQUESTED while one does.
+pub fn pending_state(run: &MutableState, a: &ActivityInfo) -> enums::PendingActivityState {
+    use enums::PendingActivityState as S;
+    let paused = crate::engine::activity_control::paused(run, a.scheduled_event_id);
+    match (
+        a.cancel_requested_event_id.is_some(),
+        a.started.is_some(),
+        paused,
+    ) {
+        (true, _, _) => S::CancelRequested,
+        (false, true, true) => S::PauseRequested,
+        (false, true, false) => S::Started,
+        (false, false, true) => S::Paused,
+        (false, false, false) => S::Scheduled,
+    }
+}
+
 /// A pending activity in DescribeWorkflowExecution at `now_ns`. A paused activity shows PAUSED
 /// while no attempt runs and PAUSE_REQUESTED while one does; a retry waiting out its backoff
 /// shows when it will be dispatched.
@@ -118,17 +136,7 @@ fn pending_activity(
         .activity_controls
         .get(&a.scheduled_event_id)
         .and_then(|c| c.pause.as_ref());
-    let state = match (
-        a.cancel_requested_event_id.is_some(),
-        a.started.is_some(),
-        pause,
-    ) {
-        (true, _, _) => S::CancelRequested,
-        (false, true, Some(_)) => S::PauseRequested,
-        (false, true, None) => S::Started,
-        (false, false, Some(_)) => S::Paused,
-        (false, false, None) => S::Scheduled,
-    };
+    let state = pending_state(run, a);
     let options = crate::engine::activity_options(a);
     workflow::PendingActivityInfo {
         activity_id: a.activity_id.clone(),
@@ -235,6 +243,15 @@ pub fn describe_namespace(record: &NamespaceRecord) -> ws::DescribeNamespaceResp
                 .collect(),
             id: record.id.clone(),
             supports_schedules: false,
+            capabilities: Some(namespace::namespace_info::Capabilities {
+                eager_workflow_start: true,
+                sync_update: true,
+                async_update: true,
+                standalone_activities: true,
+                standalone_activity_start_delay: true,
+                standalone_activity_operator_commands: true,
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         config: Some(namespace::NamespaceConfig {

@@ -291,6 +291,7 @@ async fn targets(
                 // Runs started after the job are not its targets: a reset's new runs would
                 // otherwise match again, beyond the cursor.
                 if run.namespace_division().is_none()
+                    && run.activity_execution.is_none()
                     && run.start_time_ns <= state.start_time_ns
                     && beyond(&target)
                     && query.matches(&run)
