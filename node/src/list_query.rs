@@ -145,7 +145,22 @@ pub fn system_attributes() -> impl Iterator<Item = (&'static str, enums::Indexed
         .into_iter()
         .filter(|field| !matches!(field, SystemField::ActivityId | SystemField::ActivityType))
         .map(|field| (field.name(), field.kind().indexed()))
-        .chain(crate::engine::schedule::SCHEDULED_ATTRIBUTES)
+        .chain(predefined_attributes())
+}
+
+/// Temporal's predefined search attributes that runs carry among their own (set by Temporal,
+/// or by SDKs and users, as Temporal allows): a workflow's patches (TemporalChangeVersion), the
+/// binary checksums of its workers, and what a schedule gives the workflows it starts.
+fn predefined_attributes() -> impl Iterator<Item = (&'static str, enums::IndexedValueType)> {
+    [
+        (
+            "TemporalChangeVersion",
+            enums::IndexedValueType::KeywordList,
+        ),
+        ("BinaryChecksums", enums::IndexedValueType::KeywordList),
+    ]
+    .into_iter()
+    .chain(crate::engine::schedule::SCHEDULED_ATTRIBUTES)
 }
 
 fn keyword_payload(text: &str) -> common::Payload {
@@ -320,11 +335,10 @@ impl Field {
         if let Some(system) = SystemField::ALL.iter().find(|f| f.name() == name) {
             return Ok(Field::System(*system));
         }
-        let scheduled = crate::engine::schedule::SCHEDULED_ATTRIBUTES
-            .iter()
-            .find(|(scheduled, _)| *scheduled == name)
-            .map(|(_, kind)| *kind as i32);
-        if let Some(kind) = scheduled.or(custom.get(name).copied()).and_then(Kind::of) {
+        let predefined = predefined_attributes()
+            .find(|(predefined, _)| *predefined == name)
+            .map(|(_, kind)| kind as i32);
+        if let Some(kind) = predefined.or(custom.get(name).copied()).and_then(Kind::of) {
             return Ok(Field::Custom {
                 name: name.to_string(),
                 kind,
@@ -1682,7 +1696,15 @@ mod tests {
                 RunStatus::Failed,
                 NEW_YEAR + 3_602 * SEC,
             ),
-            run("d", "Bar", NEW_YEAR + 3 * SEC, &[("CustomBool", "false")]),
+            run(
+                "d",
+                "Bar",
+                NEW_YEAR + 3 * SEC,
+                &[
+                    ("CustomBool", "false"),
+                    ("TemporalChangeVersion", "[\"patch-1\", \"patch-2\"]"),
+                ],
+            ),
             closed(
                 run("e", "Baz", NEW_YEAR + 4 * SEC, &[]),
                 RunStatus::Terminated,
@@ -2205,17 +2227,25 @@ mod tests {
     }
 
     #[test]
-    fn system_attributes_list_every_workflow_system_field_and_the_scheduled_ones() {
+    fn system_attributes_list_every_workflow_system_field_and_the_predefined_ones() {
         let names: Vec<&str> = system_attributes().map(|(name, _)| name).collect();
         // All but ActivityId and ActivityType, which only lists of standalone activities have.
         assert_eq!(
             names.len(),
-            SystemField::ALL.len() - 2 + crate::engine::schedule::SCHEDULED_ATTRIBUTES.len()
+            SystemField::ALL.len() - 2 + predefined_attributes().count()
         );
         assert!(!names.contains(&"ActivityId"));
-        assert!(names.contains(&"TemporalScheduledById"));
+        assert!(
+            names.contains(&"TemporalScheduledById") && names.contains(&"TemporalChangeVersion")
+        );
         assert!(
             names.contains(&"ExecutionDuration") && names.contains(&"TemporalNamespaceDivision")
+        );
+        // A workflow's patches are queried as the keyword list they are.
+        assert_eq!(selected("TemporalChangeVersion = 'patch-2'"), ["d"]);
+        assert_eq!(
+            selected("TemporalChangeVersion IS NULL").len(),
+            runs().len() - 1
         );
         assert!(system_attributes()
             .any(|(name, kind)| name == "CloseTime" && kind == enums::IndexedValueType::Datetime));

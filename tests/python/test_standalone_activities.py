@@ -35,7 +35,14 @@ from temporalio.client import (
     Client,
     PendingActivityState,
 )
-from temporalio.common import ActivityIDConflictPolicy, ActivityIDReusePolicy, RetryPolicy
+from temporalio.common import (
+    ActivityIDConflictPolicy,
+    ActivityIDReusePolicy,
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+)
 from temporalio.exceptions import (
     ActivityAlreadyStartedError,
     ApplicationError,
@@ -936,3 +943,77 @@ async def test_a_standalone_activity_survives_a_server_restart(fresh_server: Ser
 @activity.defn
 async def nobody_runs_this() -> str:
     return "ran after all"
+
+
+async def test_a_cancel_is_reported_only_after_one_was_requested(client: Client, task_queue: str):
+    """An activity completing asynchronously cannot report itself canceled before a cancel was
+    requested (INVALID_ARGUMENT, as Temporal refuses it for workflow activities too); once one
+    was, the report cancels it with the worker's details."""
+    activity_id = new_activity_id()
+    async with new_worker(client, task_queue, activities=ACTIVITIES):
+        handle = await client.start_activity(
+            complete_later, id=activity_id, task_queue=task_queue, start_to_close_timeout=timedelta(seconds=30)
+        )
+        await wait_for(lambda: INFOS.get(activity_id), what="the activity to start")
+    by_id = client.get_async_activity_handle(activity_id=activity_id, run_id=handle.run_id)
+    with pytest.raises(RPCError) as early:
+        await by_id.report_cancellation("too early")
+    assert early.value.status == RPCStatusCode.INVALID_ARGUMENT
+    assert early.value.message == "unable to mark activity as canceled without activity being request canceled first"
+    await handle.cancel()
+    await by_id.report_cancellation("as asked")
+    cause = await failure_of(handle)
+    assert isinstance(cause, CancelledError), repr(cause)
+    assert list(cause.details) == ["as asked"]
+
+
+async def test_predefined_search_attributes_are_accepted(client: Client, task_queue: str):
+    """A start may set Temporal's predefined TemporalChangeVersion (a keyword list), as SDKs
+    do for patches, and describe shows it. (Temporal's dev server does not select activities by
+    it in list queries; Keel does, as it does for workflows.)"""
+    change_version = SearchAttributeKey.for_keyword_list("TemporalChangeVersion")
+    handle = await unpolled(
+        client,
+        task_queue,
+        search_attributes=TypedSearchAttributes([SearchAttributePair(change_version, ["patch-1", "patch-2"])]),
+    )
+    described = await handle.describe()
+    assert described.typed_search_attributes[change_version] == ["patch-1", "patch-2"]
+
+
+async def test_the_temporal_activity_commands_for_standalone_activities(client: Client, task_queue: str, cli):
+    """`temporal activity start/describe/list/count/complete/result/cancel/terminate/delete`
+    work on standalone activities."""
+    done_id, cancel_id, stop_id = new_activity_id(), new_activity_id(), new_activity_id()
+    activity_type = f"cli_{uuid.uuid4().hex}"
+    for activity_id in (done_id, cancel_id, stop_id):
+        await cli.run(
+            "activity", "start", "--activity-id", activity_id, "--type", activity_type,
+            "--task-queue", task_queue, "--start-to-close-timeout", "30s", "--input", '"in"',
+        )
+    described = await cli.json("activity", "describe", "--activity-id", done_id)
+    assert described["info"]["activityId"] == done_id, described
+    assert described["info"]["status"] == "ACTIVITY_EXECUTION_STATUS_RUNNING", described
+
+    async def counted() -> bool:
+        count = await cli.json("activity", "count", "--query", f"ActivityType = '{activity_type}'")
+        return int(count["count"]) == 3
+
+    await wait_for(counted, what="three activities counted")
+    listed = await cli.json("activity", "list", "--query", f"ActivityId = '{done_id}'")
+    assert [a["activityId"] for a in listed] == [done_id], listed
+    await cli.run("activity", "complete", "--activity-id", done_id, "--result", '"from the cli"')
+    result, _ = await cli.run("activity", "result", "--activity-id", done_id)
+    assert "from the cli" in result, result
+    await cli.run("activity", "cancel", "--activity-id", cancel_id, "--reason", "cli cancel")
+    await cli.run("activity", "terminate", "--activity-id", stop_id, "--reason", "cli stop")
+    statuses = {
+        activity_id: (await client.get_activity_handle(activity_id).describe()).status
+        for activity_id in (done_id, cancel_id, stop_id)
+    }
+    assert statuses == {
+        done_id: ActivityExecutionStatus.COMPLETED,
+        cancel_id: ActivityExecutionStatus.CANCELED,
+        stop_id: ActivityExecutionStatus.TERMINATED,
+    }
+    await cli.run("activity", "delete", "--activity-id", stop_id, "--yes")

@@ -327,7 +327,9 @@ pub(crate) fn record_started(
     })
 }
 
-fn find_started(txn: &Txn, target: &ActivityTarget) -> Result<i64, EngineError> {
+/// The activity a report names, which must have a started attempt unless `force` (a
+/// completion by id, which Temporal accepts for an activity no worker has taken).
+fn find_started(txn: &Txn, target: &ActivityTarget, force: bool) -> Result<i64, EngineError> {
     if !txn.state.is_running() {
         return Err(EngineError::NotFound(
             "Activity task not found: the workflow execution already completed.".into(),
@@ -351,7 +353,7 @@ fn find_started(txn: &Txn, target: &ActivityTarget) -> Result<i64, EngineError> 
             .and_then(|scheduled| txn.state.activities.get(scheduled))
             .ok_or_else(not_found)?,
     };
-    if activity.started.is_none() {
+    if activity.started.is_none() && !force {
         return Err(EngineError::NotFound(
             "Activity task not found: the attempt has not started.".into(),
         ));
@@ -365,8 +367,23 @@ pub(crate) fn report(
     report: ActivityReport,
     identity: String,
 ) -> Result<Reply, EngineError> {
-    let scheduled_event_id = find_started(txn, &target)?;
+    let force = matches!(
+        (&target, &report),
+        (ActivityTarget::Id(_), ActivityReport::Completed(_))
+    );
+    let scheduled_event_id = find_started(txn, &target, force)?;
     let now = txn.now;
+    // Completed by id before any worker took it: as Temporal does, an attempt is recorded as
+    // started by the caller, then completed.
+    if let Some(activity) = txn.state.activities.get_mut(&scheduled_event_id) {
+        if activity.started.is_none() {
+            activity.started = Some(ActivityStarted {
+                time_ns: now,
+                identity: identity.clone(),
+                request_id: String::new(),
+            });
+        }
+    }
     match report {
         ActivityReport::Heartbeat(details) => {
             let activity = txn
@@ -434,6 +451,18 @@ pub(crate) fn report(
             Ok(Reply::Done)
         }
         ActivityReport::Canceled(details) => {
+            let requested = txn
+                .state
+                .activities
+                .get(&scheduled_event_id)
+                .is_some_and(|a| a.cancel_requested_event_id.is_some());
+            if !requested {
+                return Err(EngineError::InvalidArgument(
+                    "unable to mark activity as canceled without activity being request \
+                     canceled first"
+                        .into(),
+                ));
+            }
             let activity = remove(txn, scheduled_event_id)?;
             let started_event_id = write_started(txn, &activity, &identity);
             txn.add_worker_event(Attributes::ActivityTaskCanceledEventAttributes(

@@ -306,9 +306,13 @@ fn close(txn: &mut Txn, execution: &mut ActivityExecution, mut ended: ActivityIn
     let Some(event) = txn.events.last().and_then(|e| e.attributes.clone()) else {
         return;
     };
+    if let Some(started) = &ended.started {
+        execution.last_started_ns = Some(started.time_ns);
+    }
     let (status, outcome, close) = match event {
         Attributes::ActivityTaskCompletedEventAttributes(a) => {
             execution.last_attempt_complete_ns = Some(txn.now);
+            execution.last_worker_identity = a.identity.clone();
             let result = a.result.unwrap_or_default();
             (
                 RunStatus::Completed,
@@ -328,6 +332,7 @@ fn close(txn: &mut Txn, execution: &mut ActivityExecution, mut ended: ActivityIn
         }
         Attributes::ActivityTaskFailedEventAttributes(a) => {
             execution.last_attempt_complete_ns = Some(txn.now);
+            execution.last_worker_identity = a.identity.clone();
             let failure = a.failure.unwrap_or_else(|| failure::Failure {
                 message: "activity task failed without failure details".into(),
                 ..Default::default()
@@ -639,6 +644,21 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_whose_dispatch_time_passed_arms_no_deadline() {
+        let state = step(&take(&start(None, 0), 1, 2 * SEC), fail(1), 3 * SEC);
+        let retry = Deadline::ActivityRetry {
+            scheduled_event_id: SCHEDULED,
+            attempt: 2,
+        };
+        let armed = |now| crate::engine::deadlines_to_arm(&state, now);
+        assert!(armed(3 * SEC).contains(&(4 * SEC, retry.clone())));
+        // Once due, the task is dispatchable instead; with no poller it stays so, and a
+        // re-armed deadline would fire again at once, forever.
+        assert!(!armed(4 * SEC).iter().any(|(_, d)| *d == retry));
+        assert_eq!(dispatchable(&state, 4 * SEC).len(), 1);
+    }
+
+    #[test]
     fn a_start_delay_holds_dispatch_and_arms_a_deadline_for_its_end() {
         let state = start(None, 3_000);
         assert!(dispatchable(&state, 2 * SEC).is_empty());
@@ -726,6 +746,28 @@ mod tests {
             refusal(&completed, terminate("t3")),
             EngineError::FailedPrecondition("invalid transition from Completed".into())
         );
+    }
+
+    #[test]
+    fn completing_by_id_needs_no_started_attempt_but_the_other_reports_do() {
+        let by_id = |report: ActivityReport| Request::Activity {
+            target: ActivityTarget::Id("a1".into()),
+            report,
+            identity: "operator".into(),
+        };
+        let state = start(None, 0);
+        assert!(matches!(
+            refusal(&state, by_id(ActivityReport::Heartbeat(None))),
+            EngineError::NotFound(_)
+        ));
+        let state = step(&state, by_id(ActivityReport::Completed(None)), 2 * SEC);
+        assert_eq!(status(&state), enums::ActivityExecutionStatus::Completed);
+        let record = state
+            .activity_execution
+            .as_deref()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(record.last_worker_identity, "operator");
     }
 
     #[test]

@@ -175,6 +175,17 @@ pub fn deadlines(state: &MutableState) -> Vec<(i64, Deadline)> {
     out
 }
 
+/// The run's deadlines a shard leader arms at `now_ns`, after offering the run's dispatchable
+/// tasks: all of [`deadlines`] but a retry's dispatch time that has passed (its task is among
+/// those offered; arming it would fire it at once, to no effect, again and again).
+pub fn deadlines_to_arm(state: &MutableState, now_ns: i64) -> Vec<(i64, Deadline)> {
+    let mut out = deadlines(state);
+    out.retain(|(at, deadline)| {
+        *at > now_ns || !matches!(deadline, Deadline::ActivityRetry { .. })
+    });
+    out
+}
+
 /// Tasks of the run that a poller may take at `now_ns`.
 pub fn dispatchable(state: &MutableState, now_ns: i64) -> Vec<TaskRef> {
     let mut out = Vec::new();

@@ -26,7 +26,9 @@ pub use activity::options as activity_options;
 pub(crate) use activity::{retry_policy, retry_policy_proto};
 pub use activity_control::ActivityControlRequest;
 pub use children::{delivery_request_id, inherited_versioning, transfers, Report, Transfer};
-pub use deadlines::{deadlines, dispatchable, Deadline, TaskKind, TaskRef};
+#[cfg(test)]
+pub(crate) use deadlines::deadlines;
+pub use deadlines::{deadlines_to_arm, dispatchable, Deadline, TaskKind, TaskRef};
 pub use reset::{reset, ResetArgs};
 pub use start::{decide_start, new_run, StartArgs, StartDecision};
 pub use state::{MutableState, RunStatus};

@@ -15,8 +15,8 @@ use super::{
     encode_state, keys, Job, Op, OpResult, Shard, ShardError, MAX_BATCH, SETTLE_WAIT, WRITER_QUEUE,
 };
 use crate::engine::{
-    self, deadlines, decide_start, dispatchable, Deadline, EngineError, MutableState, Outcome,
-    Reply, Request, StartDecision,
+    self, decide_start, dispatchable, Deadline, EngineError, MutableState, Outcome, Reply, Request,
+    StartDecision,
 };
 use crate::matching::{ClaimedPoll, QueueKey, RunTask, StartedTask};
 
@@ -522,7 +522,7 @@ impl Writer {
                 },
             ));
         }
-        for (at, deadline) in deadlines(state) {
+        for (at, deadline) in engine::deadlines_to_arm(state, now) {
             self.deadlines.insert((at, run.clone(), deadline));
         }
         for transfer in engine::transfers(state) {
