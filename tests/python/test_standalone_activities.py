@@ -1017,3 +1017,22 @@ async def test_the_temporal_activity_commands_for_standalone_activities(client: 
         stop_id: ActivityExecutionStatus.TERMINATED,
     }
     await cli.run("activity", "delete", "--activity-id", stop_id, "--yes")
+
+
+async def test_a_retried_start_answers_the_run_it_started(client: Client, task_queue: str):
+    """A start retried with the same request id answers the run the first one started, as not
+    started by this call, even under the FAIL conflict policy."""
+    from google.protobuf.duration_pb2 import Duration
+
+    request = StartActivityExecutionRequest(
+        namespace=client.namespace,
+        activity_id=new_activity_id(),
+        activity_type=ActivityType(name="nobody_runs_this"),
+        task_queue=TaskQueue(name=task_queue),
+        start_to_close_timeout=Duration(seconds=30),
+        request_id=str(uuid.uuid4()),
+    )
+    first = await client.workflow_service.start_activity_execution(request)
+    again = await client.workflow_service.start_activity_execution(request)
+    assert first.started and not again.started
+    assert again.run_id == first.run_id

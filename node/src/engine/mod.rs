@@ -557,9 +557,13 @@ pub fn handle(
         Request::Schedule(request) => schedule::handle(&mut txn, request)?,
         Request::Delete => {
             if txn.state.is_running() {
+                let reason = match txn.state.activity_execution {
+                    Some(_) => "Delete activity execution",
+                    None => "Delete workflow execution",
+                };
                 terminate(
                     &mut txn,
-                    "Delete workflow execution".to_string(),
+                    reason.to_string(),
                     None,
                     "history-service".to_string(),
                 )?;

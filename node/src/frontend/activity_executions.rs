@@ -333,10 +333,11 @@ impl Frontend {
             },
             start_delay_ms: proto::duration_ms(r.start_delay.as_ref()),
         };
+        let new_run_id = uuid::Uuid::new_v4().to_string();
         let args = StartArgs {
             namespace_id: namespace.id.clone(),
             workflow_id: workflow_id.clone(),
-            run_id: uuid::Uuid::new_v4().to_string(),
+            run_id: new_run_id.clone(),
             request_id: if r.request_id.is_empty() {
                 uuid::Uuid::new_v4().to_string()
             } else {
@@ -365,11 +366,13 @@ impl Frontend {
             .submit(&namespace.id, &workflow_id, op)
             .await
         {
+            // A retried request (same request id) answers its run as not started by this
+            // call, as Temporal does.
             Ok(OpResult::Started {
                 run_id, started, ..
             }) => Ok(ws::StartActivityExecutionResponse {
+                started: started && run_id == new_run_id,
                 run_id,
-                started,
                 ..Default::default()
             }),
             Ok(OpResult::Reply { .. }) => Err(Status::internal("unexpected reply to a start")),
