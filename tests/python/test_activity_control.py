@@ -202,6 +202,11 @@ async def test_resetting_an_activity_restarts_its_attempts_now(client: Client, t
         started = (await handle.describe()).raw_description.workflow_execution_info.start_time
         due_in = waiting.next_attempt_schedule_time.ToDatetime() - started.ToDatetime()
         assert 3500 < due_in.total_seconds() < 3700, due_in
+        # ... after the failed attempt's end by the retry interval.
+        assert waiting.current_retry_interval.ToSeconds() == 3600, waiting.current_retry_interval
+        ended = waiting.last_attempt_complete_time.ToDatetime()
+        gap = waiting.next_attempt_schedule_time.ToDatetime() - ended
+        assert abs(gap - timedelta(hours=1)) < timedelta(seconds=1), gap
         await client.workflow_service.reset_activity(
             ResetActivityRequest(namespace=client.namespace, execution=execution(handle), id=activity_id)
         )

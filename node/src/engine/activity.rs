@@ -490,6 +490,7 @@ fn remove(txn: &mut Txn, scheduled_event_id: i64) -> Result<ActivityInfo, Engine
         .ok_or(EngineError::NoChange)?;
     txn.state.activity_ids.remove(&activity.activity_id);
     txn.state.activity_controls.remove(&scheduled_event_id);
+    txn.state.activity_attempt_ends.remove(&scheduled_event_id);
     Ok(activity)
 }
 
@@ -532,6 +533,9 @@ fn retry_attempt(
     // A reset of the attempt that just ended is done with; a reset that asked for it leaves
     // the next attempt without heartbeat details.
     let reset_heartbeat = super::activity_control::end_reset(&mut txn.state, scheduled_event_id);
+    txn.state
+        .activity_attempt_ends
+        .insert(scheduled_event_id, now);
     if let Some(activity) = txn.state.activities.get_mut(&scheduled_event_id) {
         activity.attempt += 1;
         activity.attempt_scheduled_time_ns = now + delay_ms * 1_000_000;

@@ -244,10 +244,10 @@ pub(crate) fn observe(before: &MutableState, txn: &mut Txn) {
                 execution.last_worker_identity = started.identity.clone();
             }
         }
+        if let Some(end) = txn.state.activity_attempt_ends.get(&now.scheduled_event_id) {
+            execution.last_attempt_complete_ns = Some(*end);
+        }
         if let Some(old) = old {
-            if now.attempt > old.attempt {
-                execution.last_attempt_complete_ns = Some(txn.now);
-            }
             if now.last_heartbeat_ns.is_some() && now.last_heartbeat_ns != old.last_heartbeat_ns {
                 execution.heartbeat_count += 1;
                 execution.last_heartbeat_ns = now.last_heartbeat_ns;

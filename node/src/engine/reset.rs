@@ -533,4 +533,5 @@ fn remove_activity(state: &mut MutableState, scheduled_event_id: i64) {
     if let Some(activity) = state.activities.remove(&scheduled_event_id) {
         state.activity_ids.remove(&activity.activity_id);
     }
+    state.activity_attempt_ends.remove(&scheduled_event_id);
 }

@@ -321,6 +321,7 @@ pub fn new_run(args: StartArgs, now_ns: i64, limits: &Limits) -> Result<Outcome,
         activity_controls: BTreeMap::new(),
         priority: proto::encode_opt(args.priority.as_ref()),
         activity_execution: None,
+        activity_attempt_ends: BTreeMap::new(),
     };
     let parent = args.parent.clone();
     let mut txn = Txn::new(state, now_ns, limits);

@@ -402,6 +402,9 @@ pub struct MutableState {
     pub priority: Vec<u8>,
     /// Set on the run of a standalone activity (which has no workflow tasks).
     pub activity_execution: Option<Box<super::activity_execution::ActivityExecution>>,
+    /// When the last failed attempt of each pending activity ended, by scheduled event id (an
+    /// activity with no failed attempt has no entry).
+    pub activity_attempt_ends: BTreeMap<i64, i64>,
 }
 
 /// What PauseActivity, ResetActivity and UpdateActivityOptions left on a pending activity.

@@ -950,6 +950,14 @@ fn random_sequences_keep_the_history_invariants() {
                     }),
                     "an activity control outlived its activity or records nothing; {context}"
                 );
+                assert!(
+                    outcome
+                        .state
+                        .activity_attempt_ends
+                        .keys()
+                        .all(|id| outcome.state.activities.contains_key(id)),
+                    "an attempt end outlived its activity; {context}"
+                );
                 state = outcome.state;
             }
         }

@@ -137,6 +137,12 @@ fn pending_activity(
         .get(&a.scheduled_event_id)
         .and_then(|c| c.pause.as_ref());
     let state = pending_state(run, a);
+    // A retry waiting out its backoff.
+    let waiting = state == S::Scheduled && a.attempt > 1 && a.attempt_scheduled_time_ns > now_ns;
+    let attempt_end = run
+        .activity_attempt_ends
+        .get(&a.scheduled_event_id)
+        .copied();
     let options = crate::engine::activity_options(a);
     workflow::PendingActivityInfo {
         activity_id: a.activity_id.clone(),
@@ -172,10 +178,12 @@ fn pending_activity(
         }),
         priority: proto::decode_opt(&a.priority),
         activity_options: Some(activity_options(&options)),
-        next_attempt_schedule_time: (state == S::Scheduled
-            && a.attempt > 1
-            && a.attempt_scheduled_time_ns > now_ns)
-            .then(|| proto::timestamp(a.attempt_scheduled_time_ns)),
+        next_attempt_schedule_time: waiting.then(|| proto::timestamp(a.attempt_scheduled_time_ns)),
+        last_attempt_complete_time: attempt_end.map(proto::timestamp),
+        // As Temporal reports it: from the failed attempt's end to the next attempt.
+        current_retry_interval: attempt_end
+            .filter(|_| waiting)
+            .and_then(|end| proto::duration((a.attempt_scheduled_time_ns - end) / 1_000_000)),
         ..Default::default()
     }
 }

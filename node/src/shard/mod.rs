@@ -33,7 +33,7 @@ use crate::engine::{
 use crate::matching::Matching;
 
 /// Version byte of stored mutable states.
-const STATE_VERSION: u8 = 8;
+const STATE_VERSION: u8 = 9;
 
 /// The wall clock, behind a seam tests can replace.
 pub trait Clock: Send + Sync + 'static {
@@ -684,10 +684,10 @@ pub struct RunProgress {
     pub next_event_id: i64,
 }
 
-/// Decodes the [`RunProgress`] of [`encode_state`] output (versions 2 to 7 share the head).
+/// Decodes the [`RunProgress`] of [`encode_state`] output (versions 2 to 8 share the head).
 fn decode_progress(bytes: &[u8]) -> Option<RunProgress> {
     match bytes.split_first() {
-        Some((&STATE_VERSION | &2 | &3 | &4 | &5 | &6 | &7, rest)) => {
+        Some((&STATE_VERSION | &2 | &3 | &4 | &5 | &6 | &7 | &8, rest)) => {
             let head: StateHead<'_> = bincode::deserialize(rest).ok()?;
             Some(RunProgress {
                 running: head.status == crate::engine::RunStatus::Running,
@@ -698,7 +698,7 @@ fn decode_progress(bytes: &[u8]) -> Option<RunProgress> {
     }
 }
 
-/// Decodes [`encode_state`] output, and states of versions 2 to 7.
+/// Decodes [`encode_state`] output, and states of versions 2 to 8.
 pub(crate) fn decode_state(bytes: &[u8]) -> Option<MutableState> {
     // Each older version lacks fields at the end, which bincode reads from zero bytes:
     // version 2 `cron_schedule` and `reset_request_id` (empty strings: a zero u64 length
@@ -707,16 +707,18 @@ pub(crate) fn decode_state(bytes: &[u8]) -> Option<MutableState> {
     // `delete_requested` (false: a zero byte), `versioning`, `activity_controls` (an empty
     // map: a zero u64 length) and `priority` (empty bytes: a zero u64 length); version 4
     // `delete_requested`, `versioning`, `activity_controls` and `priority`; version 5
-    // `activity_controls` and `priority`; version 6 `priority`; and all of them
-    // `activity_execution` (None: a zero tag byte).
+    // `activity_controls` and `priority`; version 6 `priority`; versions 2 to 7
+    // `activity_execution` (None: a zero tag byte); and all of them `activity_attempt_ends`
+    // (an empty map).
     let (rest, missing) = match bytes.split_first() {
         Some((&STATE_VERSION, rest)) => return bincode::deserialize(rest).ok(),
-        Some((&7, rest)) => (rest, 1),
-        Some((&6, rest)) => (rest, 9),
-        Some((&5, rest)) => (rest, 17),
-        Some((&4, rest)) => (rest, 19),
-        Some((&3, rest)) => (rest, 21),
-        Some((&2, rest)) => (rest, 37),
+        Some((&8, rest)) => (rest, 8),
+        Some((&7, rest)) => (rest, 9),
+        Some((&6, rest)) => (rest, 17),
+        Some((&5, rest)) => (rest, 25),
+        Some((&4, rest)) => (rest, 27),
+        Some((&3, rest)) => (rest, 29),
+        Some((&2, rest)) => (rest, 45),
         _ => return None,
     };
     let mut upgraded = Vec::with_capacity(rest.len() + missing);
@@ -754,11 +756,19 @@ mod tests {
     }
 
     #[test]
-    fn states_of_versions_2_to_7_decode_with_empty_new_fields() {
+    fn states_of_versions_2_to_8_decode_with_empty_new_fields() {
         let state = started_state();
         let current = encode_state(&state);
         assert_eq!(decode_state(&current), Some(state.clone()));
-        for (version, missing) in [(7u8, 1), (6, 9), (5, 17), (4, 19), (3, 21), (2, 37)] {
+        for (version, missing) in [
+            (8u8, 8),
+            (7, 9),
+            (6, 17),
+            (5, 25),
+            (4, 27),
+            (3, 29),
+            (2, 45),
+        ] {
             let mut older = current[..current.len() - missing].to_vec();
             older[0] = version;
             assert_eq!(
@@ -781,10 +791,10 @@ mod tests {
         };
         let encoded = encode_state(&state);
         assert_eq!(decode_progress(&encoded), Some(running));
-        let mut version_2 = encoded[..encoded.len() - 37].to_vec();
+        let mut version_2 = encoded[..encoded.len() - 45].to_vec();
         version_2[0] = 2;
         assert_eq!(decode_progress(&version_2), Some(running));
-        let mut version_4 = encoded[..encoded.len() - 19].to_vec();
+        let mut version_4 = encoded[..encoded.len() - 27].to_vec();
         version_4[0] = 4;
         assert_eq!(decode_progress(&version_4), Some(running));
         state.status = crate::engine::RunStatus::Completed;
