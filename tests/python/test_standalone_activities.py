@@ -438,6 +438,32 @@ async def test_schedule_to_close_timeout(client: Client, task_queue: str):
     assert await retry_state(handle) == RetryStateProto.RETRY_STATE_TIMEOUT
 
 
+async def test_a_retry_that_would_end_past_schedule_to_close_is_not_made(client: Client, task_queue: str):
+    """An attempt times out (start_to_close) when its retry would begin after the
+    schedule-to-close deadline: the activity times out at once with SCHEDULE_TO_CLOSE, retry
+    state TIMEOUT, and Temporal's message saying it gave up retrying."""
+    activity_id = new_activity_id()
+    async with new_worker(client, task_queue, activities=ACTIVITIES):
+        handle = await client.start_activity(
+            sleep_long,
+            id=activity_id,
+            task_queue=task_queue,
+            schedule_to_close_timeout=timedelta(seconds=20),
+            start_to_close_timeout=timedelta(seconds=1),
+            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=30)),
+        )
+        cause = await failure_of(handle)
+    assert isinstance(cause, TimeoutError), repr(cause)
+    assert cause.type == TimeoutType.SCHEDULE_TO_CLOSE
+    assert cause.message == (
+        "Not enough time to schedule next retry before activity ScheduleToClose timeout, giving up retrying"
+    )
+    assert await retry_state(handle) == RetryStateProto.RETRY_STATE_TIMEOUT
+    described = await handle.describe()
+    assert described.status == ActivityExecutionStatus.TIMED_OUT
+    assert described.attempt == 1
+
+
 # --- cancel and terminate ---------------------------------------------------------------------
 
 

@@ -590,6 +590,16 @@ pub(crate) fn request_cancel(
     Ok(true)
 }
 
+/// The timeout a failure reports, if it is a timeout.
+pub(crate) fn timeout_type_of(failure: &failure::Failure) -> Option<enums::TimeoutType> {
+    match &failure.failure_info {
+        Some(failure::failure::FailureInfo::TimeoutFailureInfo(info)) => {
+            enums::TimeoutType::try_from(info.timeout_type).ok()
+        }
+        _ => None,
+    }
+}
+
 fn timeout_name(timeout_type: enums::TimeoutType) -> &'static str {
     match timeout_type {
         enums::TimeoutType::StartToClose => "StartToClose",

@@ -357,6 +357,18 @@ fn close(txn: &mut Txn, execution: &mut ActivityExecution, mut ended: ActivityIn
             if failure.cause.is_none() {
                 failure.cause = last_failure().map(Box::new);
             }
+            // Reported as a schedule-to-close timeout before that deadline: the attempt timed
+            // out and its retry would have begun after it. Temporal says so.
+            let s2c_deadline = ended.scheduled_time_ns + ended.schedule_to_close_ms * 1_000_000;
+            if ended.schedule_to_close_ms > 0
+                && s2c_deadline > txn.now
+                && super::activity::timeout_type_of(&failure)
+                    == Some(enums::TimeoutType::ScheduleToClose)
+            {
+                failure.message = "Not enough time to schedule next retry before activity \
+                                   ScheduleToClose timeout, giving up retrying"
+                    .into();
+            }
             let retry_state = enums::RetryState::try_from(a.retry_state)
                 .unwrap_or(enums::RetryState::Unspecified);
             (
