@@ -884,6 +884,11 @@ async def test_pause_and_unpause_of_a_standalone_activity(client: Client, task_q
         await handle.unpause()
         assert await asyncio.wait_for(handle.result(), 20) == "hello paused"
     assert (await handle.describe()).status == ActivityExecutionStatus.COMPLETED
+    unknown = new_activity_id()
+    with pytest.raises(RPCError) as missing:
+        await client.get_activity_handle(unknown).pause()
+    assert missing.value.status == RPCStatusCode.NOT_FOUND
+    assert missing.value.message == f"activity not found for ID: {unknown}"
 
 
 async def test_deleting_a_standalone_activity(client: Client, task_queue: str):

@@ -56,6 +56,16 @@ fn workflow_run(
     }
 }
 
+/// `status` of an `*ActivityExecution` request: on a standalone activity (no workflow id), a
+/// NotFound worded as Temporal words it.
+fn execution_status(workflow_id: &str, activity_id: &str, status: Status) -> Status {
+    if workflow_id.is_empty() {
+        super::errors::on_activity(activity_id, status)
+    } else {
+        status
+    }
+}
+
 impl Frontend {
     /// Runs one control request against the run `execution` names.
     async fn control_activities(
@@ -188,6 +198,7 @@ impl Frontend {
         &self,
         r: ws::PauseActivityExecutionRequest,
     ) -> Result<ws::PauseActivityExecutionResponse, Status> {
+        let (workflow_id, activity_id) = (r.workflow_id.clone(), r.activity_id.clone());
         let execution = workflow_run(r.workflow_id, r.run_id, &r.activity_id);
         self.pause_activity_rpc(ws::PauseActivityRequest {
             namespace: r.namespace,
@@ -197,7 +208,8 @@ impl Frontend {
             reason: r.reason,
             request_id: r.request_id,
         })
-        .await?;
+        .await
+        .map_err(|status| execution_status(&workflow_id, &activity_id, status))?;
         Ok(ws::PauseActivityExecutionResponse {})
     }
 
@@ -205,6 +217,7 @@ impl Frontend {
         &self,
         r: ws::UnpauseActivityExecutionRequest,
     ) -> Result<ws::UnpauseActivityExecutionResponse, Status> {
+        let (workflow_id, activity_id) = (r.workflow_id.clone(), r.activity_id.clone());
         let execution = workflow_run(r.workflow_id, r.run_id, &r.activity_id);
         self.unpause_activity_rpc(ws::UnpauseActivityRequest {
             namespace: r.namespace,
@@ -214,7 +227,8 @@ impl Frontend {
             jitter: r.jitter,
             ..Default::default()
         })
-        .await?;
+        .await
+        .map_err(|status| execution_status(&workflow_id, &activity_id, status))?;
         Ok(ws::UnpauseActivityExecutionResponse {})
     }
 
@@ -222,6 +236,7 @@ impl Frontend {
         &self,
         r: ws::ResetActivityExecutionRequest,
     ) -> Result<ws::ResetActivityExecutionResponse, Status> {
+        let (workflow_id, activity_id) = (r.workflow_id.clone(), r.activity_id.clone());
         let execution = workflow_run(r.workflow_id, r.run_id, &r.activity_id);
         self.reset_activity_rpc(ws::ResetActivityRequest {
             namespace: r.namespace,
@@ -233,7 +248,8 @@ impl Frontend {
             jitter: r.jitter,
             restore_original_options: r.restore_original_options,
         })
-        .await?;
+        .await
+        .map_err(|status| execution_status(&workflow_id, &activity_id, status))?;
         Ok(ws::ResetActivityExecutionResponse {})
     }
 
@@ -241,6 +257,7 @@ impl Frontend {
         &self,
         r: ws::UpdateActivityExecutionOptionsRequest,
     ) -> Result<ws::UpdateActivityExecutionOptionsResponse, Status> {
+        let (workflow_id, activity_id) = (r.workflow_id.clone(), r.activity_id.clone());
         let execution = workflow_run(r.workflow_id, r.run_id, &r.activity_id);
         let response = self
             .update_activity_options_rpc(ws::UpdateActivityOptionsRequest {
@@ -254,7 +271,8 @@ impl Frontend {
                 )),
                 restore_original: r.restore_original,
             })
-            .await?;
+            .await
+            .map_err(|status| execution_status(&workflow_id, &activity_id, status))?;
         Ok(ws::UpdateActivityExecutionOptionsResponse {
             activity_options: response.activity_options,
         })
