@@ -303,7 +303,16 @@ fn failure_outcome(
 /// The activity ended with the event `txn` just wrote: the run closes with its outcome.
 fn close(txn: &mut Txn, execution: &mut ActivityExecution, mut ended: ActivityInfo) {
     let last_failure = || ended_failure(&ended);
-    let Some(event) = txn.events.last().and_then(|e| e.attributes.clone()) else {
+    // The event that ended the activity (the last it wrote; a started event may precede it).
+    let Some(event) = txn.events.iter().rev().find_map(|e| match &e.attributes {
+        Some(
+            a @ (Attributes::ActivityTaskCompletedEventAttributes(_)
+            | Attributes::ActivityTaskFailedEventAttributes(_)
+            | Attributes::ActivityTaskTimedOutEventAttributes(_)
+            | Attributes::ActivityTaskCanceledEventAttributes(_)),
+        ) => Some(a.clone()),
+        _ => None,
+    }) else {
         return;
     };
     if let Some(started) = &ended.started {
@@ -512,6 +521,15 @@ mod tests {
         outcome.state
     }
 
+    /// The run's standalone activity record.
+    fn record(state: &MutableState) -> ActivityExecution {
+        state
+            .activity_execution
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(|| panic!("not a standalone activity's run: {state:?}"))
+    }
+
     fn step(state: &MutableState, request: Request, at: i64) -> MutableState {
         decide(state, request, at, &Limits::default())
             .unwrap_or_else(|e| panic!("refused: {e}"))
@@ -594,13 +612,9 @@ mod tests {
         assert_eq!(status(&state), enums::ActivityExecutionStatus::Running);
         assert_eq!(dispatchable(&state, SEC)[0].kind, TaskKind::Activity);
         let state = take(&state, 1, 2 * SEC);
-        let record = state
-            .activity_execution
-            .as_deref()
-            .cloned()
-            .unwrap_or_default();
-        assert_eq!(record.last_started_ns, Some(2 * SEC));
-        assert_eq!(record.last_worker_identity, "worker");
+        let kept = record(&state);
+        assert_eq!(kept.last_started_ns, Some(2 * SEC));
+        assert_eq!(kept.last_worker_identity, "worker");
         let result = common::Payloads {
             payloads: vec![proto::json_payload("done")],
         };
@@ -615,12 +629,8 @@ mod tests {
             outcome(&state).and_then(|o| o.value),
             Some(activity::activity_execution_outcome::Value::Result(result))
         );
-        let record = state
-            .activity_execution
-            .as_deref()
-            .cloned()
-            .unwrap_or_default();
-        assert_eq!(record.last_attempt_complete_ns, Some(3 * SEC));
+        let kept = record(&state);
+        assert_eq!(kept.last_attempt_complete_ns, Some(3 * SEC));
         assert_eq!(
             activity(&state).map(|a| a.activity_type.as_str()),
             Some("Greet")
@@ -641,12 +651,8 @@ mod tests {
             .cloned()
             .unwrap_or_else(|| panic!("pending"));
         assert_eq!((a.attempt, a.attempt_scheduled_time_ns), (2, 4 * SEC));
-        let record = state
-            .activity_execution
-            .as_deref()
-            .cloned()
-            .unwrap_or_default();
-        assert_eq!(record.last_attempt_complete_ns, Some(3 * SEC));
+        let kept = record(&state);
+        assert_eq!(kept.last_attempt_complete_ns, Some(3 * SEC));
         let state = take(&state, 2, 4 * SEC);
         let state = step(&state, fail(2), 5 * SEC);
         assert_eq!(status(&state), enums::ActivityExecutionStatus::Failed);
@@ -774,12 +780,8 @@ mod tests {
         ));
         let state = step(&state, by_id(ActivityReport::Completed(None)), 2 * SEC);
         assert_eq!(status(&state), enums::ActivityExecutionStatus::Completed);
-        let record = state
-            .activity_execution
-            .as_deref()
-            .cloned()
-            .unwrap_or_default();
-        assert_eq!(record.last_worker_identity, "operator");
+        let kept = record(&state);
+        assert_eq!(kept.last_worker_identity, "operator");
     }
 
     #[test]

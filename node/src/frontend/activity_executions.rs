@@ -76,12 +76,10 @@ fn execution_info(
     heartbeat_details: bool,
     last_failure: bool,
 ) -> activity::ActivityExecutionInfo {
-    let record = state
-        .activity_execution
-        .as_deref()
-        .cloned()
-        .unwrap_or_default();
-    let Some(a) = execution::activity(state) else {
+    let (Some(record), Some(a)) = (
+        state.activity_execution.as_deref(),
+        execution::activity(state),
+    ) else {
         return activity::ActivityExecutionInfo::default();
     };
     let running = state.is_running();
@@ -199,35 +197,40 @@ impl Frontend {
         }
     }
 
-    /// The activity's run once `ready` holds for it, or None when the long poll ran out first.
+    /// The activity's run once `ready` holds for it (checked on its stored progress first,
+    /// which is cheap, then on its state), or None when the long poll ran out first.
     async fn wait_for_activity(
         &self,
         namespace: &NamespaceRecord,
         state: MutableState,
+        may_be_ready: impl Fn(&crate::shard::RunProgress) -> bool,
         ready: impl Fn(&MutableState) -> bool,
     ) -> Result<Option<MutableState>, Status> {
         if ready(&state) {
             return Ok(Some(state));
         }
-        let shard = self.shard(&namespace.id, &state.workflow_id).clone();
+        let activity_id = state
+            .activity_execution
+            .as_deref()
+            .map(|e| e.activity_id.clone())
+            .unwrap_or_default();
+        let not_found = || activity_not_found(&activity_id);
+        let (workflow_id, run_id) = (&state.workflow_id, &state.run_id);
+        let shard = self.shard(&namespace.id, workflow_id).clone();
         let deadline = self.poll_deadline();
-        let mut changes = shard.watch_run(&namespace.id, &state.workflow_id, &state.run_id);
-        loop {
-            changes.mark_seen();
-            let now = shard
-                .load_state(&namespace.id, &state.workflow_id, &state.run_id)?
-                .ok_or_else(|| activity_not_found(&state.workflow_id))?;
-            if ready(&now) {
-                return Ok(Some(now));
-            }
-            let waited = {
-                let _waiting = self.history_long_polls.waiting();
-                tokio::time::timeout_at(deadline, changes.changed()).await
-            };
-            if waited.is_err() {
+        self.wait_on_run(&shard, &namespace.id, workflow_id, run_id, deadline, || {
+            let progress = shard
+                .run_progress(&namespace.id, workflow_id, run_id)?
+                .ok_or_else(not_found)?;
+            if !may_be_ready(&progress) {
                 return Ok(None);
             }
-        }
+            let now = shard
+                .load_state(&namespace.id, workflow_id, run_id)?
+                .ok_or_else(not_found)?;
+            Ok(ready(&now).then_some(now))
+        })
+        .await
     }
 
     /// Runs a client's request on a standalone activity's run.
@@ -305,12 +308,7 @@ impl Frontend {
         }
         check_len("request ID", &r.request_id)?;
         check_len("identity", &r.identity)?;
-        let input_size: usize = r
-            .input
-            .as_ref()
-            .map(|p| p.payloads.iter().map(|p| p.data.len()).sum())
-            .unwrap_or(0);
-        if input_size > self.limits.max_blob_bytes {
+        if super::payload_bytes(r.input.as_ref()) > self.limits.max_blob_bytes {
             return Err(invalid("input exceeds length limit"));
         }
         let mut search_attributes = r.search_attributes;
@@ -407,8 +405,9 @@ impl Frontend {
             {
                 return Err(invalid("long poll token does not match execution"));
             }
+            let changed = |s: &MutableState| transitions(s) != seen.transitions;
             match self
-                .wait_for_activity(&namespace, state, |s| transitions(s) != seen.transitions)
+                .wait_for_activity(&namespace, state, |_| true, changed)
                 .await?
             {
                 Some(changed) => state = changed,
@@ -449,7 +448,7 @@ impl Frontend {
         // An empty answer when the long poll runs out: the caller polls again.
         Ok(
             match self
-                .wait_for_activity(&namespace, state, |s| !s.is_running())
+                .wait_for_activity(&namespace, state, |p| !p.running, |s| !s.is_running())
                 .await?
             {
                 Some(closed) => ws::PollActivityExecutionResponse {

@@ -138,14 +138,18 @@ impl Frontend {
     }
 
     fn check_payloads(&self, payloads: Option<&common::Payloads>) -> Result<(), Status> {
-        let size: usize = payloads
-            .map(|p| p.payloads.iter().map(|p| p.data.len()).sum())
-            .unwrap_or(0);
-        if size > self.limits.max_blob_bytes {
+        if payload_bytes(payloads) > self.limits.max_blob_bytes {
             return Err(errors::invalid("Blob data size exceeds limit."));
         }
         Ok(())
     }
+}
+
+/// The bytes of data `payloads` carry (what Temporal's blob size limit counts).
+fn payload_bytes(payloads: Option<&common::Payloads>) -> usize {
+    payloads
+        .map(|p| p.payloads.iter().map(|p| p.data.len()).sum())
+        .unwrap_or(0)
 }
 
 /// One page of a list paged by offset (the token is the next page's offset): the page's items

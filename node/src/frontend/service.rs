@@ -528,48 +528,78 @@ impl Frontend {
                 .ok_or_else(|| crate::shard::run_not_found(&execution.workflow_id, ""))?,
             false => run_id,
         };
-        let mut changes = shard.watch_run(&namespace.id, &execution.workflow_id, &run_id);
         let not_found = || crate::shard::run_not_found(&execution.workflow_id, &run_id);
         let from = token.as_ref().map_or(1, |t| t.next_event_id);
+        // Each change of the run wakes this poll: check its progress (cheap), and read the
+        // whole state only to answer.
+        let ready = self
+            .wait_on_run(
+                &shard,
+                &namespace.id,
+                &execution.workflow_id,
+                &run_id,
+                deadline,
+                || {
+                    let progress = shard
+                        .run_progress(&namespace.id, &execution.workflow_id, &run_id)?
+                        .ok_or_else(not_found)?;
+                    let ready = if close_only {
+                        !progress.running
+                    } else {
+                        progress.next_event_id > from || !progress.running
+                    };
+                    if !ready && wait_new_event {
+                        return Ok(None);
+                    }
+                    let state = shard
+                        .load_state(&namespace.id, &execution.workflow_id, &run_id)?
+                        .ok_or_else(not_found)?;
+                    Ok(Some(state))
+                },
+            )
+            .await?;
+        match ready {
+            Some(state) => {
+                self.history_from(&shard, &state, from, page_size, wait_new_event, close_only)
+            }
+            None => {
+                let again = PageToken {
+                    run_id: run_id.clone(),
+                    next_event_id: from,
+                };
+                Ok(ws::GetWorkflowExecutionHistoryResponse {
+                    history: Some(History::default()),
+                    next_page_token: again.encode(),
+                    ..Default::default()
+                })
+            }
+        }
+    }
+
+    /// Waits on a run's changes until `check` answers something (checked at once, then after
+    /// each change), or None when `deadline` passes first: the long polls of history,
+    /// PollActivityExecution and DescribeActivityExecution.
+    pub(super) async fn wait_on_run<T>(
+        &self,
+        shard: &crate::shard::Shard,
+        namespace_id: &str,
+        workflow_id: &str,
+        run_id: &str,
+        deadline: tokio::time::Instant,
+        mut check: impl FnMut() -> Result<Option<T>, Status>,
+    ) -> Result<Option<T>, Status> {
+        let mut changes = shard.watch_run(namespace_id, workflow_id, run_id);
         loop {
             changes.mark_seen();
-            // Each change of the run wakes this poll: check its progress (cheap), and read the
-            // whole state only to answer.
-            let progress = shard
-                .run_progress(&namespace.id, &execution.workflow_id, &run_id)?
-                .ok_or_else(not_found)?;
-            let ready = if close_only {
-                !progress.running
-            } else {
-                progress.next_event_id > from || !progress.running
-            };
-            if ready || !wait_new_event {
-                let state = shard
-                    .load_state(&namespace.id, &execution.workflow_id, &run_id)?
-                    .ok_or_else(not_found)?;
-                return self.history_from(
-                    &shard,
-                    &state,
-                    from,
-                    page_size,
-                    wait_new_event,
-                    close_only,
-                );
+            if let Some(answer) = check()? {
+                return Ok(Some(answer));
             }
             let waited = {
                 let _waiting = self.history_long_polls.waiting();
                 tokio::time::timeout_at(deadline, changes.changed()).await
             };
             if waited.is_err() {
-                let again = PageToken {
-                    run_id: run_id.clone(),
-                    next_event_id: from,
-                };
-                return Ok(ws::GetWorkflowExecutionHistoryResponse {
-                    history: Some(History::default()),
-                    next_page_token: again.encode(),
-                    ..Default::default()
-                });
+                return Ok(None);
             }
         }
     }
