@@ -7,8 +7,16 @@ use keel_raft::{Applier, GroupWrites};
 use keel_storage::GroupId;
 use serde::{Deserialize, Serialize};
 
-/// Format version of [`WriteSet`] encodings.
-const VERSION: u8 = 1;
+/// Format version of [`WriteSet`] encodings: varint lengths. Version 1, fixed-width lengths,
+/// is in logs written before it and still applies.
+const VERSION: u8 = 2;
+
+/// The fixed-width format version.
+const FIXED_WIDTH_VERSION: u8 = 1;
+
+fn codec() -> impl bincode::Options {
+    bincode::DefaultOptions::new()
+}
 
 /// Writes decided by a group leader, applied atomically.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,15 +47,25 @@ impl WriteSet {
 
     /// Wire form.
     pub fn encode(&self) -> Bytes {
-        let mut out = vec![VERSION];
+        use bincode::Options;
+        let size = self
+            .puts
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 6)
+            .chain(self.deletes.iter().map(|k| k.len() + 3))
+            .sum::<usize>();
+        let mut out = Vec::with_capacity(size + 16);
+        out.push(VERSION);
         // Serializing plain vectors of bytes cannot fail.
-        out.extend(bincode::serialize(self).unwrap_or_default());
+        let _ = codec().serialize_into(&mut out, self);
         Bytes::from(out)
     }
 
     fn decode(bytes: &[u8]) -> Option<WriteSet> {
+        use bincode::Options;
         match bytes.split_first() {
-            Some((&VERSION, rest)) => bincode::deserialize(rest).ok(),
+            Some((&VERSION, rest)) => codec().deserialize(rest).ok(),
+            Some((&FIXED_WIDTH_VERSION, rest)) => bincode::deserialize(rest).ok(),
             _ => None,
         }
     }
@@ -95,5 +113,35 @@ impl Applier for WriteSetApplier {
             }
         }
         Bytes::from_static(APPLIED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> WriteSet {
+        WriteSet {
+            fence_term: Some(7),
+            puts: vec![
+                (b"key".to_vec(), vec![1; 300]),
+                (b"k2".to_vec(), Vec::new()),
+            ],
+            deletes: vec![b"gone".to_vec()],
+        }
+    }
+
+    #[test]
+    fn write_sets_round_trip_in_the_varint_form_and_the_fixed_width_one_still_decodes() {
+        let set = sample();
+        let encoded = set.encode();
+        assert_eq!(encoded[0], VERSION);
+        assert_eq!(WriteSet::decode(&encoded), Some(set.clone()));
+        let mut fixed_width = vec![FIXED_WIDTH_VERSION];
+        fixed_width.extend(bincode::serialize(&set).unwrap_or_else(|e| panic!("encode: {e}")));
+        assert!(encoded.len() + 30 < fixed_width.len(), "{encoded:?}");
+        assert_eq!(WriteSet::decode(&fixed_width), Some(set));
+        assert_eq!(WriteSet::decode(&[3, 0]), None);
+        assert_eq!(WriteSet::decode(&encoded[..encoded.len() - 1]), None);
     }
 }
