@@ -17,8 +17,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::state::RunVersioning;
 use crate::engine::TaskKind;
-use crate::namespaces::{decode, encode, NamespaceError, Namespaces};
+use crate::namespaces::{decode, MetadataWrite, NamespaceError, Namespaces};
 use crate::shard::keys;
+
+/// Most Worker Deployments in a namespace (Temporal's `matching.maxDeployments`).
+pub const MAX_DEPLOYMENTS: usize = 100;
+/// Most versions in a deployment (Temporal's `matching.maxVersionsInDeployment`).
+pub const MAX_VERSIONS: usize = 100;
+/// Most task queues (of either type) one version polls (Temporal's
+/// `matching.maxTaskQueuesInDeploymentVersion`).
+pub const MAX_TASK_QUEUES_PER_VERSION: usize = 100;
 
 /// Temporal's name of "no version" in routing configs.
 pub const UNVERSIONED: &str = "__unversioned__";
@@ -35,6 +43,9 @@ pub enum DeploymentError {
     /// The request is malformed.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The deployment to create exists.
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The metadata group could not take the write.
     #[error(transparent)]
     Metadata(#[from] NamespaceError),
@@ -59,6 +70,10 @@ pub struct VersionRecord {
     pub last_current_ns: Option<i64>,
     /// Last time it stopped being current or ramping.
     pub last_deactivation_ns: Option<i64>,
+    /// User metadata (UpdateWorkerDeploymentVersionMetadata): key -> encoded `Payload`.
+    /// Stored after the record (see [`encode_record`]), so older records still decode.
+    #[serde(skip)]
+    pub metadata: BTreeMap<String, Vec<u8>>,
 }
 
 /// The ramping version of a deployment (`build_id` None: unversioned).
@@ -93,6 +108,65 @@ pub struct DeploymentRecord {
     pub revision: i64,
     /// Identity of the last caller that changed the routing.
     pub last_modifier_identity: String,
+    /// Only this identity may change the routing or delete versions (empty: anyone). Stored
+    /// after the record (see [`encode_record`]).
+    #[serde(skip)]
+    pub manager_identity: String,
+    /// Request id of the CreateWorkerDeployment that created it (a retry of it succeeds).
+    /// Stored after the record.
+    #[serde(skip)]
+    pub create_request_id: String,
+}
+
+/// What a deployment record holds beyond its first stored form: written after it.
+#[derive(Default, Serialize, Deserialize)]
+struct RecordExtras {
+    manager_identity: String,
+    create_request_id: String,
+    /// Build id -> that version's metadata.
+    metadata: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+}
+
+/// Format byte of deployment records: the record, then [`RecordExtras`]. Records written with
+/// the metadata group's first format (1) are the record alone.
+const RECORD_FORMAT: u8 = 2;
+
+/// A deployment record as stored (see [`RECORD_FORMAT`]).
+fn encode_record(record: &DeploymentRecord) -> Vec<u8> {
+    let extras = RecordExtras {
+        manager_identity: record.manager_identity.clone(),
+        create_request_id: record.create_request_id.clone(),
+        metadata: record
+            .versions
+            .iter()
+            .filter(|(_, v)| !v.metadata.is_empty())
+            .map(|(build_id, v)| (build_id.clone(), v.metadata.clone()))
+            .collect(),
+    };
+    let mut out = vec![RECORD_FORMAT];
+    for part in [bincode::serialize(record), bincode::serialize(&extras)] {
+        out.extend(part.unwrap_or_default());
+    }
+    out
+}
+
+/// A stored deployment record of either format; None if it is neither.
+fn decode_record(bytes: &[u8]) -> Option<DeploymentRecord> {
+    match bytes.split_first() {
+        Some((&RECORD_FORMAT, mut rest)) => {
+            let mut record: DeploymentRecord = bincode::deserialize_from(&mut rest).ok()?;
+            let extras: RecordExtras = bincode::deserialize_from(&mut rest).ok()?;
+            record.manager_identity = extras.manager_identity;
+            record.create_request_id = extras.create_request_id;
+            for (build_id, metadata) in extras.metadata {
+                if let Some(version) = record.versions.get_mut(&build_id) {
+                    version.metadata = metadata;
+                }
+            }
+            Some(record)
+        }
+        _ => decode::<DeploymentRecord>(bytes),
+    }
 }
 
 impl DeploymentRecord {
@@ -184,10 +258,9 @@ impl Deployments {
         let (start, end) = keys::deployment_range();
         let mut records = BTreeMap::new();
         self.namespaces.scan_metadata(&start, &end, |key, value| {
-            if let (Some((namespace_id, _)), Some(record)) = (
-                keys::parse_deployment(key),
-                decode::<DeploymentRecord>(value),
-            ) {
+            if let (Some((namespace_id, _)), Some(record)) =
+                (keys::parse_deployment(key), decode_record(value))
+            {
                 records.insert((namespace_id, record.name.clone()), record);
             }
         })?;
@@ -350,7 +423,10 @@ impl Deployments {
     }
 
     /// Records that version `build_id` of deployment `name` polls `queue` for `kind` tasks
-    /// (a write the first time only).
+    /// (a write the first time only). A deployment holds at most [`MAX_VERSIONS`] versions:
+    /// when it is full, version `evict` (one the caller found safe to delete) goes to make
+    /// room, else the poll is refused, as Temporal does.
+    #[allow(clippy::too_many_arguments)]
     pub async fn register(
         &self,
         namespace_id: &str,
@@ -358,6 +434,7 @@ impl Deployments {
         build_id: &str,
         queue: &str,
         kind: TaskKind,
+        evict: Option<&str>,
         now_ns: i64,
     ) -> Result<(), DeploymentError> {
         let entry = (queue.to_string(), queue_type(kind));
@@ -373,14 +450,17 @@ impl Deployments {
             if record.create_time_ns == 0 {
                 record.create_time_ns = now_ns;
             }
+            add_version(record, build_id, evict, now_ns)?;
             let version = record
                 .versions
-                .entry(build_id.to_string())
-                .or_insert_with(|| VersionRecord {
-                    create_time_ns: now_ns,
-                    routing_update_ns: now_ns,
-                    ..VersionRecord::default()
-                });
+                .get_mut(build_id)
+                .ok_or_else(|| DeploymentError::NotFound(not_found(name)))?;
+            if version.task_queues.len() >= MAX_TASK_QUEUES_PER_VERSION {
+                return Err(DeploymentError::FailedPrecondition(format!(
+                    "cannot add task queue {queue} since maximum number of task queues \
+                     ({MAX_TASK_QUEUES_PER_VERSION}) have been registered in deployment"
+                )));
+            }
             version.task_queues.insert(entry.clone());
             Ok(())
         })
@@ -388,8 +468,9 @@ impl Deployments {
         .map(|_| ())
     }
 
-    /// Applies `change` to deployment `name` (a new one if `create` and it does not exist) and
-    /// writes it through the metadata group; answers the record as written.
+    /// Applies `change` to deployment `name` (a new one if `create` and it does not exist; a
+    /// namespace holds at most [`MAX_DEPLOYMENTS`]) and writes it through the metadata group;
+    /// answers the record as written. A change that leaves the record as it was writes nothing.
     pub async fn change<F>(
         &self,
         namespace_id: &str,
@@ -401,11 +482,19 @@ impl Deployments {
         F: FnOnce(&mut DeploymentRecord) -> Result<(), DeploymentError>,
     {
         let key = keys::deployment(namespace_id, name);
+        let deployments = self.list(namespace_id).len();
         let written = self
             .namespaces
             .write_metadata(|read| {
-                let mut record = match read(&key)?.as_deref().and_then(decode::<DeploymentRecord>) {
+                let stored = read(&key)?.as_deref().and_then(decode_record);
+                let mut record = match stored.clone() {
                     Some(record) => record,
+                    None if create && deployments >= MAX_DEPLOYMENTS => {
+                        return Err(DeploymentError::FailedPrecondition(format!(
+                            "cannot create Worker Deployment {name:?}: the namespace already \
+                             has the maximum of {MAX_DEPLOYMENTS}; delete one first"
+                        )))
+                    }
                     None if create => DeploymentRecord {
                         name: name.to_string(),
                         ..DeploymentRecord::default()
@@ -413,12 +502,81 @@ impl Deployments {
                     None => return Err(DeploymentError::NotFound(not_found(name))),
                 };
                 change(&mut record)?;
-                Ok((vec![(key.clone(), encode(&record))], record))
+                let mut write = MetadataWrite::default();
+                if stored.as_ref() != Some(&record) {
+                    write.puts.push((key.clone(), encode_record(&record)));
+                }
+                Ok((write, record))
             })
             .await?;
         self.reload()?;
         Ok(written)
     }
+
+    /// Deletes deployment `name` if `check` allows it; true if there was one to delete.
+    pub async fn remove<F>(
+        &self,
+        namespace_id: &str,
+        name: &str,
+        check: F,
+    ) -> Result<bool, DeploymentError>
+    where
+        F: FnOnce(&DeploymentRecord) -> Result<(), DeploymentError>,
+    {
+        let key = keys::deployment(namespace_id, name);
+        let removed = self
+            .namespaces
+            .write_metadata(|read| -> Result<_, DeploymentError> {
+                let Some(record) = read(&key)?.as_deref().and_then(decode_record) else {
+                    return Ok((MetadataWrite::default(), false));
+                };
+                check(&record)?;
+                let write = MetadataWrite {
+                    deletes: vec![key.clone()],
+                    ..MetadataWrite::default()
+                };
+                Ok((write, true))
+            })
+            .await?;
+        self.reload()?;
+        Ok(removed)
+    }
+}
+
+/// Adds version `build_id` to `record` if it is new, first deleting `evict` when the record
+/// already holds [`MAX_VERSIONS`].
+pub fn add_version(
+    record: &mut DeploymentRecord,
+    build_id: &str,
+    evict: Option<&str>,
+    now_ns: i64,
+) -> Result<(), DeploymentError> {
+    if record.versions.contains_key(build_id) {
+        return Ok(());
+    }
+    if record.versions.len() >= MAX_VERSIONS {
+        let evicted = evict.is_some_and(|old| {
+            record.current.as_deref() != Some(old)
+                && record.ramp.as_ref().and_then(|r| r.build_id.as_deref()) != Some(old)
+                && record.versions.remove(old).is_some()
+        });
+        if !evicted {
+            return Err(DeploymentError::FailedPrecondition(format!(
+                "cannot add version {} since maximum number of versions ({MAX_VERSIONS}) have \
+                 been registered in the deployment; delete a drained version without pollers",
+                lane_of(&record.name, build_id)
+            )));
+        }
+    }
+    record.versions.insert(
+        build_id.to_string(),
+        VersionRecord {
+            create_time_ns: now_ns,
+            routing_update_ns: now_ns,
+            ..VersionRecord::default()
+        },
+    );
+    Ok(())
 }
 
 /// Temporal's message for an unknown deployment.
@@ -456,6 +614,59 @@ mod tests {
         assert!(parse_version("dep").is_err());
         assert!(parse_version(".b").is_err());
         assert!(parse_version("dep.").is_err());
+    }
+
+    #[test]
+    fn records_of_both_formats_decode_and_keep_what_the_first_could_not_hold() {
+        let mut record = DeploymentRecord {
+            name: "dep".into(),
+            create_time_ns: 5,
+            current: Some("b1".into()),
+            manager_identity: "deployer".into(),
+            create_request_id: "r1".into(),
+            ..DeploymentRecord::default()
+        };
+        add_version(&mut record, "b1", None, 7).expect("room");
+        record
+            .versions
+            .get_mut("b1")
+            .expect("added")
+            .metadata
+            .insert("owner".into(), vec![1, 2, 3]);
+        assert_eq!(decode_record(&encode_record(&record)), Some(record.clone()));
+
+        // A record the metadata group's first format wrote decodes, without the newer fields.
+        let legacy = crate::namespaces::encode(&record);
+        let decoded = decode_record(&legacy).expect("format 1");
+        assert_eq!(decoded.current.as_deref(), Some("b1"));
+        assert!(decoded.manager_identity.is_empty());
+        assert!(decoded.versions["b1"].metadata.is_empty());
+        assert_eq!(decode_record(&[9, 9, 9]), None);
+    }
+
+    #[test]
+    fn a_full_deployment_takes_a_new_version_only_in_place_of_an_evictable_one() {
+        let mut record = DeploymentRecord {
+            name: "dep".into(),
+            ..DeploymentRecord::default()
+        };
+        for i in 0..MAX_VERSIONS {
+            add_version(&mut record, &format!("b{i}"), None, i as i64).expect("room");
+        }
+        record.current = Some("b0".into());
+        let full = add_version(&mut record, "new", None, 1000);
+        assert!(
+            matches!(&full, Err(DeploymentError::FailedPrecondition(m)) if m.contains("maximum number of versions (100)")),
+            "{full:?}"
+        );
+        // The current version is never evicted, whatever the caller says.
+        assert!(add_version(&mut record, "new", Some("b0"), 1000).is_err());
+        add_version(&mut record, "new", Some("b1"), 1000).expect("b1 made room");
+        assert!(!record.versions.contains_key("b1"));
+        assert_eq!(record.versions.len(), MAX_VERSIONS);
+        // A version already there is no change.
+        add_version(&mut record, "new", None, 2000).expect("known");
+        assert_eq!(record.versions["new"].create_time_ns, 1000);
     }
 
     #[test]

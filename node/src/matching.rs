@@ -326,11 +326,16 @@ impl Matching {
         }
     }
 
-    /// Pollers seen on `key`'s queue, in every lane (most recent poll per identity).
-    pub fn pollers(&self, key: &QueueKey) -> Vec<PollerSeen> {
+    /// Pollers seen on `key`'s queue since `since_ns`, in every lane (most recent poll per
+    /// identity).
+    pub fn pollers(&self, key: &QueueKey, since_ns: i64) -> Vec<PollerSeen> {
         let mut seen: HashMap<String, i64> = HashMap::new();
         for (_, queue) in self.lock().iter().filter(|(k, _)| k.same_queue(key)) {
-            for (identity, at) in &queue.recent_pollers {
+            for (identity, at) in queue
+                .recent_pollers
+                .iter()
+                .filter(|(_, at)| **at >= since_ns)
+            {
                 let last = seen.entry(identity.clone()).or_insert(*at);
                 *last = (*last).max(*at);
             }
@@ -341,6 +346,16 @@ impl Matching {
                 last_access_ns,
             })
             .collect()
+    }
+
+    /// True if a poller of lane `lane` (a worker deployment version) polled any queue of
+    /// namespace `namespace_id` since `since_ns` and has not shut down.
+    pub fn lane_polled(&self, namespace_id: &str, lane: &str, since_ns: i64) -> bool {
+        self.lock().iter().any(|(key, queue)| {
+            key.namespace_id == namespace_id
+                && key.lane == lane
+                && queue.recent_pollers.values().any(|at| *at >= since_ns)
+        })
     }
 
     /// Tasks waiting on `key`'s queue, in every lane.

@@ -295,7 +295,7 @@ impl Namespaces {
         &self,
         decide: impl FnOnce(
             &dyn Fn(&[u8]) -> Result<Option<Vec<u8>>, NamespaceError>,
-        ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, T), E>,
+        ) -> Result<(MetadataWrite, T), E>,
     ) -> Result<T, E> {
         let _serial = self.writes.lock().await;
         let term = self.linearize().await?;
@@ -304,8 +304,10 @@ impl Namespaces {
                 .read_local(key)
                 .map_err(|e| NamespaceError::Unavailable(e.to_string()))
         };
-        let (puts, answer) = decide(&read)?;
-        self.propose(term, puts, Vec::new()).await?;
+        let (write, answer) = decide(&read)?;
+        if !write.puts.is_empty() || !write.deletes.is_empty() {
+            self.propose(term, write.puts, write.deletes).await?;
+        }
         Ok(answer)
     }
 
@@ -329,6 +331,15 @@ impl Namespaces {
         self.reload()?;
         Ok(deleted)
     }
+}
+
+/// What one [`Namespaces::write_metadata`] writes: keys put and keys deleted.
+#[derive(Debug, Default)]
+pub struct MetadataWrite {
+    /// Keys and their new values.
+    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys removed.
+    pub deletes: Vec<Vec<u8>>,
 }
 
 /// A metadata record as stored: the format byte, then bincode.

@@ -78,6 +78,13 @@ def temporal_cli() -> str:
 # tests.
 SHORT_RETENTION = ["--dynamic-config-value", 'system.namespaceMinRetentionLocal="1s"']
 
+# Worker deployment versions that stop being current or ramping drain for 2 s instead of 3
+# minutes before they can be DRAINED, for the versioning tests.
+SHORT_DRAINAGE = [
+    "--dynamic-config-value",
+    'matching.wv.VersionDrainageStatusVisibilityGracePeriod="2s"',
+]
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -126,6 +133,7 @@ class Server:
                 "--data-dir",
                 str(self.data_dir),
                 *SHORT_RETENTION,
+                *SHORT_DRAINAGE,
             ]
         return [
             binary,
@@ -145,6 +153,10 @@ class Server:
             "--dynamic-config-value",
             "system.forceSearchAttributesCacheRefreshOnRead=true",
             *SHORT_RETENTION,
+            *SHORT_DRAINAGE,
+            # Temporal checks drainage every 3 minutes by default; Keel works it out when asked.
+            "--dynamic-config-value",
+            'matching.wv.VersionDrainageStatusRefreshInterval="1s"',
             # Temporal deletes a closed run up to 30 minutes after its retention by default.
             "--dynamic-config-value",
             'history.retentionTimerJitterDuration="0s"',

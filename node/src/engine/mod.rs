@@ -61,11 +61,17 @@ pub struct Limits {
     pub max_total_updates: u32,
     /// Shortest namespace retention RegisterNamespace and UpdateNamespace accept.
     pub min_namespace_retention_ms: i64,
+    /// A worker deployment version that stopped being current or ramping is DRAINING at least
+    /// this long, and DRAINED after it once no open workflow is pinned to it.
+    pub drainage_grace_ms: i64,
+    /// A poller counts as present this long after its last poll (task queue descriptions and
+    /// deleting a worker deployment version).
+    pub poller_history_ttl_ms: i64,
 }
 
 impl Limits {
     /// Dynamic-config keys [`Limits::set`] understands.
-    pub const KEYS: [&'static str; 9] = [
+    pub const KEYS: [&'static str; 11] = [
         "limit.historyCount.suggestContinueAsNew",
         "limit.historySize.suggestContinueAsNew",
         "limit.blobSize.error",
@@ -75,6 +81,8 @@ impl Limits {
         "history.maxInFlightUpdates",
         "history.maxTotalUpdates",
         "system.namespaceMinRetentionLocal (a duration: 1h, 90s)",
+        "matching.wv.VersionDrainageStatusVisibilityGracePeriod (a duration)",
+        "matching.PollerHistoryTTL (a duration)",
     ];
 
     /// Sets one value by its Temporal dynamic-config name (`KEY=VALUE`), as `temporal server
@@ -90,6 +98,12 @@ impl Limits {
                 .ok()
                 .filter(|n| *n > 0)
                 .ok_or_else(|| format!("{key} needs a positive whole number, not {value:?}"))
+        };
+        // As Temporal's CLI takes durations: a JSON string ("1h"), or bare.
+        let ms = |value: &str| -> Result<i64, String> {
+            go_duration::parse_ns(value.trim().trim_matches('"'))
+                .map(|ns| ns / 1_000_000)
+                .map_err(|e| format!("{key} needs a duration such as 1h or 90s: {e}"))
         };
         match key.trim() {
             "limit.historyCount.suggestContinueAsNew" => {
@@ -112,12 +126,11 @@ impl Limits {
             "history.maxTotalUpdates" => {
                 self.max_total_updates = u32::try_from(number(value)?).unwrap_or(u32::MAX)
             }
-            "system.namespaceMinRetentionLocal" => {
-                // As Temporal's CLI takes it, a JSON string ("1h"), or bare.
-                let ns = go_duration::parse_ns(value.trim().trim_matches('"'))
-                    .map_err(|e| format!("{key} needs a duration such as 1h or 90s: {e}"))?;
-                self.min_namespace_retention_ms = ns / 1_000_000;
+            "system.namespaceMinRetentionLocal" => self.min_namespace_retention_ms = ms(value)?,
+            "matching.wv.VersionDrainageStatusVisibilityGracePeriod" => {
+                self.drainage_grace_ms = ms(value)?
             }
+            "matching.PollerHistoryTTL" => self.poller_history_ttl_ms = ms(value)?,
             other => {
                 return Err(format!(
                     "unknown dynamic config key {other:?}; Keel knows {}",
@@ -179,6 +192,10 @@ impl Default for Limits {
             max_total_updates: 2000,
             // Temporal's system.namespaceMinRetentionLocal.
             min_namespace_retention_ms: 3_600_000,
+            // Temporal's matching.wv.VersionDrainageStatusVisibilityGracePeriod.
+            drainage_grace_ms: 180_000,
+            // Temporal's matching.PollerHistoryTTL.
+            poller_history_ttl_ms: 300_000,
         }
     }
 }

@@ -150,6 +150,7 @@ impl From<crate::deployments::DeploymentError> for Status {
             E::NotFound(message) => Status::not_found(message),
             E::FailedPrecondition(message) => Status::failed_precondition(message),
             E::InvalidArgument(message) => Status::invalid_argument(message),
+            E::AlreadyExists(message) => Status::already_exists(message),
             E::Metadata(error) => error.into(),
         }
     }

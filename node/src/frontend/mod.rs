@@ -83,6 +83,11 @@ impl Frontend {
         self.clock.now_ns()
     }
 
+    /// Pollers seen since this time are present (`matching.PollerHistoryTTL`).
+    fn pollers_since(&self) -> i64 {
+        self.now() - self.limits.poller_history_ttl_ms.saturating_mul(1_000_000)
+    }
+
     /// A run's state read linearizably (current run when `run_id` is empty); NotFound if none.
     async fn read_state(
         &self,

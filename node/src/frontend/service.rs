@@ -138,6 +138,19 @@ impl Frontend {
                 "a versioned worker's deployment options need a build id",
             ));
         }
+        // A full deployment makes room by deleting a version that is safe to delete.
+        let evict = match self
+            .deployments
+            .get(&namespace.id, &options.deployment_name)
+        {
+            Some(record)
+                if !record.versions.contains_key(&options.build_id)
+                    && record.versions.len() >= crate::deployments::MAX_VERSIONS =>
+            {
+                self.evictable_version(namespace, &record).await?
+            }
+            _ => None,
+        };
         self.deployments
             .register(
                 &namespace.id,
@@ -145,6 +158,7 @@ impl Frontend {
                 &options.build_id,
                 queue,
                 kind,
+                evict.as_deref(),
                 self.now(),
             )
             .await?;
@@ -751,6 +765,17 @@ struct StartFields {
     last_completion_result: Option<common::Payloads>,
     continued_failure: Option<proto::failure::Failure>,
     versioning_override: Option<proto::workflow::VersioningOverride>,
+}
+
+/// Serves a request on the node that runs matching (and the worker deployment records it
+/// routes by): forwards it there, or answers it here with the frontend's `$rpc`.
+macro_rules! on_matching_node {
+    ($self:ident, $request:ident, $method:ident, $rpc:ident) => {{
+        if let Some(mut node) = $self.matching_node(&$request)? {
+            return node.$method(forwarded($request.into_inner())).await;
+        }
+        Ok(Response::new($self.$rpc($request.into_inner()).await?))
+    }};
 }
 
 #[tonic::async_trait]
@@ -1874,73 +1899,132 @@ impl WorkflowService for Frontend {
         &self,
         request: Request<ws::DescribeWorkerDeploymentRequest>,
     ) -> Rpc<ws::DescribeWorkerDeploymentResponse> {
-        if let Some(mut node) = self.matching_node(&request)? {
-            return node
-                .describe_worker_deployment(forwarded(request.into_inner()))
-                .await;
-        }
-        Ok(Response::new(
-            self.describe_worker_deployment_rpc(request.into_inner())
-                .await?,
-        ))
+        on_matching_node!(
+            self,
+            request,
+            describe_worker_deployment,
+            describe_worker_deployment_rpc
+        )
     }
 
     async fn list_worker_deployments(
         &self,
         request: Request<ws::ListWorkerDeploymentsRequest>,
     ) -> Rpc<ws::ListWorkerDeploymentsResponse> {
-        if let Some(mut node) = self.matching_node(&request)? {
-            return node
-                .list_worker_deployments(forwarded(request.into_inner()))
-                .await;
-        }
-        Ok(Response::new(
-            self.list_worker_deployments_rpc(request.into_inner())
-                .await?,
-        ))
+        on_matching_node!(
+            self,
+            request,
+            list_worker_deployments,
+            list_worker_deployments_rpc
+        )
     }
 
     async fn describe_worker_deployment_version(
         &self,
         request: Request<ws::DescribeWorkerDeploymentVersionRequest>,
     ) -> Rpc<ws::DescribeWorkerDeploymentVersionResponse> {
-        if let Some(mut node) = self.matching_node(&request)? {
-            return node
-                .describe_worker_deployment_version(forwarded(request.into_inner()))
-                .await;
-        }
-        Ok(Response::new(
-            self.describe_worker_deployment_version_rpc(request.into_inner())
-                .await?,
-        ))
+        on_matching_node!(
+            self,
+            request,
+            describe_worker_deployment_version,
+            describe_worker_deployment_version_rpc
+        )
     }
 
     async fn set_worker_deployment_current_version(
         &self,
         request: Request<ws::SetWorkerDeploymentCurrentVersionRequest>,
     ) -> Rpc<ws::SetWorkerDeploymentCurrentVersionResponse> {
-        if let Some(mut node) = self.matching_node(&request)? {
-            return node
-                .set_worker_deployment_current_version(forwarded(request.into_inner()))
-                .await;
-        }
-        Ok(Response::new(
-            self.set_current_version_rpc(request.into_inner()).await?,
-        ))
+        on_matching_node!(
+            self,
+            request,
+            set_worker_deployment_current_version,
+            set_current_version_rpc
+        )
     }
 
     async fn set_worker_deployment_ramping_version(
         &self,
         request: Request<ws::SetWorkerDeploymentRampingVersionRequest>,
     ) -> Rpc<ws::SetWorkerDeploymentRampingVersionResponse> {
-        if let Some(mut node) = self.matching_node(&request)? {
-            return node
-                .set_worker_deployment_ramping_version(forwarded(request.into_inner()))
-                .await;
-        }
-        Ok(Response::new(
-            self.set_ramping_version_rpc(request.into_inner()).await?,
-        ))
+        on_matching_node!(
+            self,
+            request,
+            set_worker_deployment_ramping_version,
+            set_ramping_version_rpc
+        )
+    }
+
+    async fn create_worker_deployment(
+        &self,
+        request: Request<ws::CreateWorkerDeploymentRequest>,
+    ) -> Rpc<ws::CreateWorkerDeploymentResponse> {
+        on_matching_node!(
+            self,
+            request,
+            create_worker_deployment,
+            create_worker_deployment_rpc
+        )
+    }
+
+    async fn create_worker_deployment_version(
+        &self,
+        request: Request<ws::CreateWorkerDeploymentVersionRequest>,
+    ) -> Rpc<ws::CreateWorkerDeploymentVersionResponse> {
+        on_matching_node!(
+            self,
+            request,
+            create_worker_deployment_version,
+            create_worker_deployment_version_rpc
+        )
+    }
+
+    async fn delete_worker_deployment(
+        &self,
+        request: Request<ws::DeleteWorkerDeploymentRequest>,
+    ) -> Rpc<ws::DeleteWorkerDeploymentResponse> {
+        on_matching_node!(
+            self,
+            request,
+            delete_worker_deployment,
+            delete_worker_deployment_rpc
+        )
+    }
+
+    async fn delete_worker_deployment_version(
+        &self,
+        request: Request<ws::DeleteWorkerDeploymentVersionRequest>,
+    ) -> Rpc<ws::DeleteWorkerDeploymentVersionResponse> {
+        on_matching_node!(
+            self,
+            request,
+            delete_worker_deployment_version,
+            delete_worker_deployment_version_rpc
+        )
+    }
+
+    async fn update_worker_deployment_version_metadata(
+        &self,
+        request: Request<ws::UpdateWorkerDeploymentVersionMetadataRequest>,
+    ) -> Rpc<ws::UpdateWorkerDeploymentVersionMetadataResponse> {
+        on_matching_node!(
+            self,
+            request,
+            update_worker_deployment_version_metadata,
+            update_version_metadata_rpc
+        )
+    }
+
+    async fn set_worker_deployment_manager(
+        &self,
+        request: Request<ws::SetWorkerDeploymentManagerRequest>,
+    ) -> Rpc<ws::SetWorkerDeploymentManagerResponse> {
+        on_matching_node!(
+            self,
+            request,
+            set_worker_deployment_manager,
+            set_manager_rpc
+        )
     }
 
     async fn describe_batch_operation(
@@ -2254,7 +2338,7 @@ impl WorkflowService for Frontend {
         };
         let pollers = self
             .matching
-            .pollers(&key)
+            .pollers(&key, self.pollers_since())
             .into_iter()
             .map(|p| tq::PollerInfo {
                 last_access_time: Some(proto::timestamp(p.last_access_ns)),
