@@ -138,7 +138,14 @@ impl MatchingOwner {
     pub fn remote(&self) -> Result<Option<String>, String> {
         match self.metadata.leader_address() {
             Some((leader, _)) if leader == self.metadata.node_id() => Ok(None),
-            Some((_, Some(address))) => Ok(Some(address)),
+            _ => self.address().map(Some),
+        }
+    }
+
+    /// The address of the node that runs matching (this one's included).
+    pub fn address(&self) -> Result<String, String> {
+        match self.metadata.leader_address() {
+            Some((_, Some(address))) => Ok(address),
             Some((leader, None)) => Err(format!("the matching node {leader} has no address")),
             None => Err("the metadata group has no leader, so no node runs matching; retry".into()),
         }

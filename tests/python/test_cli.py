@@ -165,3 +165,12 @@ async def test_cli_errors(cli: Cli) -> None:
     assert "not found" in err.lower()
     _, err = await cli.run("workflow", "signal", "--workflow-id", new_id("missing"), "--name", "x", rc=1)
     assert "not found" in err.lower()
+
+
+async def test_cli_task_queue_partitions(cli: Cli, task_queue: str) -> None:
+    listed = await cli.json("task-queue", "list-partition", "--task-queue", task_queue)
+    for kind in ("workflowTaskQueuePartitions", "activityTaskQueuePartitions"):
+        partitions = listed[kind]
+        # Keel has one partition per queue; Temporal's dev server has four, the first the root.
+        assert partitions[0]["key"] == task_queue, listed
+        assert all(p["ownerHostName"] for p in partitions), listed

@@ -2358,6 +2358,26 @@ impl WorkflowService for Frontend {
         }))
     }
 
+    async fn list_task_queue_partitions(
+        &self,
+        request: Request<ws::ListTaskQueuePartitionsRequest>,
+    ) -> Rpc<ws::ListTaskQueuePartitionsResponse> {
+        let r = request.into_inner();
+        self.namespace(&r.namespace).await?;
+        let name = r.task_queue.map(|q| q.name).unwrap_or_default();
+        check_id("TaskQueue", &name, true)?;
+        // Each task queue is one partition, on the node that runs matching.
+        let owner_host_name = self.owner.address().map_err(Status::unavailable)?;
+        let partitions = vec![tq::TaskQueuePartitionMetadata {
+            key: name,
+            owner_host_name,
+        }];
+        Ok(Response::new(ws::ListTaskQueuePartitionsResponse {
+            activity_task_queue_partitions: partitions.clone(),
+            workflow_task_queue_partitions: partitions,
+        }))
+    }
+
     async fn reset_sticky_task_queue(
         &self,
         request: Request<ws::ResetStickyTaskQueueRequest>,
