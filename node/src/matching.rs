@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::engine::{MutableState, Reply, TaskKind, TaskRef};
 
@@ -94,12 +95,13 @@ pub struct StartedTask {
     pub reply: Reply,
 }
 
-/// A poll waiting on a queue.
+/// A poll waiting on a queue. It is sent its dispatch, or None to look at the queue again
+/// (a task was queued for want of a dispatch token: the poll waits for the next one).
 struct WaitingPoll {
     id: u64,
     identity: String,
     request_id: String,
-    sender: oneshot::Sender<Dispatch>,
+    sender: oneshot::Sender<Option<Dispatch>>,
 }
 
 /// A waiting poll a shard writer took out of its queue, to start a task for it in the writer's
@@ -110,13 +112,59 @@ pub struct ClaimedPoll {
     /// The poll's request id.
     pub request_id: String,
     id: u64,
-    sender: oneshot::Sender<Dispatch>,
+    sender: oneshot::Sender<Option<Dispatch>>,
 }
 
 impl ClaimedPoll {
     /// Hands the poll its started task.
     pub fn deliver(self, started: StartedTask) {
-        let _ = self.sender.send(Dispatch::Started(Box::new(started)));
+        let _ = self.sender.send(Some(Dispatch::Started(Box::new(started))));
+    }
+}
+
+/// The key a queue's dispatch rate is kept under: the queue in any lane.
+fn rate_key(key: &QueueKey) -> QueueKey {
+    QueueKey {
+        lane: String::new(),
+        ..key.clone()
+    }
+}
+
+/// A task queue's dispatch rate limit, a token bucket: the rate its activity workers ask for
+/// (`max_task_queue_activities_per_second` in the Python SDK), with a burst of the rate rounded
+/// up and at least 1, as in Temporal.
+#[derive(Debug)]
+struct DispatchRate {
+    per_second: f64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl DispatchRate {
+    fn burst(&self) -> f64 {
+        self.per_second.ceil().max(1.0)
+    }
+
+    /// Takes a token, or says how long until there is one.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst());
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else if self.per_second > 0.0 {
+            let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.per_second);
+            Err(wait.max(Duration::from_millis(1)))
+        } else {
+            // Dispatch stopped: look again now and then, in case the rate changes.
+            Err(Duration::from_secs(1))
+        }
+    }
+
+    /// Gives back a token taken for a dispatch that did not happen.
+    fn refund(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.burst());
     }
 }
 
@@ -202,6 +250,9 @@ pub type RoutingSource = Box<dyn Fn() -> u64 + Send + Sync>;
 #[derive(Default)]
 pub struct Matching {
     queues: Mutex<HashMap<QueueKey, Queue>>,
+    /// Dispatch rate limits by queue (any lane: the key's lane is empty). Locked after
+    /// `queues` when both are.
+    rates: Mutex<HashMap<QueueKey, DispatchRate>>,
     next_poller: std::sync::atomic::AtomicU64,
     routing: std::sync::OnceLock<RoutingSource>,
 }
@@ -225,24 +276,35 @@ impl Matching {
     }
 
     /// Offers a task: a waiting poller gets it, otherwise it is queued (once). A task offered
-    /// under another routing than the current one is dropped.
+    /// under another routing than the current one is dropped. While the queue's dispatch rate
+    /// is used up, the task is queued and a waiting poller told to wait for the next token.
     pub fn offer(&self, key: QueueKey, task: MatchTask) {
         if self.stale(&task) {
             return;
         }
         let mut queues = self.lock();
-        let queue = queues.entry(key).or_default();
+        let queue = queues.entry(key.clone()).or_default();
         if queue.queued.contains(&task) {
             return;
         }
-        let mut task = Dispatch::Task(task);
+        let mut dispatch = Some(Dispatch::Task(task));
+        let token = !queue.pollers.is_empty() && self.take_token(&key).is_ok();
         while let Some(poller) = queue.pollers.pop_front() {
-            match poller.sender.send(task) {
-                Ok(()) => return,
-                Err(returned) => task = returned,
+            let message = if token { dispatch.take() } else { None };
+            match poller.sender.send(message) {
+                Ok(()) if token => return,
+                Ok(()) => break,
+                Err(returned) => {
+                    if token {
+                        dispatch = returned;
+                    }
+                }
             }
         }
-        if let Dispatch::Task(task) = task {
+        if token {
+            self.refund_token(&key);
+        }
+        if let Some(Dispatch::Task(task)) = dispatch {
             queue.queued.insert(task.clone());
             queue.tasks.push_back(task);
         }
@@ -252,21 +314,22 @@ impl Matching {
     pub fn claim(&self, key: &QueueKey) -> Option<ClaimedPoll> {
         let mut queues = self.lock();
         let queue = queues.get_mut(key)?;
-        while let Some(poller) = queue.pollers.pop_front() {
-            if !poller.sender.is_closed() {
-                return Some(ClaimedPoll {
-                    id: poller.id,
-                    identity: poller.identity,
-                    request_id: poller.request_id,
-                    sender: poller.sender,
-                });
-            }
+        queue.pollers.retain(|poller| !poller.sender.is_closed());
+        if queue.pollers.is_empty() || self.take_token(key).is_err() {
+            return None;
         }
-        None
+        let poller = queue.pollers.pop_front()?;
+        Some(ClaimedPoll {
+            id: poller.id,
+            identity: poller.identity,
+            request_id: poller.request_id,
+            sender: poller.sender,
+        })
     }
 
     /// Puts a claimed poll back at the head of its queue (no task was started for it).
     pub fn unclaim(&self, key: &QueueKey, poll: ClaimedPoll) {
+        self.refund_token(key);
         if let Some(queue) = self.lock().get_mut(key) {
             queue.pollers.push_front(WaitingPoll {
                 id: poll.id,
@@ -290,47 +353,126 @@ impl Matching {
         let id = self
             .next_poller
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut receiver = {
-            let mut queues = self.lock();
-            let queue = queues.entry(key.clone()).or_default();
-            queue.recent_pollers.insert(identity.to_string(), now_ns);
-            while let Some(task) = queue.tasks.pop_front() {
-                queue.queued.remove(&task);
-                if !self.stale(&task) {
-                    return Some(Dispatch::Task(task));
+        let deadline = Instant::now() + timeout;
+        loop {
+            // When tasks wait for a dispatch token: how long until the next one.
+            let mut throttled = None;
+            let mut receiver = {
+                let mut queues = self.lock();
+                let queue = queues.entry(key.clone()).or_default();
+                queue.recent_pollers.insert(identity.to_string(), now_ns);
+                while let Some(task) = queue.tasks.front() {
+                    if self.stale(task) {
+                        let task = queue.tasks.pop_front();
+                        if let Some(task) = task {
+                            queue.queued.remove(&task);
+                        }
+                        continue;
+                    }
+                    match self.take_token(key) {
+                        Ok(()) => {
+                            let task = queue.tasks.pop_front()?;
+                            queue.queued.remove(&task);
+                            if !queue.tasks.is_empty() {
+                                // More wait for tokens: a waiting poll takes over the watch.
+                                while let Some(poller) = queue.pollers.pop_front() {
+                                    if poller.sender.send(None).is_ok() {
+                                        break;
+                                    }
+                                }
+                            }
+                            return Some(Dispatch::Task(task));
+                        }
+                        Err(wait) => {
+                            throttled = Some(wait);
+                            break;
+                        }
+                    }
                 }
-            }
-            let (sender, receiver) = oneshot::channel();
-            queue.pollers.push_back(WaitingPoll {
-                id,
-                identity: identity.to_string(),
-                request_id,
-                sender,
-            });
-            receiver
-        };
-        match tokio::time::timeout(timeout, &mut receiver).await {
-            Ok(dispatch) => dispatch.ok(),
-            Err(_) => {
-                let still_queued = {
-                    let mut queues = self.lock();
-                    queues.get_mut(key).is_some_and(|queue| {
-                        let before = queue.pollers.len();
-                        queue.pollers.retain(|poller| poller.id != id);
-                        queue.pollers.len() < before
-                    })
-                };
-                if still_queued {
-                    return None;
+                let (sender, receiver) = oneshot::channel();
+                queue.pollers.push_back(WaitingPoll {
+                    id,
+                    identity: identity.to_string(),
+                    request_id: request_id.clone(),
+                    sender,
+                });
+                receiver
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = throttled.map_or(left, |t| t.min(left));
+            match tokio::time::timeout(wait, &mut receiver).await {
+                Ok(Ok(Some(dispatch))) => return Some(dispatch),
+                // Told to look again: a task waits for a token.
+                Ok(Ok(None)) => continue,
+                Ok(Err(_)) => return None,
+                Err(_) => {
+                    let still_queued = {
+                        let mut queues = self.lock();
+                        queues.get_mut(key).is_some_and(|queue| {
+                            let before = queue.pollers.len();
+                            queue.pollers.retain(|poller| poller.id != id);
+                            queue.pollers.len() < before
+                        })
+                    };
+                    if !still_queued {
+                        // Handed a task or claimed by a writer: a claimed poll's task may be
+                        // started for it, so it waits for the commit rather than leave the
+                        // task to time out.
+                        return tokio::time::timeout(CLAIMED_WAIT, receiver)
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                            .flatten();
+                    }
+                    if throttled.is_none() || Instant::now() >= deadline {
+                        return None;
+                    }
                 }
-                // Handed a task or claimed by a writer: a claimed poll's task may be started
-                // for it, so it waits for the commit rather than leave the task to time out.
-                tokio::time::timeout(CLAIMED_WAIT, receiver)
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
             }
         }
+    }
+
+    /// Limits dispatch from `key`'s queue (every lane) to `per_second` tasks a second; None
+    /// lifts the limit. The last poll to say wins, as in Temporal.
+    pub fn set_dispatch_rate(&self, key: &QueueKey, per_second: Option<f64>) {
+        let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        match per_second.filter(|r| r.is_finite() && *r >= 0.0) {
+            None => {
+                rates.remove(&rate_key(key));
+            }
+            Some(per_second) => {
+                let rate = rates.entry(rate_key(key)).or_insert_with(|| DispatchRate {
+                    per_second,
+                    tokens: per_second.ceil().max(1.0),
+                    refilled: Instant::now(),
+                });
+                rate.per_second = per_second;
+                rate.tokens = rate.tokens.min(rate.burst());
+            }
+        }
+    }
+
+    /// The dispatch rate limit of `key`'s queue, if it has one.
+    pub fn dispatch_rate(&self, key: &QueueKey) -> Option<f64> {
+        let rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        rates.get(&rate_key(key)).map(|r| r.per_second)
+    }
+
+    fn take_token(&self, key: &QueueKey) -> Result<(), Duration> {
+        self.with_rate(key, |rate| rate.take(Instant::now()))
+            .unwrap_or(Ok(()))
+    }
+
+    fn refund_token(&self, key: &QueueKey) {
+        self.with_rate(key, DispatchRate::refund);
+    }
+
+    fn with_rate<T>(&self, key: &QueueKey, f: impl FnOnce(&mut DispatchRate) -> T) -> Option<T> {
+        let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        if rates.is_empty() {
+            return None;
+        }
+        rates.get_mut(&rate_key(key)).map(f)
     }
 
     /// Pollers seen on `key`'s queue since `since_ns`, in every lane (most recent poll per
@@ -565,5 +707,56 @@ mod tests {
         first.abort();
         let _ = first.await;
         assert_eq!(matching.waiting_polls().workflow, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dispatch_rate_spaces_out_queued_tasks_and_waiting_polls() {
+        let matching = std::sync::Arc::new(Matching::default());
+        matching.set_dispatch_rate(&key(), Some(1.0));
+        assert_eq!(matching.dispatch_rate(&key()), Some(1.0));
+        for id in 1..=3 {
+            matching.offer(key(), task(id));
+        }
+        let begin = Instant::now();
+        let long = Duration::from_secs(30);
+        let key = key();
+        assert_eq!(
+            matching.poll(&key, "w", String::new(), 0, long).await,
+            offered(1)
+        );
+        assert_eq!(
+            matching.poll(&key, "w", String::new(), 0, long).await,
+            offered(2)
+        );
+        assert_eq!(begin.elapsed().as_secs(), 1, "the burst is one task");
+        assert_eq!(
+            matching.poll(&key, "w", String::new(), 0, long).await,
+            offered(3)
+        );
+        assert_eq!(begin.elapsed().as_secs(), 2);
+
+        // Out of tokens: a writer claims no poll, and a waiting poll gets an offered task once
+        // the next token is there.
+        let waiting = poll(&matching, key.clone(), long);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(matching.claim(&key).is_none());
+        matching.offer(key.clone(), task(4));
+        assert_eq!(waiting.await.ok().flatten(), offered(4));
+        assert_eq!(begin.elapsed().as_secs(), 3);
+
+        // No rate: at once.
+        matching.set_dispatch_rate(&key, None);
+        matching.offer(key.clone(), task(5));
+        matching.offer(key.clone(), task(6));
+        let now = Instant::now();
+        assert_eq!(
+            matching.poll(&key, "w", String::new(), 0, long).await,
+            offered(5)
+        );
+        assert_eq!(
+            matching.poll(&key, "w", String::new(), 0, long).await,
+            offered(6)
+        );
+        assert_eq!(now.elapsed(), Duration::ZERO);
     }
 }

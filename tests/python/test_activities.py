@@ -21,6 +21,9 @@ from temporalio.exceptions import (
     TimeoutError,
     TimeoutType,
 )
+from temporalio.api.enums.v1 import RateLimitSource, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import ActivityCancellationType
 
@@ -432,3 +435,60 @@ async def test_async_completion_by_activity_id_complete(client: Client, task_que
             {"by": "id"}
         )
         assert await handle.result() == {"result": {"by": "id"}}
+
+
+@activity.defn(name="stamp")
+async def stamp() -> float:
+    return asyncio.get_running_loop().time()
+
+
+@workflow.defn(name="Stamps")
+class Stamps:
+    @workflow.run
+    async def run(self, count: int) -> list[float]:
+        return list(
+            await asyncio.gather(
+                *(
+                    workflow.execute_activity("stamp", start_to_close_timeout=timedelta(seconds=30))
+                    for _ in range(count)
+                )
+            )
+        )
+
+
+async def test_the_task_queue_dispatches_activities_at_the_rate_its_workers_ask_for(
+    client: Client, task_queue: str
+) -> None:
+    # Two a second with a burst of two: the last of 8 starts at least 2.5 s after the first.
+    async with new_worker(
+        client,
+        task_queue,
+        [Stamps],
+        [stamp],
+        max_task_queue_activities_per_second=2,
+        max_concurrent_activities=20,
+    ):
+        stamps = await client.execute_workflow("Stamps", 8, id=new_id(), task_queue=task_queue)
+        spread = max(stamps) - min(stamps)
+        assert 2.5 <= spread < 6, f"8 activities at 2/s started over {spread:.2f}s"
+        described = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            )
+        )
+        assert described.effective_rate_limit.requests_per_second == 2
+        assert described.effective_rate_limit.rate_limit_source == RateLimitSource.RATE_LIMIT_SOURCE_WORKER
+
+    # The last poller to name a rate sets it.
+    async with new_worker(
+        client,
+        task_queue,
+        [Stamps],
+        [stamp],
+        max_task_queue_activities_per_second=100,
+        max_concurrent_activities=20,
+    ):
+        stamps = await client.execute_workflow("Stamps", 8, id=new_id(), task_queue=task_queue)
+        assert max(stamps) - min(stamps) < 1.5

@@ -1277,6 +1277,10 @@ impl WorkflowService for Frontend {
             kind: TaskKind::Activity,
             lane,
         };
+        if let Some(metadata) = &r.task_queue_metadata {
+            self.matching
+                .set_dispatch_rate(&key, metadata.max_tasks_per_second);
+        }
         let deadline = self.poll_deadline();
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -2351,9 +2355,16 @@ impl WorkflowService for Frontend {
             approximate_backlog_count: self.matching.backlog(&key) as i64,
             ..Default::default()
         });
+        let effective_rate_limit = self.matching.dispatch_rate(&key).map(|per_second| {
+            ws::describe_task_queue_response::EffectiveRateLimit {
+                requests_per_second: per_second as f32,
+                rate_limit_source: enums::RateLimitSource::Worker as i32,
+            }
+        });
         Ok(Response::new(ws::DescribeTaskQueueResponse {
             pollers,
             stats,
+            effective_rate_limit,
             ..Default::default()
         }))
     }
