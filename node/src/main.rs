@@ -18,6 +18,7 @@ mod list_query;
 mod matching;
 mod metrics;
 mod namespaces;
+mod queue_configs;
 mod server;
 mod shard;
 mod shard_count;

@@ -130,31 +130,54 @@ fn rate_key(key: &QueueKey) -> QueueKey {
     }
 }
 
-/// A task queue's dispatch rate limit, a token bucket: the rate its activity workers ask for
-/// (`max_task_queue_activities_per_second` in the Python SDK), with a burst of the rate rounded
-/// up and at least 1, as in Temporal.
+/// Who set a task queue's dispatch rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateSource {
+    /// Its workers' polls (`max_task_queue_activities_per_second` in the Python SDK).
+    Worker,
+    /// UpdateTaskQueueConfig; takes precedence over the workers'.
+    Api,
+}
+
+/// A task queue's dispatch rate limit, a token bucket with a burst of the rate rounded up and
+/// at least 1, as in Temporal.
 #[derive(Debug)]
 struct DispatchRate {
-    per_second: f64,
+    worker: Option<f64>,
+    api: Option<f64>,
     tokens: f64,
     refilled: Instant,
 }
 
 impl DispatchRate {
+    /// The rate in force and who set it.
+    fn effective(&self) -> Option<(f64, RateSource)> {
+        match (self.api, self.worker) {
+            (Some(api), _) => Some((api, RateSource::Api)),
+            (None, Some(worker)) => Some((worker, RateSource::Worker)),
+            (None, None) => None,
+        }
+    }
+
+    fn per_second(&self) -> f64 {
+        self.effective().map_or(f64::INFINITY, |(rate, _)| rate)
+    }
+
     fn burst(&self) -> f64 {
-        self.per_second.ceil().max(1.0)
+        self.per_second().ceil().clamp(1.0, 1e9)
     }
 
     /// Takes a token, or says how long until there is one.
     fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let per_second = self.per_second();
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst());
+        self.tokens = (self.tokens + elapsed * per_second).min(self.burst());
         self.refilled = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Ok(())
-        } else if self.per_second > 0.0 {
-            let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.per_second);
+        } else if per_second > 0.0 {
+            let wait = Duration::from_secs_f64((1.0 - self.tokens) / per_second);
             Err(wait.max(Duration::from_millis(1)))
         } else {
             // Dispatch stopped: look again now and then, in case the rate changes.
@@ -432,30 +455,36 @@ impl Matching {
         }
     }
 
-    /// Limits dispatch from `key`'s queue (every lane) to `per_second` tasks a second; None
-    /// lifts the limit. The last poll to say wins, as in Temporal.
-    pub fn set_dispatch_rate(&self, key: &QueueKey, per_second: Option<f64>) {
+    /// Limits dispatch from `key`'s queue (every lane) to `per_second` tasks a second as
+    /// `source` asks; None takes that source's limit away. The last poll to name a rate sets
+    /// the workers' one, as in Temporal; the API's takes precedence over it.
+    pub fn set_dispatch_rate(&self, key: &QueueKey, source: RateSource, per_second: Option<f64>) {
+        let per_second = per_second.filter(|r| r.is_finite() && *r >= 0.0);
         let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
-        match per_second.filter(|r| r.is_finite() && *r >= 0.0) {
-            None => {
-                rates.remove(&rate_key(key));
-            }
-            Some(per_second) => {
-                let rate = rates.entry(rate_key(key)).or_insert_with(|| DispatchRate {
-                    per_second,
-                    tokens: per_second.ceil().max(1.0),
-                    refilled: Instant::now(),
-                });
-                rate.per_second = per_second;
-                rate.tokens = rate.tokens.min(rate.burst());
-            }
+        let rate = rates.entry(rate_key(key)).or_insert_with(|| DispatchRate {
+            worker: None,
+            api: None,
+            tokens: 0.0,
+            refilled: Instant::now(),
+        });
+        let fresh = rate.effective().is_none();
+        match source {
+            RateSource::Worker => rate.worker = per_second,
+            RateSource::Api => rate.api = per_second,
+        }
+        if rate.effective().is_none() {
+            rates.remove(&rate_key(key));
+        } else if fresh {
+            rate.tokens = rate.burst();
+        } else {
+            rate.tokens = rate.tokens.min(rate.burst());
         }
     }
 
-    /// The dispatch rate limit of `key`'s queue, if it has one.
-    pub fn dispatch_rate(&self, key: &QueueKey) -> Option<f64> {
+    /// The dispatch rate limit in force on `key`'s queue, and who set it.
+    pub fn dispatch_rate(&self, key: &QueueKey) -> Option<(f64, RateSource)> {
         let rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
-        rates.get(&rate_key(key)).map(|r| r.per_second)
+        rates.get(&rate_key(key)).and_then(DispatchRate::effective)
     }
 
     fn take_token(&self, key: &QueueKey) -> Result<(), Duration> {
@@ -712,8 +741,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_dispatch_rate_spaces_out_queued_tasks_and_waiting_polls() {
         let matching = std::sync::Arc::new(Matching::default());
-        matching.set_dispatch_rate(&key(), Some(1.0));
-        assert_eq!(matching.dispatch_rate(&key()), Some(1.0));
+        matching.set_dispatch_rate(&key(), RateSource::Worker, Some(5.0));
+        matching.set_dispatch_rate(&key(), RateSource::Api, Some(1.0));
+        assert_eq!(matching.dispatch_rate(&key()), Some((1.0, RateSource::Api)));
         for id in 1..=3 {
             matching.offer(key(), task(id));
         }
@@ -745,7 +775,13 @@ mod tests {
         assert_eq!(begin.elapsed().as_secs(), 3);
 
         // No rate: at once.
-        matching.set_dispatch_rate(&key, None);
+        matching.set_dispatch_rate(&key, RateSource::Api, None);
+        assert_eq!(
+            matching.dispatch_rate(&key),
+            Some((5.0, RateSource::Worker))
+        );
+        matching.set_dispatch_rate(&key, RateSource::Worker, None);
+        assert_eq!(matching.dispatch_rate(&key), None);
         matching.offer(key.clone(), task(5));
         matching.offer(key.clone(), task(6));
         let now = Instant::now();

@@ -278,7 +278,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     })
     .max_decoding_message_size(MAX_CLIENT_MESSAGE)
     .max_encoding_message_size(MAX_CLIENT_MESSAGE);
+    let queue_configs = Arc::new(crate::queue_configs::QueueConfigs::load(
+        namespaces.clone(),
+    )?);
     let frontend = Frontend {
+        queue_configs,
         namespaces,
         deployments,
         shards,

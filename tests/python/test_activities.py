@@ -22,8 +22,8 @@ from temporalio.exceptions import (
     TimeoutType,
 )
 from temporalio.api.enums.v1 import RateLimitSource, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.api.taskqueue.v1 import RateLimit, TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, UpdateTaskQueueConfigRequest
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import ActivityCancellationType
 
@@ -492,3 +492,58 @@ async def test_the_task_queue_dispatches_activities_at_the_rate_its_workers_ask_
     ):
         stamps = await client.execute_workflow("Stamps", 8, id=new_id(), task_queue=task_queue)
         assert max(stamps) - min(stamps) < 1.5
+
+
+async def test_a_rate_limit_set_through_the_api_overrides_the_workers(client: Client, task_queue: str) -> None:
+    update = UpdateTaskQueueConfigRequest.RateLimitUpdate
+
+    def configure(rate_limit: update) -> UpdateTaskQueueConfigRequest:
+        return UpdateTaskQueueConfigRequest(
+            namespace=client.namespace,
+            identity="ops",
+            task_queue=task_queue,
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            update_queue_rate_limit=rate_limit,
+        )
+
+    for bad, words in [
+        (update(rate_limit=RateLimit(requests_per_second=-1)), "must be non-negative"),
+        (update(rate_limit=RateLimit(requests_per_second=1), reason="x" * 1001), "too long"),
+    ]:
+        with pytest.raises(RPCError) as err:
+            await client.workflow_service.update_task_queue_config(configure(bad))
+        assert err.value.status == RPCStatusCode.INVALID_ARGUMENT and words in err.value.message
+
+    set_ = await client.workflow_service.update_task_queue_config(
+        configure(update(rate_limit=RateLimit(requests_per_second=2), reason="protect the API"))
+    )
+    limit = set_.config.queue_rate_limit
+    assert limit.rate_limit.requests_per_second == 2
+    assert (limit.metadata.reason, limit.metadata.update_identity) == ("protect the API", "ops")
+
+    describe = DescribeTaskQueueRequest(
+        namespace=client.namespace,
+        task_queue=TaskQueue(name=task_queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        report_config=True,
+    )
+    described = await client.workflow_service.describe_task_queue(describe)
+    assert described.effective_rate_limit.requests_per_second == 2
+    assert described.effective_rate_limit.rate_limit_source == RateLimitSource.RATE_LIMIT_SOURCE_API
+    assert described.config.queue_rate_limit.metadata.reason == "protect the API"
+
+    # Workers asking for more get the API's rate.
+    async with new_worker(
+        client, task_queue, [Stamps], [stamp], max_task_queue_activities_per_second=100, max_concurrent_activities=20
+    ):
+        stamps = await client.execute_workflow("Stamps", 8, id=new_id(), task_queue=task_queue)
+        spread = max(stamps) - min(stamps)
+        assert 2.5 <= spread < 6, f"8 activities at 2/s started over {spread:.2f}s"
+
+        # Removed: the workers' rate applies again.
+        await client.workflow_service.update_task_queue_config(configure(update()))
+        stamps = await client.execute_workflow("Stamps", 8, id=new_id(), task_queue=task_queue)
+        assert max(stamps) - min(stamps) < 1.5
+        described = await client.workflow_service.describe_task_queue(describe)
+        assert described.effective_rate_limit.rate_limit_source == RateLimitSource.RATE_LIMIT_SOURCE_WORKER
+        assert not described.config.queue_rate_limit.HasField("rate_limit")

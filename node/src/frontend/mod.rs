@@ -9,6 +9,7 @@ mod deployments;
 mod errors;
 mod operator;
 mod queries;
+mod queue_config;
 mod routing;
 mod schedules;
 mod service;
@@ -40,6 +41,8 @@ pub struct Frontend {
     pub namespaces: Arc<Namespaces>,
     /// Worker Deployments.
     pub deployments: Arc<crate::deployments::Deployments>,
+    /// Task queue configs (API rate limits).
+    pub queue_configs: Arc<crate::queue_configs::QueueConfigs>,
     /// Shards 1..=N, at index shard-1.
     pub shards: Vec<Arc<Shard>>,
     /// Matching.

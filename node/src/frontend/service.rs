@@ -1066,6 +1066,7 @@ impl WorkflowService for Frontend {
             kind: TaskKind::Workflow,
             lane,
         };
+        self.apply_dispatch_rates(&key, None);
         let deadline = self.poll_deadline();
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -1277,10 +1278,7 @@ impl WorkflowService for Frontend {
             kind: TaskKind::Activity,
             lane,
         };
-        if let Some(metadata) = &r.task_queue_metadata {
-            self.matching
-                .set_dispatch_rate(&key, metadata.max_tasks_per_second);
-        }
+        self.apply_dispatch_rates(&key, r.task_queue_metadata.as_ref());
         let deadline = self.poll_deadline();
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -2031,6 +2029,18 @@ impl WorkflowService for Frontend {
         )
     }
 
+    async fn update_task_queue_config(
+        &self,
+        request: Request<ws::UpdateTaskQueueConfigRequest>,
+    ) -> Rpc<ws::UpdateTaskQueueConfigResponse> {
+        on_matching_node!(
+            self,
+            request,
+            update_task_queue_config,
+            update_task_queue_config_rpc
+        )
+    }
+
     async fn describe_batch_operation(
         &self,
         request: Request<ws::DescribeBatchOperationRequest>,
@@ -2355,16 +2365,16 @@ impl WorkflowService for Frontend {
             approximate_backlog_count: self.matching.backlog(&key) as i64,
             ..Default::default()
         });
-        let effective_rate_limit = self.matching.dispatch_rate(&key).map(|per_second| {
-            ws::describe_task_queue_response::EffectiveRateLimit {
-                requests_per_second: per_second as f32,
-                rate_limit_source: enums::RateLimitSource::Worker as i32,
-            }
+        let effective_rate_limit = self.effective_rate_limit(&key);
+        let config = r.report_config.then(|| {
+            self.queue_configs
+                .get(&key.namespace_id, r.task_queue_type.max(1), &key.name)
         });
         Ok(Response::new(ws::DescribeTaskQueueResponse {
             pollers,
             stats,
             effective_rate_limit,
+            config,
             ..Default::default()
         }))
     }

@@ -13,6 +13,8 @@ const RETENTION: u8 = b'r';
 const RETENTION_INDEXED: u8 = b'R';
 /// Worker Deployment record in the metadata group: `d | ns | name`.
 const DEPLOYMENT: u8 = b'd';
+/// Task queue config in the metadata group: `q | ns | type (as text) | name`.
+const QUEUE_CONFIG: u8 = b'q';
 /// Namespace record in the metadata group: `n | name`.
 const NAMESPACE: u8 = b'n';
 /// Custom search attributes of a namespace in the metadata group: `s | namespace id`.
@@ -144,6 +146,30 @@ pub fn deployment(namespace_id: &str, name: &str) -> Vec<u8> {
     key(DEPLOYMENT, &[namespace_id, name])
 }
 
+/// Key of a task queue's config (metadata group); `kind` is its `TaskQueueType` number.
+pub fn queue_config(namespace_id: &str, kind: i32, name: &str) -> Vec<u8> {
+    key(QUEUE_CONFIG, &[namespace_id, &kind.to_string(), name])
+}
+
+/// Range of every task queue config.
+pub fn queue_config_range() -> (Vec<u8>, Vec<u8>) {
+    (vec![QUEUE_CONFIG], vec![QUEUE_CONFIG + 1])
+}
+
+/// The namespace id, `TaskQueueType` and name of a task queue config key.
+pub fn parse_queue_config(key: &[u8]) -> Option<(String, i32, String)> {
+    let (&tag, rest) = key.split_first()?;
+    if tag != QUEUE_CONFIG {
+        return None;
+    }
+    let (namespace_id, rest) = take_part(rest)?;
+    let (kind, rest) = take_part(rest)?;
+    let (name, rest) = take_part(rest)?;
+    let kind = kind.parse().ok()?;
+    rest.is_empty()
+        .then(|| (namespace_id.to_string(), kind, name.to_string()))
+}
+
 /// Range of every Worker Deployment record.
 pub fn deployment_range() -> (Vec<u8>, Vec<u8>) {
     (vec![DEPLOYMENT], vec![DEPLOYMENT + 1])
@@ -233,6 +259,11 @@ mod tests {
             Some(("ns".to_string(), "dep".to_string()))
         );
         assert_eq!(parse_deployment(&state("ns", "wf", "run")), None);
+        assert_eq!(
+            parse_queue_config(&queue_config("ns", 2, "q")),
+            Some(("ns".to_string(), 2, "q".to_string()))
+        );
+        assert_eq!(parse_queue_config(&deployment("ns", "dep")), None);
     }
 
     #[test]
