@@ -461,6 +461,9 @@ impl Matching {
     pub fn set_dispatch_rate(&self, key: &QueueKey, source: RateSource, per_second: Option<f64>) {
         let per_second = per_second.filter(|r| r.is_finite() && *r >= 0.0);
         let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        if per_second.is_none() && (rates.is_empty() || !rates.contains_key(&rate_key(key))) {
+            return;
+        }
         let rate = rates.entry(rate_key(key)).or_insert_with(|| DispatchRate {
             worker: None,
             api: None,

@@ -55,8 +55,8 @@ impl QueueConfigs {
         Ok(())
     }
 
-    /// The config of a task queue (default if none was set).
-    pub fn get(&self, namespace_id: &str, kind: i32, name: &str) -> TaskQueueConfig {
+    /// Re-reads the configs if the metadata group applied anything since they were read.
+    fn refresh(&self) {
         let stale = self.cache.read().unwrap_or_else(|e| e.into_inner()).applied
             != self.namespaces.applied_index();
         if stale {
@@ -64,22 +64,41 @@ impl QueueConfigs {
                 tracing::warn!(%error, "task queue configs could not be re-read");
             }
         }
+    }
+
+    /// Reads the config of a task queue, if one was set, with `read`.
+    fn with<T>(
+        &self,
+        namespace_id: &str,
+        kind: i32,
+        name: &str,
+        read: impl FnOnce(&TaskQueueConfig) -> T,
+    ) -> Option<T> {
+        self.refresh();
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        if cache.configs.is_empty() {
+            return None;
+        }
         let id = (namespace_id.to_string(), kind, name.to_string());
-        self.cache
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .configs
-            .get(&id)
-            .cloned()
+        cache.configs.get(&id).map(read)
+    }
+
+    /// The config of a task queue (default if none was set).
+    pub fn get(&self, namespace_id: &str, kind: i32, name: &str) -> TaskQueueConfig {
+        self.with(namespace_id, kind, name, TaskQueueConfig::clone)
             .unwrap_or_default()
     }
 
     /// The rate limit set through the API for a task queue, if any.
     pub fn rate(&self, namespace_id: &str, kind: i32, name: &str) -> Option<f64> {
-        self.get(namespace_id, kind, name)
-            .queue_rate_limit
-            .and_then(|limit| limit.rate_limit)
-            .map(|limit| f64::from(limit.requests_per_second))
+        self.with(namespace_id, kind, name, |config| {
+            config
+                .queue_rate_limit
+                .as_ref()
+                .and_then(|limit| limit.rate_limit)
+                .map(|limit| f64::from(limit.requests_per_second))
+        })
+        .flatten()
     }
 
     /// Applies `change` to a task queue's config and writes it through the metadata group
