@@ -127,10 +127,10 @@ pub(crate) fn schedule(
     workflow_task_completed_event_id: i64,
 ) -> i64 {
     a.task_queue = Some(proto::task_queue(&options.task_queue));
-    a.schedule_to_close_timeout = proto::duration(options.schedule_to_close_ms);
-    a.schedule_to_start_timeout = proto::duration(options.schedule_to_start_ms);
-    a.start_to_close_timeout = proto::duration(options.start_to_close_ms);
-    a.heartbeat_timeout = proto::duration(options.heartbeat_ms);
+    a.schedule_to_close_timeout = proto::timeout(options.schedule_to_close_ms);
+    a.schedule_to_start_timeout = proto::timeout(options.schedule_to_start_ms);
+    a.start_to_close_timeout = proto::timeout(options.start_to_close_ms);
+    a.heartbeat_timeout = proto::timeout(options.heartbeat_ms);
     a.retry_policy = Some(retry_policy_proto(&options.retry));
     let scheduled_event_id = txn.append(Attributes::ActivityTaskScheduledEventAttributes(
         history::ActivityTaskScheduledEventAttributes {

@@ -39,6 +39,12 @@ pub fn duration(ms: i64) -> Option<prost_wkt_types::Duration> {
     })
 }
 
+/// A timeout as Temporal writes it in events and tasks: present, zero when there is none (some
+/// SDKs, TypeScript's among them, require the field).
+pub fn timeout(ms: i64) -> Option<prost_wkt_types::Duration> {
+    Some(duration(ms).unwrap_or_default())
+}
+
 /// Milliseconds of an optional protobuf duration (None and negatives are 0), rounded up.
 pub fn duration_ms(d: Option<&prost_wkt_types::Duration>) -> i64 {
     match d {

@@ -48,11 +48,6 @@ fn negative(d: Option<&prost_wkt_types::Duration>) -> bool {
     d.is_some_and(|d| d.seconds < 0 || d.nanos < 0)
 }
 
-/// A duration Temporal always shows, zero included.
-fn shown_duration(ms: i64) -> Option<prost_wkt_types::Duration> {
-    Some(proto::duration(ms).unwrap_or_default())
-}
-
 /// What DescribeActivityExecution's long poll token names: the run and the change it saw.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct LongPollToken {
@@ -101,10 +96,10 @@ fn execution_info(
         status: execution::status(state) as i32,
         run_state: run_state as i32,
         task_queue: a.task_queue.clone(),
-        schedule_to_close_timeout: shown_duration(a.schedule_to_close_ms),
-        schedule_to_start_timeout: shown_duration(a.schedule_to_start_ms),
-        start_to_close_timeout: shown_duration(a.start_to_close_ms),
-        heartbeat_timeout: shown_duration(a.heartbeat_ms),
+        schedule_to_close_timeout: proto::timeout(a.schedule_to_close_ms),
+        schedule_to_start_timeout: proto::timeout(a.schedule_to_start_ms),
+        start_to_close_timeout: proto::timeout(a.start_to_close_ms),
+        heartbeat_timeout: proto::timeout(a.heartbeat_ms),
         retry_policy: Some(crate::engine::retry_policy_proto(&a.retry)),
         heartbeat_details: a
             .heartbeat_details

@@ -428,9 +428,9 @@ impl Frontend {
             )),
             started_time: Some(proto::timestamp(started.time_ns)),
             attempt,
-            schedule_to_close_timeout: proto::duration(activity.schedule_to_close_ms),
-            start_to_close_timeout: proto::duration(activity.start_to_close_ms),
-            heartbeat_timeout: proto::duration(activity.heartbeat_ms),
+            schedule_to_close_timeout: proto::timeout(activity.schedule_to_close_ms),
+            start_to_close_timeout: proto::timeout(activity.start_to_close_ms),
+            heartbeat_timeout: proto::timeout(activity.heartbeat_ms),
             retry_policy: Some(crate::engine::retry_policy_proto(&activity.retry)),
             priority: proto::decode_opt(&activity.priority),
             ..Default::default()
