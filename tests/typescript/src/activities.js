@@ -1,5 +1,8 @@
 // Activities of the TypeScript SDK checks (see checks.js).
-const { Context, CancelledFailure } = require('@temporalio/activity');
+const { Context, CancelledFailure, CompleteAsyncError } = require('@temporalio/activity');
+
+// Task tokens of activities to complete from the client (same process).
+const pendingTokens = [];
 const { ApplicationFailure } = require('@temporalio/common');
 
 async function greet(name) {
@@ -31,4 +34,10 @@ async function heartbeater() {
   }
 }
 
-module.exports = { greet, fail, flaky, heartbeater };
+// Completed later by the client, through its task token.
+async function completeLater() {
+  pendingTokens.push(Context.current().info.taskToken);
+  throw new CompleteAsyncError();
+}
+
+module.exports = { greet, fail, flaky, heartbeater, completeLater, pendingTokens };

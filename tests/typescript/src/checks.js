@@ -110,6 +110,59 @@ const CHECKS = {
     const described = await client.workflow.getHandle(options.workflowId).describe();
     assert.deepStrictEqual(described.memo, { team: 'keel' });
   },
+  async 'workflow retry policy'({ client, start }) {
+    const options = { ...start(), retry: { maximumAttempts: 5, initialInterval: '50ms' } };
+    assert.strictEqual(await client.workflow.execute('retriedWorkflow', options), 3);
+  },
+  async 'search attributes upserted and listed'({ client, connection, start }) {
+    const { customAttributes } = await connection.operatorService.listSearchAttributes({ namespace: 'default' });
+    const wanted = { TsKeyword: 'INDEXED_VALUE_TYPE_KEYWORD', TsInt: 'INDEXED_VALUE_TYPE_INT' };
+    const missing = Object.fromEntries(Object.entries(wanted).filter(([name]) => !(name in customAttributes)));
+    if (Object.keys(missing).length > 0) {
+      const { temporal } = require('@temporalio/proto');
+      const types = temporal.api.enums.v1.IndexedValueType;
+      await connection.operatorService.addSearchAttributes({
+        namespace: 'default',
+        searchAttributes: Object.fromEntries(Object.entries(missing).map(([name, type]) => [name, types[type]])),
+      });
+    }
+    const options = start();
+    const seen = await client.workflow.execute('upserts', options);
+    assert.deepStrictEqual(seen.TsKeyword, ['from-ts']);
+    assert.deepStrictEqual(seen.TsInt, [7]);
+    const described = await client.workflow.getHandle(options.workflowId).describe();
+    assert.deepStrictEqual(described.searchAttributes.TsKeyword, ['from-ts']);
+    let listed = [];
+    for (let i = 0; i < 50 && listed.length === 0; i++) {
+      listed = [];
+      for await (const execution of client.workflow.list({ query: `TsKeyword = 'from-ts' AND TsInt = 7 AND WorkflowId = '${options.workflowId}'` })) {
+        listed.push(execution.workflowId);
+      }
+      if (listed.length === 0) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.deepStrictEqual(listed, [options.workflowId]);
+  },
+  async 'activity completed by the client'({ client, start }) {
+    const handle = await client.workflow.start('completedLater', start());
+    for (let i = 0; i < 100 && activities.pendingTokens.length === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const token = activities.pendingTokens.pop();
+    assert(token, 'the activity never ran');
+    const described = await handle.describe();
+    assert.strictEqual(described.raw.pendingActivities.length, 1);
+    await client.activity.complete(token, 'done later');
+    assert.strictEqual(await handle.result(), 'done later');
+  },
+  async 'child cancelled from its parent'({ client, start }) {
+    assert.match(await client.workflow.execute('cancelsChild', start()), /Cancel/);
+  },
+  async 'start delay'({ client, start }) {
+    const handle = await client.workflow.start('hello', { ...start('later'), startDelay: '1s' });
+    const described = await handle.describe();
+    assert(described.executionTime.getTime() - described.startTime.getTime() >= 900, 'no delay');
+    assert.strictEqual(await handle.result(), 'Hello, later!');
+  },
   async 'duplicate start refused, unknown workflow not found'({ client, start }) {
     const options = start();
     await client.workflow.start('sleeper', options);
@@ -177,8 +230,9 @@ async function main() {
   const results = {};
   await worker.runUntil(async () => {
     for (const [name, check] of Object.entries(CHECKS)) {
+      console.error(`== ${name}`);
       try {
-        await check({ client, start, taskQueue });
+        await check({ client, connection, start, taskQueue });
         results[name] = 'ok';
       } catch (err) {
         results[name] = String(err && err.stack ? err.stack : err).split('\n').slice(0, 4).join(' | ');

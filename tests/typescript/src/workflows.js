@@ -114,6 +114,39 @@ async function patched() {
   return wf.patched('p1') ? 'new' : 'old';
 }
 
+// Fails until its third attempt, through the workflow retry policy.
+async function retriedWorkflow() {
+  const { attempt } = wf.workflowInfo();
+  if (attempt < 3) throw wf.ApplicationFailure.retryable(`attempt ${attempt}`);
+  return attempt;
+}
+
+async function upserts() {
+  wf.upsertSearchAttributes({ TsKeyword: ['from-ts'], TsInt: [7] });
+  await wf.sleep('10ms');
+  return wf.workflowInfo().searchAttributes;
+}
+
+async function completedLater() {
+  const { completeLater } = wf.proxyActivities({ startToCloseTimeout: '1m' });
+  return await completeLater();
+}
+
+async function cancelsChild() {
+  const scope = new wf.CancellationScope();
+  const child = await scope.run(() =>
+    wf.startChild(sleeper, { workflowId: `${wf.workflowInfo().workflowId}-child` })
+  );
+  await wf.sleep('200ms');
+  scope.cancel();
+  try {
+    await child.result();
+    return 'child completed';
+  } catch (err) {
+    return err.cause ? err.cause.name : err.name;
+  }
+}
+
 async function info() {
   const { memo, searchAttributes, attempt, workflowType } = wf.workflowInfo();
   return { memo, attempt, workflowType, hasSearchAttributes: searchAttributes !== undefined };
@@ -133,4 +166,8 @@ module.exports = {
   looper,
   patched,
   info,
+  retriedWorkflow,
+  upserts,
+  completedLater,
+  cancelsChild,
 };
