@@ -109,13 +109,17 @@ async def test_query_during_a_start_delay_is_refused(client: Client, task_queue:
 
 async def test_query_of_a_failing_workflow_task_is_refused(client: Client, task_queue: str) -> None:
     async with new_worker(client, task_queue, [AlwaysFailingTask]):
-        handle = await client.start_workflow(AlwaysFailingTask.run, id=new_id(), task_queue=task_queue)
+        # The SDK reports a failing task's first failures and lets later attempts time out, so
+        # attempt 3 comes a task timeout after attempt 2.
+        handle = await client.start_workflow(
+            AlwaysFailingTask.run, id=new_id(), task_queue=task_queue, task_timeout=timedelta(seconds=2)
+        )
 
         async def failed_three_times() -> bool:
             task = (await handle.describe()).raw_description.pending_workflow_task
             return task.attempt >= 3
 
-        await wait_for(failed_three_times, what="workflow task attempt 3")
+        await wait_for(failed_three_times, timeout=30, what="workflow task attempt 3")
         with pytest.raises(RPCError) as err:
             await handle.query(AlwaysFailingTask.ping)
         assert err.value.status == RPCStatusCode.FAILED_PRECONDITION
