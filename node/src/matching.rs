@@ -10,6 +10,7 @@
 //! poll the started task afterwards: one commit instead of two, as a sync match saves a hop.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -276,6 +277,8 @@ pub struct Matching {
     /// Dispatch rate limits by queue (any lane: the key's lane is empty). Locked after
     /// `queues` when both are.
     rates: Mutex<HashMap<QueueKey, DispatchRate>>,
+    /// True while `rates` has an entry: dispatch skips its lock when no queue is limited.
+    limited: std::sync::atomic::AtomicBool,
     next_poller: std::sync::atomic::AtomicU64,
     routing: std::sync::OnceLock<RoutingSource>,
 }
@@ -375,7 +378,7 @@ impl Matching {
     ) -> Option<Dispatch> {
         let id = self
             .next_poller
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + timeout;
         loop {
             // When tasks wait for a dispatch token: how long until the next one.
@@ -460,8 +463,11 @@ impl Matching {
     /// the workers' one, as in Temporal; the API's takes precedence over it.
     pub fn set_dispatch_rate(&self, key: &QueueKey, source: RateSource, per_second: Option<f64>) {
         let per_second = per_second.filter(|r| r.is_finite() && *r >= 0.0);
+        if per_second.is_none() && !self.limited.load(Ordering::Acquire) {
+            return;
+        }
         let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
-        if per_second.is_none() && (rates.is_empty() || !rates.contains_key(&rate_key(key))) {
+        if per_second.is_none() && !rates.contains_key(&rate_key(key)) {
             return;
         }
         let rate = rates.entry(rate_key(key)).or_insert_with(|| DispatchRate {
@@ -477,10 +483,14 @@ impl Matching {
         }
         if rate.effective().is_none() {
             rates.remove(&rate_key(key));
-        } else if fresh {
-            rate.tokens = rate.burst();
+            self.limited.store(!rates.is_empty(), Ordering::Release);
         } else {
-            rate.tokens = rate.tokens.min(rate.burst());
+            rate.tokens = if fresh {
+                rate.burst()
+            } else {
+                rate.tokens.min(rate.burst())
+            };
+            self.limited.store(true, Ordering::Release);
         }
     }
 
@@ -500,10 +510,10 @@ impl Matching {
     }
 
     fn with_rate<T>(&self, key: &QueueKey, f: impl FnOnce(&mut DispatchRate) -> T) -> Option<T> {
-        let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
-        if rates.is_empty() {
+        if !self.limited.load(Ordering::Acquire) {
             return None;
         }
+        let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
         rates.get_mut(&rate_key(key)).map(f)
     }
 
