@@ -376,9 +376,7 @@ impl Matching {
         now_ns: i64,
         timeout: Duration,
     ) -> Option<Dispatch> {
-        let id = self
-            .next_poller
-            .fetch_add(1, Ordering::Relaxed);
+        let id = self.next_poller.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + timeout;
         loop {
             // When tasks wait for a dispatch token: how long until the next one.
