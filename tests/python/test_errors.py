@@ -12,7 +12,7 @@ from temporalio.api.workflowservice.v1 import (
     GetWorkflowExecutionHistoryRequest,
     StartWorkflowExecutionRequest,
 )
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 
@@ -81,6 +81,26 @@ async def test_nonexistent_run_id(client: Client, task_queue: str) -> None:
     with pytest.raises(RPCError) as err:
         await wrong_run.describe()
     assert err.value.status == RPCStatusCode.NOT_FOUND
+    await handle.terminate()
+
+
+async def test_a_run_id_that_is_not_a_uuid_is_invalid(client: Client, task_queue: str) -> None:
+    handle = await client.start_workflow("Anything", id=new_id(), task_queue=task_queue)
+    malformed = client.get_workflow_handle(handle.id, run_id="not-a-uuid")
+    for call in (malformed.describe(), malformed.signal("s"), malformed.cancel(), malformed.terminate()):
+        with pytest.raises(RPCError) as err:
+            await call
+        assert err.value.status == RPCStatusCode.INVALID_ARGUMENT
+        assert err.value.message == "Invalid RunId."
+    with pytest.raises(RPCError) as err:
+        await client.workflow_service.get_workflow_execution_history(
+            GetWorkflowExecutionHistoryRequest(
+                namespace=NAMESPACE, execution=WorkflowExecution(workflow_id=handle.id, run_id="not-a-uuid")
+            )
+        )
+    assert err.value.status == RPCStatusCode.INVALID_ARGUMENT
+    # Nothing was done to the run.
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
     await handle.terminate()
 
 

@@ -6,7 +6,7 @@ use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 use tonic::Status;
 
 use super::errors::invalid;
-use super::{check_id, views, Frontend};
+use super::{check_execution, check_id, views, Frontend};
 use crate::engine::activity_control::{jitter_delay_ms, ActivitySelector, ControlAction};
 use crate::engine::proto::{self, common};
 use crate::engine::{ActivityControlRequest, Reply, Request as Engine};
@@ -77,7 +77,7 @@ impl Frontend {
     ) -> Result<Reply, Status> {
         let namespace = self.namespace(namespace).await?;
         let execution = execution.unwrap_or_default();
-        check_id("WorkflowId", &execution.workflow_id, true)?;
+        check_execution(&execution)?;
         let request =
             Engine::ActivityControl(Box::new(ActivityControlRequest { selector, action }));
         Ok(self

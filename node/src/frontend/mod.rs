@@ -201,6 +201,18 @@ fn check_id(kind: &str, value: &str, required: bool) -> Result<(), Status> {
     Ok(())
 }
 
+/// Checks a request's workflow execution as Temporal's frontend does: a workflow id, and a run
+/// id that is empty or a UUID.
+fn check_execution(
+    execution: &temporalio_protos::temporal::api::common::v1::WorkflowExecution,
+) -> Result<(), Status> {
+    check_id("WorkflowId", &execution.workflow_id, true)?;
+    if !execution.run_id.is_empty() && uuid::Uuid::parse_str(&execution.run_id).is_err() {
+        return Err(errors::invalid("Invalid RunId."));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::offset_page;

@@ -16,7 +16,7 @@ use super::errors::{invalid, query_failed, workflow_not_ready};
 use super::routing::forwarded;
 use super::tokens::TaskToken;
 use super::views;
-use super::{check_id, Frontend};
+use super::{check_execution, check_id, Frontend};
 use crate::engine::proto::{self, common, enums};
 use crate::engine::{
     is_versioned, ActivityReport, ActivityTarget, CompleteWorkflowTask, MutableState, Reply,
@@ -524,7 +524,7 @@ impl Frontend {
         close_only: bool,
     ) -> Result<ws::GetWorkflowExecutionHistoryResponse, Status> {
         let execution = execution.unwrap_or_default();
-        check_id("WorkflowId", &execution.workflow_id, true)?;
+        check_execution(&execution)?;
         let token = PageToken::decode(token)?;
         let run_id = token
             .as_ref()
@@ -1508,7 +1508,7 @@ impl WorkflowService for Frontend {
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace).await?;
         let execution = r.workflow_execution.unwrap_or_default();
-        check_id("WorkflowId", &execution.workflow_id, true)?;
+        check_execution(&execution)?;
         if r.signal_name.is_empty() {
             return Err(invalid("SignalName is not set on request."));
         }
@@ -1538,7 +1538,7 @@ impl WorkflowService for Frontend {
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace).await?;
         let execution = r.workflow_execution.unwrap_or_default();
-        check_id("WorkflowId", &execution.workflow_id, true)?;
+        check_execution(&execution)?;
         self.run_request(
             &namespace,
             &execution.workflow_id,
@@ -1562,7 +1562,7 @@ impl WorkflowService for Frontend {
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace).await?;
         let execution = r.workflow_execution.unwrap_or_default();
-        check_id("WorkflowId", &execution.workflow_id, true)?;
+        check_execution(&execution)?;
         self.check_payloads(r.details.as_ref())?;
         self.run_request(
             &namespace,
@@ -1587,7 +1587,7 @@ impl WorkflowService for Frontend {
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace).await?;
         let execution = r.workflow_execution.unwrap_or_default();
-        check_id("WorkflowId", &execution.workflow_id, true)?;
+        check_execution(&execution)?;
         let op = Op::Delete {
             run_id: execution.run_id,
             expired_at_ns: None,
@@ -1606,7 +1606,7 @@ impl WorkflowService for Frontend {
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace).await?;
         let execution = r.execution.unwrap_or_default();
-        check_id("WorkflowId", &execution.workflow_id, true)?;
+        check_execution(&execution)?;
         let query = r
             .query
             .ok_or_else(|| invalid("Query is not set on request."))?;
@@ -2149,7 +2149,7 @@ impl WorkflowService for Frontend {
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace).await?;
         let execution = r.execution.unwrap_or_default();
-        check_id("WorkflowId", &execution.workflow_id, true)?;
+        check_execution(&execution)?;
         let state = self
             .read_state(&namespace, &execution.workflow_id, &execution.run_id)
             .await?;
@@ -2184,7 +2184,7 @@ impl WorkflowService for Frontend {
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace).await?;
         let execution = r.execution.unwrap_or_default();
-        check_id("WorkflowId", &execution.workflow_id, true)?;
+        check_execution(&execution)?;
         let token = PageToken::decode(&r.next_page_token)?;
         let run_id = token
             .as_ref()
@@ -2406,7 +2406,7 @@ impl WorkflowService for Frontend {
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace).await?;
         let execution = r.execution.unwrap_or_default();
-        check_id("WorkflowId", &execution.workflow_id, true)?;
+        check_execution(&execution)?;
         self.run_request(
             &namespace,
             &execution.workflow_id,
@@ -2424,7 +2424,7 @@ impl WorkflowService for Frontend {
         let r = request.into_inner();
         let namespace = self.namespace(&r.namespace).await?;
         let execution = r.workflow_execution.unwrap_or_default();
-        check_id("WorkflowId", &execution.workflow_id, true)?;
+        check_execution(&execution)?;
         check_id("RequestId", &r.request_id, false)?;
         if !r.post_reset_operations.is_empty() {
             return Err(Status::unimplemented(

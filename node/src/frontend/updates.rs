@@ -7,7 +7,7 @@ use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 use tonic::Status;
 
 use super::errors::{invalid, multi_operation_failure};
-use super::{check_id, Frontend};
+use super::{check_execution, Frontend};
 use crate::engine::proto::{common, enums};
 use crate::engine::{update_status, Reply, Request as Engine, RunStatus, UpdateStatus};
 use crate::namespaces::NamespaceRecord;
@@ -200,7 +200,7 @@ impl Frontend {
     /// a fresh one).
     fn check_update(&self, r: ws::UpdateWorkflowExecutionRequest) -> Result<CheckedUpdate, Status> {
         let execution = r.workflow_execution.unwrap_or_default();
-        check_id("WorkflowId", &execution.workflow_id, true)?;
+        check_execution(&execution)?;
         let wanted = update_wait_stage(r.wait_policy.as_ref())?;
         let mut request = r.request.unwrap_or_default();
         let meta = request
@@ -278,7 +278,7 @@ impl Frontend {
             .update_ref
             .ok_or_else(|| invalid("UpdateRef is not set on request."))?;
         let execution = reference.workflow_execution.unwrap_or_default();
-        check_id("WorkflowId", &execution.workflow_id, true)?;
+        check_execution(&execution)?;
         let wanted = poll_wait_stage(r.wait_policy.as_ref());
         let state = self
             .read_state(&namespace, &execution.workflow_id, &execution.run_id)

@@ -5,7 +5,7 @@ use temporalio_protos::temporal::api::workflow::v1 as workflow;
 use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 use tonic::Status;
 
-use super::{check_id, Frontend};
+use super::{check_execution, Frontend};
 use crate::engine::workflow_options::OptionsUpdate;
 use crate::engine::{Reply, Request as Engine};
 
@@ -15,7 +15,7 @@ impl Frontend {
         r: ws::UpdateWorkflowExecutionOptionsRequest,
     ) -> Result<ws::UpdateWorkflowExecutionOptionsResponse, Status> {
         let execution = r.workflow_execution.unwrap_or_default();
-        check_id("WorkflowId", &execution.workflow_id, true)?;
+        check_execution(&execution)?;
         let namespace = self.namespace(&r.namespace).await?;
         let update = OptionsUpdate::from_request(
             r.workflow_execution_options,
