@@ -332,6 +332,17 @@ impl Deployments {
             .collect()
     }
 
+    /// How many deployments namespace `namespace_id` has.
+    fn count(&self, namespace_id: &str) -> usize {
+        self.refresh();
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        cache
+            .records
+            .keys()
+            .filter(|(ns, _)| ns == namespace_id)
+            .count()
+    }
+
     /// The matching lane a task of run `workflow_id` (its versioning `versioning`) goes to on
     /// `queue` (see the module doc), and the routing hash it was chosen under.
     pub fn lane(
@@ -482,14 +493,13 @@ impl Deployments {
         F: FnOnce(&mut DeploymentRecord) -> Result<(), DeploymentError>,
     {
         let key = keys::deployment(namespace_id, name);
-        let deployments = self.list(namespace_id).len();
         let written = self
             .namespaces
             .write_metadata(|read| {
                 let stored = read(&key)?.as_deref().and_then(decode_record);
                 let mut record = match stored.clone() {
                     Some(record) => record,
-                    None if create && deployments >= MAX_DEPLOYMENTS => {
+                    None if create && self.count(namespace_id) >= MAX_DEPLOYMENTS => {
                         return Err(DeploymentError::FailedPrecondition(format!(
                             "cannot create Worker Deployment {name:?}: the namespace already \
                              has the maximum of {MAX_DEPLOYMENTS}; delete one first"
